@@ -1,0 +1,104 @@
+"""The ``tuner`` command: ``train`` and ``validate`` headless; no sub-command opens the app.
+
+User mistakes (configs, data, model paths) print one line and exit with code 2. Ctrl-C or
+SIGTERM during training stops after the current step and saves; a second Ctrl-C exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from .platform_check import maybe_reexec_with_openblas
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuner",
+        description="Instruction fine-tuning for MLX with prompt-loss-weight. "
+        "Run without a command to open the terminal app.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    train = sub.add_parser("train", help="train one config, or a chain of configs as stages")
+    train.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML files, run in order")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key in every stage (repeatable), e.g. --set iters=50")
+    train.add_argument("--quiet", action="store_true", help="print only evaluations and the result")
+    validate = sub.add_parser("validate", help="check configs and show every resolved value and its source")
+    validate.add_argument("configs", nargs="+", metavar="CONFIG")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        maybe_reexec_with_openblas()
+        argv = sys.argv[1:]
+    args = build_parser().parse_args(argv)
+    from .errors import UserError
+
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "validate":
+            return cmd_validate(args)
+        from tui.app import run_app
+
+        return run_app()
+    except UserError as e:
+        print(f"tuner: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def cmd_validate(args) -> int:
+    from .config import format_resolved, load_stages
+    from .trainer import check_chain
+
+    stages = load_stages(args.configs, args.overrides)
+    check_chain(stages)
+    for stage in stages:
+        if len(stages) > 1:
+            print(f"# stage {stage.index + 1}: {stage.path}")
+        print(format_resolved(stage))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import load_stages
+    from .control import Control
+    from .printer import Printer
+    from .trainer import run_chain
+
+    stages = load_stages(args.configs, args.overrides)
+    control = Control()
+    printer = Printer(sys.stdout, quiet=args.quiet)
+    interrupts = {"n": 0}
+
+    def on_signal(signum, frame):
+        interrupts["n"] += 1
+        if interrupts["n"] > 1:
+            raise KeyboardInterrupt
+        print("\nstopping after this step and saving (press Ctrl-C again to quit at once)", file=sys.stderr)
+        control.stop()
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        results = run_chain(stages, printer, control)
+    except KeyboardInterrupt:
+        print("tuner: interrupted; the last saved checkpoint is kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+    if results and results[-1].status != "completed":
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

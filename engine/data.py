@@ -1,0 +1,332 @@
+"""Datasets: find the rows, detect each record's format, and normalise it.
+
+Sources: a folder with ``train``/``valid``/``test`` files (``.jsonl``, ``.json``, ``.csv`` or
+``.parquet``), a single such file (a validation share is split off it), a Hugging Face dataset
+id, or mlx-tuning-fork's ``hf_dataset`` list. Each record is detected on its own (mlx-lm looks
+at the first row only), so mixed files work:
+
+- chat: ``{"messages": [...], "system"?: str, "tools"?: [...]}``
+- prompt/completion: ``{"prompt": str, "completion": str}``
+- instruction/input/output (Alpaca): ``{"instruction", "input"?, "output"}``
+- plain text: ``{"text": str}``
+
+The field names of chat, prompt, completion and text can be overridden in the config.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import DataError
+
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+SPLIT_NAMES = {
+    "train": ("train",),
+    "valid": ("valid", "validation", "val", "dev"),
+    "test": ("test",),
+}
+CHAT_ROLES = {"system", "user", "assistant", "tool", "developer"}
+
+
+@dataclass(frozen=True)
+class Features:
+    """Field names to read; mlx-lm's ``*_feature`` keys."""
+
+    prompt: str = "prompt"
+    completion: str = "completion"
+    text: str = "text"
+    chat: str = "messages"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One normalised example. ``messages`` is set for every format but plain text."""
+
+    fmt: str  # chat | completion | alpaca | text
+    origin: str  # where it came from, e.g. "data/train.jsonl:12"
+    messages: tuple[dict, ...] | None = None
+    text: str | None = None
+    tools: Any = None
+
+
+@dataclass
+class Splits:
+    train: list[Record] = field(default_factory=list)
+    valid: list[Record] = field(default_factory=list)
+    test: list[Record] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- record parsing
+
+
+def parse_record(raw: Any, origin: str, features: Features = Features()) -> Record:
+    """Detect the format of one row and normalise it, or raise a DataError naming ``origin``."""
+    if not isinstance(raw, dict):
+        raise DataError(f"{origin}: expected an object with fields, got {type(raw).__name__}")
+    if features.chat in raw:
+        return _chat_record(raw, origin, features.chat)
+    if features.prompt in raw and features.completion in raw:
+        prompt = _text_field(raw, features.prompt, origin)
+        completion = _text_field(raw, features.completion, origin)
+        messages = _with_system(raw, origin, [_msg("user", prompt), _msg("assistant", completion)])
+        return Record("completion", origin, messages=messages, tools=raw.get("tools"))
+    if "instruction" in raw and "output" in raw:
+        instruction = _text_field(raw, "instruction", origin)
+        extra = raw.get("input") or ""
+        if not isinstance(extra, str):
+            raise DataError(f"{origin}: field 'input' must be text")
+        prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        output = _text_field(raw, "output", origin)
+        messages = _with_system(raw, origin, [_msg("user", prompt), _msg("assistant", output)])
+        return Record("alpaca", origin, messages=messages)
+    if features.text in raw:
+        return Record("text", origin, text=_text_field(raw, features.text, origin))
+    keys = ", ".join(sorted(map(str, raw))) or "none"
+    raise DataError(
+        f"{origin}: unrecognised record (fields: {keys}); expected '{features.chat}', "
+        f"'{features.prompt}'+'{features.completion}', 'instruction'+'output' or '{features.text}'"
+    )
+
+
+def _msg(role: str, content: str) -> dict:
+    return {"role": role, "content": content}
+
+
+def _text_field(raw: dict, key: str, origin: str) -> str:
+    value = raw[key]
+    if not isinstance(value, str):
+        raise DataError(f"{origin}: field '{key}' must be text, got {type(value).__name__}")
+    return value
+
+
+def _with_system(raw: dict, origin: str, messages: list[dict]) -> tuple[dict, ...]:
+    system = raw.get("system")
+    if system:
+        if not isinstance(system, str):
+            raise DataError(f"{origin}: field 'system' must be text")
+        messages = [_msg("system", system), *messages]
+    return tuple(messages)
+
+
+def _chat_record(raw: dict, origin: str, key: str) -> Record:
+    turns = raw[key]
+    if not isinstance(turns, list) or not turns:
+        raise DataError(f"{origin}: field '{key}' must be a non-empty list of messages")
+    messages = []
+    for i, turn in enumerate(turns):
+        where = f"{origin}: {key}[{i}]"
+        if not isinstance(turn, dict) or "role" not in turn:
+            raise DataError(f"{where}: each message needs a 'role' and 'content'")
+        role = turn["role"]
+        if role not in CHAT_ROLES:
+            raise DataError(f"{where}: unknown role {role!r} (expected one of {sorted(CHAT_ROLES)})")
+        content = turn.get("content")
+        if isinstance(content, list):  # OpenAI-style content parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if content is None and turn.get("tool_calls"):
+            content = ""
+        if not isinstance(content, str):
+            raise DataError(f"{where}: 'content' must be text")
+        messages.append({**turn, "content": content})
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(f"{origin}: chat has no assistant message, so there is nothing to learn")
+    if raw.get("system") and messages[0]["role"] != "system":
+        messages.insert(0, _msg("system", _text_field(raw, "system", origin)))
+    return Record("chat", origin, messages=tuple(messages), tools=raw.get("tools"))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_rows(path: Path) -> Iterator[tuple[Any, str]]:
+    """Yield (row, origin) from a JSONL, JSON, CSV or Parquet file."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line), f"{path}:{n}"
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            raise DataError(f"{path}: a .json dataset must hold a list of records")
+        for i, row in enumerate(data):
+            yield row, f"{path}#{i}"
+    elif suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                yield row, f"{path}:{reader.line_num}"
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(path).to_pylist()):
+            yield row, f"{path}#{i}"
+    else:
+        raise DataError(f"{path}: unsupported file type (use {', '.join(FILE_SUFFIXES)})")
+
+
+def read_records(path: Path, features: Features) -> list[Record]:
+    return [parse_record(row, origin, features) for row, origin in read_rows(path)]
+
+
+def _split_file(folder: Path, split: str) -> Path | None:
+    for name in SPLIT_NAMES[split]:
+        for suffix in FILE_SUFFIXES:
+            candidate = folder / f"{name}{suffix}"
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def hold_out(records: list[Record], fraction: float, seed: int) -> tuple[list, list]:
+    """Split a deterministic random ``fraction`` off ``records`` for validation."""
+    if fraction <= 0 or len(records) < 2:
+        return records, []
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_valid = max(1, round(len(records) * fraction))
+    held = set(order[:n_valid])
+    train = [r for i, r in enumerate(records) if i not in held]
+    valid = [r for i, r in enumerate(records) if i in held]
+    return train, valid
+
+
+def load_local(path: Path, features: Features, valid_fraction: float, seed: int) -> Splits:
+    """A folder of split files, or one file that a validation share is split off."""
+    splits = Splits()
+    if path.is_dir():
+        files = {split: _split_file(path, split) for split in SPLIT_NAMES}
+        if files["train"] is None:
+            raise DataError(f"{path}: no train file (expected train.jsonl, .json, .csv or .parquet)")
+        for split, file in files.items():
+            if file is not None:
+                setattr(splits, split, read_records(file, features))
+        if not splits.valid and valid_fraction > 0:
+            splits.train, splits.valid = hold_out(splits.train, valid_fraction, seed)
+            splits.notes.append(f"no valid file: held out {len(splits.valid)} training records")
+        return splits
+    records = read_records(path, features)
+    splits.train, splits.valid = hold_out(records, valid_fraction, seed)
+    if splits.valid:
+        splits.notes.append(f"held out {len(splits.valid)} of {len(records)} records for validation")
+    return splits
+
+
+# --------------------------------------------------------------------------- Hugging Face
+
+
+def _hf_records(rows, origin: str, features: Features) -> list[Record]:
+    return [parse_record(dict(row), f"{origin}#{i}", features) for i, row in enumerate(rows)]
+
+
+def load_hf_id(data_id: str, features: Features, valid_fraction: float, seed: int) -> Splits:
+    """``datasets.load_dataset(id)`` with its train / valid(ation) / test splits."""
+    import datasets
+
+    dataset = datasets.load_dataset(data_id)
+    splits = Splits()
+    for split, names in SPLIT_NAMES.items():
+        for name in names:
+            if name in dataset:
+                setattr(splits, split, _hf_records(dataset[name], f"{data_id}[{name}]", features))
+                break
+    if not splits.train:
+        raise DataError(f"{data_id}: the dataset has no 'train' split")
+    if not splits.valid:
+        splits.train, splits.valid = hold_out(splits.train, valid_fraction, seed)
+    return splits
+
+
+def load_hf_list(entries, base: Features) -> Splits:
+    """mlx-lm / mlx-tuning-fork ``hf_dataset`` entries, concatenated split by split."""
+    import datasets
+
+    splits = Splits()
+    for entry in entries:
+        features = Features(
+            prompt=entry.prompt_feature or base.prompt,
+            completion=entry.completion_feature or base.completion,
+            text=entry.text_feature or base.text,
+            chat=entry.chat_feature or base.chat,
+        )
+        wanted = {"train": entry.train_split, "valid": entry.valid_split, "test": entry.test_split}
+        for split, hf_split in wanted.items():
+            if hf_split:
+                rows = datasets.load_dataset(entry.path, split=hf_split, **(entry.config or {}))
+                origin = f"{entry.path}[{hf_split}]"
+                getattr(splits, split).extend(_hf_records(rows, origin, features))
+    return splits
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def looks_like_local_path(value: str) -> bool:
+    """Paths and Hugging Face ids share the ``a/b`` shape; these hints say "a path"."""
+    return (
+        value.startswith((".", "/", "~"))
+        or value.lower().endswith(FILE_SUFFIXES)
+        or value.count("/") > 1
+        or "\\" in value
+    )
+
+
+def load_splits(stage) -> Splits:
+    """The train / valid / test records of a config stage."""
+    cfg = stage.config
+    features = Features(
+        prompt=cfg.prompt_feature,
+        completion=cfg.completion_feature,
+        text=cfg.text_feature,
+        chat=cfg.chat_feature,
+    )
+    if cfg.hf_dataset:
+        try:
+            splits = load_hf_list(cfg.hf_dataset, features)
+        except DataError:
+            raise
+        except Exception as e:  # the hub raises many types; the user needs one line
+            raise stage.error("hf_dataset", f"could not load: {_first_line(e)}") from None
+    elif cfg.data is None:
+        raise stage.error("data", "no dataset: set 'data' (a folder, a file or a Hugging Face id) or 'hf_dataset'")
+    else:
+        path = Path(cfg.data).expanduser()
+        if path.exists():
+            splits = load_local(path, features, cfg.valid_fraction, cfg.seed)
+        elif looks_like_local_path(cfg.data):
+            raise stage.error("data", f"no such file or folder: {cfg.data}")
+        else:
+            try:
+                splits = load_hf_id(cfg.data, features, cfg.valid_fraction, cfg.seed)
+            except DataError:
+                raise
+            except Exception as e:
+                raise stage.error(
+                    "data",
+                    f"{cfg.data!r} is not a local file or folder, and loading it as a Hugging Face "
+                    f"dataset failed: {_first_line(e)}",
+                ) from None
+    if not splits.train:
+        raise stage.error("data", "the training split is empty")
+    return splits
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

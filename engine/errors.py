@@ -1,0 +1,14 @@
+"""The one exception type the CLI turns into a one-line message and exit code 2.
+
+Anything a user can cause with bad input (a config, a data file, a model path) raises a
+subclass of :class:`UserError` whose ``str()`` is a single line naming where the problem is.
+Everything else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """Bad input from the user: shown as one line, exit code 2, no traceback."""
+
+
+class DataError(UserError):
+    """A dataset that cannot be read or understood; the message names file and line."""

@@ -1,0 +1,184 @@
+"""Immutable events: the only thing the engine tells the outside world.
+
+The trainer emits these through one callback. The same objects feed the headless CLI printer,
+the TUI (through a queue drained by a timer) and the run's ``metrics.jsonl``; reading that file
+back with :func:`event_from_dict` gives the same objects, so a finished run looks exactly like a
+live one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class. ``kind`` names the event in JSON; ``time`` is a Unix timestamp."""
+
+    kind: ClassVar[str] = "event"
+    time: float = field(default_factory=_now, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict; NaN and inf become strings so the file stays valid JSON."""
+        out: dict[str, Any] = {"event": self.kind}
+        for f in dataclasses.fields(self):
+            out[f.name] = _json_safe(getattr(self, f.name))
+        return out
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf", "-inf"
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    run_dir: str
+    adapter_dir: str
+    stage: int  # 1-based position in a chain of configs
+    stages: int
+    config_file: str
+    model: str
+    fine_tune_type: str
+    prompt_loss_weight: float
+    total_steps: int
+    steps_per_epoch: int
+    train_examples: int
+    valid_examples: int
+    trainable_params: int
+    total_params: int
+    device: str
+    compute_dtype: str
+    config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    """Something a person should read: dtype changes, truncation, slow BLAS, dropped examples."""
+
+    kind: ClassVar[str] = "notice"
+    message: str
+    level: str = "info"  # info | warning
+
+
+@dataclass(frozen=True)
+class StateChanged(Event):
+    """The loop moved between running and paused (and why)."""
+
+    kind: ClassVar[str] = "state"
+    state: str  # running | paused | stopping
+    step: int
+
+
+@dataclass(frozen=True)
+class TrainReport(Event):
+    kind: ClassVar[str] = "train"
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float  # the PLW-weighted training loss, mean over the report window
+    prompt_loss: float  # unweighted mean over prompt tokens in the window (nan if none)
+    completion_loss: float
+    learning_rate: float
+    grad_norm: float
+    update_norm: float  # ||theta - theta_0|| over the trained parameters
+    tokens_per_second: float
+    trained_tokens: int
+    peak_memory_gb: float
+    active_memory_gb: float
+    cache_memory_gb: float
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class EvalReport(Event):
+    kind: ClassVar[str] = "eval"
+    step: int
+    split: str  # valid | test
+    prompt_loss: float
+    completion_loss: float
+    full_loss: float  # plain mean over every target token (PLW = 1)
+    weighted_loss: float  # the training objective at this run's PLW
+    completion_accuracy: float  # greedy next-token accuracy on completion tokens
+    completion_perplexity: float
+    prompt_tokens: int
+    completion_tokens: int
+    examples: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SampleGenerated(Event):
+    kind: ClassVar[str] = "sample"
+    step: int
+    prompt: str
+    completion: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    kind: ClassVar[str] = "checkpoint"
+    step: int
+    path: str
+    reason: str  # periodic | requested | final | stopped
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    kind: ClassVar[str] = "run_finished"
+    step: int
+    status: str  # completed | stopped
+    adapter_dir: str
+    elapsed: float
+    fused_dir: str = ""
+
+
+@dataclass(frozen=True)
+class RunFailed(Event):
+    kind: ClassVar[str] = "run_failed"
+    step: int
+    error: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        RunStarted,
+        Notice,
+        StateChanged,
+        TrainReport,
+        EvalReport,
+        SampleGenerated,
+        CheckpointSaved,
+        RunFinished,
+        RunFailed,
+    )
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from one ``metrics.jsonl`` line (unknown fields are ignored)."""
+    cls = EVENT_TYPES[data["event"]]
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            value = data[f.name]
+            if f.type == "float" and isinstance(value, str):
+                value = float(value)
+            kwargs[f.name] = value
+    return cls(**kwargs)

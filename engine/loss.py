@@ -1,0 +1,131 @@
+"""The prompt-loss-weight objective and the split validation metrics.
+
+A batch holds token ids and a per-token role (PAD, PROMPT, COMPLETION). Position t of the
+targets is token t+1 of the input, so its weight is the role of token t+1:
+``w = 1`` on completion tokens, ``w = PLW`` on prompt tokens, ``w = 0`` on padding, and
+
+    loss = sum(w * ce) / sum(w)
+
+(normalised by the sum of the weights, as in Vaughn's reference code; not by the count of
+non-zero weights as in WIT). PLW = 0 is prompt masking; PLW = 1 is the plain full-sequence
+loss. Validation ignores PLW and reports the prompt and completion losses separately.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+
+PAD, PROMPT, COMPLETION = 0, 1, 2
+
+
+def token_cross_entropy(model, ids: mx.array) -> tuple[mx.array, mx.array]:
+    """Per-target-token cross entropy (float32) and the logits it came from."""
+    logits = model(ids[:, :-1])
+    ce = nn.losses.cross_entropy(logits.astype(mx.float32), ids[:, 1:], reduction="none")
+    return ce, logits
+
+
+def token_weights(roles: mx.array, plw: float) -> mx.array:
+    """Weights of the target positions (roles of tokens 1..L-1)."""
+    target_roles = roles[:, 1:]
+    return mx.where(
+        target_roles == COMPLETION,
+        1.0,
+        mx.where(target_roles == PROMPT, plw, 0.0),
+    ).astype(mx.float32)
+
+
+def plw_loss(model, ids: mx.array, roles: mx.array, plw: float):
+    """Training objective. Returns (loss, aux) where aux carries sums for reporting.
+
+    aux = [sum of weights, prompt CE sum, prompt token count, completion CE sum,
+    completion token count]; the first element of the return value is what gets
+    differentiated.
+    """
+    ce, _ = token_cross_entropy(model, ids)
+    w = token_weights(roles, plw)
+    target_roles = roles[:, 1:]
+    is_prompt = (target_roles == PROMPT).astype(mx.float32)
+    is_completion = (target_roles == COMPLETION).astype(mx.float32)
+    wsum = w.sum()
+    loss = (ce * w).sum() / mx.maximum(wsum, 1e-9)
+    aux = mx.stack(
+        [
+            wsum,
+            (ce * is_prompt).sum(),
+            is_prompt.sum(),
+            (ce * is_completion).sum(),
+            is_completion.sum(),
+        ]
+    )
+    return loss, aux
+
+
+@dataclass
+class EvalTotals:
+    """Running sums over validation batches; turned into means at the end."""
+
+    prompt_ce: float = 0.0
+    prompt_tokens: int = 0
+    completion_ce: float = 0.0
+    completion_tokens: int = 0
+    completion_correct: int = 0
+    examples: int = 0
+
+    def add(self, sums: mx.array, examples: int) -> None:
+        p_ce, p_n, c_ce, c_n, c_ok = sums.tolist()
+        self.prompt_ce += p_ce
+        self.prompt_tokens += int(p_n)
+        self.completion_ce += c_ce
+        self.completion_tokens += int(c_n)
+        self.completion_correct += int(c_ok)
+        self.examples += examples
+
+    @staticmethod
+    def _mean(total: float, n: int) -> float:
+        return total / n if n else float("nan")
+
+    @property
+    def prompt_loss(self) -> float:
+        return self._mean(self.prompt_ce, self.prompt_tokens)
+
+    @property
+    def completion_loss(self) -> float:
+        return self._mean(self.completion_ce, self.completion_tokens)
+
+    @property
+    def full_loss(self) -> float:
+        return self._mean(
+            self.prompt_ce + self.completion_ce, self.prompt_tokens + self.completion_tokens
+        )
+
+    def weighted_loss(self, plw: float) -> float:
+        return self._mean(
+            plw * self.prompt_ce + self.completion_ce,
+            plw * self.prompt_tokens + self.completion_tokens,
+        )
+
+    @property
+    def completion_accuracy(self) -> float:
+        return self._mean(self.completion_correct, self.completion_tokens)
+
+
+def eval_sums(model, ids: mx.array, roles: mx.array) -> mx.array:
+    """[prompt CE sum, prompt count, completion CE sum, completion count, completion hits]."""
+    ce, logits = token_cross_entropy(model, ids)
+    target_roles = roles[:, 1:]
+    is_prompt = (target_roles == PROMPT).astype(mx.float32)
+    is_completion = (target_roles == COMPLETION).astype(mx.float32)
+    hits = (mx.argmax(logits, axis=-1) == ids[:, 1:]).astype(mx.float32) * is_completion
+    return mx.stack(
+        [
+            (ce * is_prompt).sum(),
+            is_prompt.sum(),
+            (ce * is_completion).sum(),
+            is_completion.sum(),
+            hits.sum(),
+        ]
+    )

@@ -1,0 +1,178 @@
+"""Records to token ids plus a per-token role: prompt or completion.
+
+Chats are rendered with the tokenizer's own chat template. Every assistant turn is completion
+(mlx-lm trains only the last one) and everything else is prompt. The completion spans are found
+in characters by rendering the conversation up to each assistant turn (with the generation
+prompt) and up to its end; the full text is then tokenised once with offsets and each token
+takes the role of the character it starts on. So the masks follow the template exactly, and the
+end-of-turn token the model must learn to emit is part of the completion.
+
+Truncation at ``max_seq_length`` keeps the start of the sequence and is counted; an example left
+with no completion token to learn is dropped and reported, never trained on silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .data import Record
+from .loss import COMPLETION, PROMPT
+
+
+@dataclass(frozen=True)
+class Example:
+    ids: np.ndarray  # int32 token ids
+    roles: np.ndarray  # int8: PROMPT or COMPLETION per token
+    origin: str
+    full_length: int  # tokens before truncation
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def truncated(self) -> bool:
+        return self.full_length > len(self.ids)
+
+    @property
+    def completion_targets(self) -> int:
+        """Completion tokens that are prediction targets (the first token never is)."""
+        return int((self.roles[1:] == COMPLETION).sum())
+
+    @property
+    def prompt_targets(self) -> int:
+        return int((self.roles[1:] == PROMPT).sum())
+
+
+@dataclass
+class TokenizedSplit:
+    examples: list[Example] = field(default_factory=list)
+    truncated: int = 0  # examples cut at max_seq_length (kept or dropped)
+    completion_cut: int = 0  # of those, examples that lost completion tokens
+    dropped: list[str] = field(default_factory=list)  # origins left with no completion target
+
+    def summary(self, name: str, max_seq_length: int) -> str | None:
+        """One line for a notice, or None when nothing was cut."""
+        if not self.truncated:
+            return None
+        line = (
+            f"{name}: {self.truncated} example(s) longer than max_seq_length={max_seq_length} "
+            f"were truncated; {self.completion_cut} lost completion tokens"
+        )
+        if self.dropped:
+            shown = ", ".join(self.dropped[:3]) + (" ..." if len(self.dropped) > 3 else "")
+            line += f"; {len(self.dropped)} kept no completion token and were dropped ({shown})"
+        return line
+
+
+def hf_tokenizer(tokenizer):
+    """The Hugging Face tokenizer inside mlx-lm's TokenizerWrapper (or the object itself)."""
+    return getattr(tokenizer, "_tokenizer", tokenizer)
+
+
+def _render(tok, messages, tools, generation_prompt: bool) -> str:
+    if not messages:
+        return ""
+    return tok.apply_chat_template(
+        list(messages), tools=tools, tokenize=False, add_generation_prompt=generation_prompt
+    )
+
+
+def completion_spans(tok, record: Record) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered text of a chat record and the character spans of its assistant turns."""
+    messages, tools = record.messages, record.tools
+    if getattr(tok, "chat_template", None) is None:
+        return _plain_render(tok, messages)
+    full = _render(tok, messages, tools, False)
+    spans, cursor = [], 0
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render(tok, messages[:i], tools, True)
+        through = _render(tok, messages[: i + 1], tools, False)
+        if full.startswith(before) and full.startswith(through) and len(through) > len(before):
+            start, end = len(before), len(through)
+        else:  # templates that render a last turn differently: find the content itself
+            start = full.find(message["content"], cursor)
+            if start < 0:
+                raise ValueError(f"{record.origin}: assistant turn {i} not found in the chat template's output")
+            end = start + len(message["content"])
+            eos = getattr(tok, "eos_token", None)
+            if eos and full.startswith(eos, end):
+                end += len(eos)
+        spans.append((start, end))
+        cursor = end
+    return full, spans
+
+
+def _plain_render(tok, messages) -> tuple[str, list[tuple[int, int]]]:
+    """A tokenizer without a chat template: turns joined by newlines, EOS after each answer."""
+    text, spans = "", []
+    eos = tok.eos_token or ""
+    for message in messages:
+        if message["role"] == "assistant":
+            start = len(text)
+            text += message["content"] + eos
+            spans.append((start, len(text)))
+            text += "\n"
+        else:
+            text += message["content"] + "\n"
+    return text, spans
+
+
+def _roles_from_offsets(offsets, spans) -> np.ndarray:
+    starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
+    completion = np.zeros(len(offsets), dtype=bool)
+    for start, end in spans:
+        completion |= (starts >= start) & (starts < end)
+    return np.where(completion, COMPLETION, PROMPT).astype(np.int8)
+
+
+def encode_records(tokenizer, records: list[Record]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Untruncated (ids, roles) for each record, tokenised in one batched call."""
+    tok = hf_tokenizer(tokenizer)
+    texts, spans = [], []
+    for record in records:
+        if record.messages is None:
+            texts.append(None)
+            spans.append(None)
+        else:
+            text, s = completion_spans(tok, record)
+            texts.append(text)
+            spans.append(s)
+    out: list = [None] * len(records)
+    chat_idx = [i for i, t in enumerate(texts) if t is not None]
+    if chat_idx:
+        enc = tok(
+            [texts[i] for i in chat_idx], add_special_tokens=False, return_offsets_mapping=True
+        )
+        for j, i in enumerate(chat_idx):
+            ids = np.asarray(enc["input_ids"][j], dtype=np.int32)
+            out[i] = (ids, _roles_from_offsets(enc["offset_mapping"][j], spans[i]))
+    text_idx = [i for i, t in enumerate(texts) if t is None]
+    if text_idx:
+        enc = tok([records[i].text for i in text_idx], add_special_tokens=True)
+        for j, i in enumerate(text_idx):
+            ids = list(enc["input_ids"][j])
+            if tok.eos_token_id is not None and (not ids or ids[-1] != tok.eos_token_id):
+                ids.append(tok.eos_token_id)
+            ids = np.asarray(ids, dtype=np.int32)
+            out[i] = (ids, np.full(len(ids), COMPLETION, dtype=np.int8))
+    return out
+
+
+def tokenize_split(tokenizer, records: list[Record], max_seq_length: int) -> TokenizedSplit:
+    """Tokenise, truncate to ``max_seq_length`` and account for everything that was cut."""
+    result = TokenizedSplit()
+    for record, (ids, roles) in zip(records, encode_records(tokenizer, records)):
+        example = Example(ids[:max_seq_length], roles[:max_seq_length], record.origin, len(ids))
+        if example.truncated:
+            result.truncated += 1
+            if (roles[max_seq_length:] == COMPLETION).any():
+                result.completion_cut += 1
+        if example.completion_targets == 0:
+            result.dropped.append(record.origin)
+            continue
+        result.examples.append(example)
+    return result

@@ -1,0 +1,480 @@
+"""The training loop: PLW loss, evaluation, checkpoints, and obedience to a Control.
+
+It owns its loop (mlx-lm's ``train()`` draws to stdout and cannot pause) and reuses mlx-lm for
+model loading, LoRA/DoRA layers, optimizers and schedules. It never prints: everything it has to
+say is an event passed to ``emit`` and appended to the run's ``metrics.jsonl``. It runs the same
+on the main thread (CLI) or a worker thread (TUI).
+
+Units: a *step* is one batch (mlx-lm's "iteration"); ``iters``, ``steps_per_report``,
+``steps_per_eval`` and ``save_every`` count steps. The optimizer updates once every
+``grad_accumulation_steps`` steps, and learning-rate schedules (warmup included) count updates.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map
+
+from . import events as ev
+from .batching import BatchStream, total_steps
+from .config import Stage, config_to_dict
+from .control import Control
+from .data import load_splits
+from .errors import UserError
+from .loss import EvalTotals, eval_sums, plw_loss
+from .model import (
+    count_parameters,
+    fuse,
+    load_base,
+    load_trained_weights,
+    setup_trainable,
+    trainable_weights,
+    write_adapter_config,
+)
+from .platform_check import blas_notice, device_name
+from .runs import MetricsWriter, atomic_save_safetensors, atomic_write_json, atomic_write_text, fan_out, new_run_dir
+from .tokenize import Example, tokenize_split
+
+Emit = Callable[[ev.Event], None]
+OPTIMIZERS = {
+    "adam": optim.Adam,
+    "adamw": optim.AdamW,
+    "muon": optim.Muon,
+    "sgd": optim.SGD,
+    "adafactor": optim.Adafactor,
+}
+
+
+@dataclass(frozen=True)
+class StageResult:
+    status: str  # completed | stopped
+    run_dir: Path
+    adapter_dir: Path
+    step: int
+
+
+def build_optimizer(cfg) -> optim.Optimizer:
+    from mlx_lm.tuner.utils import build_schedule
+
+    lr = build_schedule(cfg.lr_schedule.model_dump()) if cfg.lr_schedule else cfg.learning_rate
+    kwargs = dict(cfg.optimizer_config.get(cfg.optimizer, {}))
+    return OPTIMIZERS[cfg.optimizer](learning_rate=lr, **kwargs)
+
+
+def _finite_mean(total: float, n: float) -> float:
+    return total / n if n else float("nan")
+
+
+class Trainer:
+    """One stage of a run: prepared up front, then driven step by step by :meth:`run`."""
+
+    def __init__(self, stage: Stage, emit: Emit, control: Control | None = None, *, stages: int = 1,
+                 init_weights: str | None = None):
+        self.stage = stage
+        self.cfg = stage.config
+        self.control = control or Control()
+        self._user_emit = emit
+        self.stages = stages
+        self.init_weights = init_weights
+
+    # ------------------------------------------------------------------ preparation
+    def prepare(self) -> None:
+        cfg = self.cfg
+        mx.random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        loaded = load_base(self.stage)
+        self.model, self.tokenizer, self.model_path = loaded.model, loaded.tokenizer, loaded.path
+        self.notes = list(loaded.notes)
+        if (slow := blas_notice()) is not None:
+            self.notes.append(slow)
+
+        splits = load_splits(self.stage)
+        self.notes.extend(splits.notes)
+        self.valid_records = splits.valid
+        self.train_set = self._tokenize("train", splits.train)
+        if not self.train_set:
+            raise self.stage.error("data", "no training example has a completion token left to learn")
+        self.valid_set = self._tokenize("valid", splits.valid)
+        self.test_set = self._tokenize("test", splits.test) if cfg.test else []
+        if cfg.test and not self.test_set:
+            raise self.stage.error("test", "test: true but the dataset has no test split")
+
+        setup_trainable(self.model, cfg)
+        if self.init_weights:
+            load_trained_weights(self.model, self.init_weights)
+            self.notes.append(f"continuing from {self.init_weights}")
+        self.trainable, self.total_params = count_parameters(self.model)
+        self.start_weights = {k: mx.array(v) for k, v in trainable_weights(self.model).items()}
+
+        self.pad_id = self._pad_id()
+        self.stream = BatchStream(self.train_set, cfg.batch_size, cfg.seed, self.pad_id)
+        self.total = total_steps(len(self.train_set), cfg.batch_size, cfg.iters, cfg.epochs)
+        if cfg.epochs is not None and cfg.evals_per_epoch:
+            self.steps_per_eval = max(1, self.stream.per_epoch // cfg.evals_per_epoch)
+        else:
+            self.steps_per_eval = cfg.steps_per_eval
+        self.optimizer = build_optimizer(cfg)
+
+        self.run_dir = new_run_dir(cfg.runs_dir, cfg.name, self.stage.path.stem)
+        self.adapter_dir = Path(cfg.adapter_path) if cfg.adapter_path else self.run_dir / "adapters"
+        self.adapter_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = MetricsWriter(self.run_dir)
+        self.emit = fan_out(self.writer, self._user_emit)
+        import yaml
+
+        resolved = config_to_dict(cfg)
+        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        write_adapter_config(self.adapter_dir, cfg, self.model_path, {"config_file": str(self.stage.path)})
+
+    def _tokenize(self, name: str, records) -> list[Example]:
+        if not records:
+            return []
+        split = tokenize_split(self.tokenizer, records, self.cfg.max_seq_length)
+        if (line := split.summary(name, self.cfg.max_seq_length)) is not None:
+            self.notes.append(line)
+        return split.examples
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        for candidate in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None)):
+            if isinstance(candidate, int):
+                return candidate
+        return 0
+
+    # ------------------------------------------------------------------ pieces of the loop
+    def _compile_step(self):
+        model, optimizer, plw = self.model, self.optimizer, self.cfg.plw
+        accum = self.cfg.grad_accumulation_steps
+        max_norm = self.cfg.max_grad_norm
+        value_and_grad = nn.value_and_grad(model, lambda m, ids, roles: plw_loss(m, ids, roles, plw))
+        state = [model.state, optimizer.state, mx.random.state]
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def step(ids, roles, prev_grad, do_update):
+            (loss, aux), grad = value_and_grad(model, ids, roles)
+            if prev_grad is not None:
+                grad = tree_map(lambda a, b: a + b, grad, prev_grad)
+            if not do_update:
+                return loss, aux, grad, mx.array(0.0)
+            if accum > 1:
+                grad = tree_map(lambda g: g / accum, grad)
+            norm = mx.sqrt(sum(mx.sum(mx.square(g.astype(mx.float32))) for _, g in tree_flatten(grad)))
+            if max_norm is not None:
+                scale = mx.minimum(max_norm / (norm + 1e-6), 1.0)
+                grad = tree_map(lambda g: g * scale, grad)
+            optimizer.update(model, grad)
+            return loss, aux, None, norm
+
+        self._state = state
+        return step
+
+    def update_norm(self) -> float:
+        total = 0.0
+        for name, value in trainable_weights(self.model).items():
+            total += mx.sum(mx.square(value.astype(mx.float32) - self.start_weights[name])).item()
+        return math.sqrt(total)
+
+    def evaluate(self, examples: list[Example], max_batches: int) -> EvalTotals:
+        """Deterministic pass over the first ``max_batches`` batches (-1: all), length-sorted."""
+        size = self.cfg.batch_size
+        subset = examples if max_batches == -1 else examples[: max_batches * size]
+        subset = sorted(subset, key=len)
+        totals = EvalTotals()
+        self.model.eval()
+        from .batching import collate
+
+        for i in range(0, len(subset), size):
+            chunk = subset[i : i + size]
+            batch = collate(chunk, self.pad_id)
+            sums = eval_sums(self.model, mx.array(batch.ids), mx.array(batch.roles))
+            totals.add(sums, len(chunk))
+        self.model.train()
+        return totals
+
+    def _eval_event(self, step: int, split: str, examples, batches) -> None:
+        tic = time.perf_counter()
+        t = self.evaluate(examples, batches)
+        self.emit(
+            ev.EvalReport(
+                step=step,
+                split=split,
+                prompt_loss=t.prompt_loss,
+                completion_loss=t.completion_loss,
+                full_loss=t.full_loss,
+                weighted_loss=t.weighted_loss(self.cfg.plw),
+                completion_accuracy=t.completion_accuracy,
+                completion_perplexity=math.exp(min(t.completion_loss, 50.0)),
+                prompt_tokens=t.prompt_tokens,
+                completion_tokens=t.completion_tokens,
+                examples=t.examples,
+                seconds=time.perf_counter() - tic,
+            )
+        )
+        if split == "valid":
+            self._samples(step)
+
+    def _samples(self, step: int) -> None:
+        """Greedy generations for the first validation prompts, to read beside the numbers."""
+        n = self.cfg.samples_per_eval
+        if not n:
+            return
+        from mlx_lm.generate import generate
+
+        self.model.eval()
+        chats = [r for r in self.valid_records if r.messages and r.messages[-1]["role"] == "assistant"]
+        for record in chats[:n]:
+            prompt_messages = list(record.messages[:-1])
+            prompt_ids = self.tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True)
+            text = generate(self.model, self.tokenizer, prompt_ids, max_tokens=self.cfg.sample_max_tokens)
+            self.emit(
+                ev.SampleGenerated(
+                    step=step,
+                    prompt=prompt_messages[-1]["content"],
+                    completion=text,
+                    reference=record.messages[-1]["content"],
+                )
+            )
+        self.model.train()
+
+    def save(self, step: int, reason: str) -> None:
+        """Adapters where mlx-lm expects them, plus a full checkpoint for exact resume.
+
+        ``adapters.safetensors`` is always the latest weights; periodic saves also keep
+        ``{step:07d}_adapters.safetensors`` beside it, as mlx-lm does. The checkpoint folder holds
+        the weights, the optimizer state and the data/RNG position.
+        """
+        weights = trainable_weights(self.model)
+        mx.eval(weights)
+        atomic_save_safetensors(self.adapter_dir / "adapters.safetensors", weights)
+        if reason == "periodic":
+            atomic_save_safetensors(self.adapter_dir / f"{step:07d}_adapters.safetensors", weights)
+        ckpt = self.run_dir / "checkpoints" / f"step-{step:07d}"
+        atomic_save_safetensors(ckpt / "adapters.safetensors", weights)
+        opt_state = dict(tree_flatten(self.optimizer.state))
+        atomic_save_safetensors(ckpt / "optimizer.safetensors", opt_state)
+        atomic_write_json(
+            ckpt / "state.json",
+            {
+                "step": step,
+                "epoch": self.stream.epoch,
+                "batch_index": self.stream.index,
+                "seed": self.cfg.seed,
+                "trained_tokens": self.trained_tokens,
+                "rng_key": np.asarray(mx.random.state[0]).tolist(),
+                "config": str(self.stage.path),
+            },
+        )
+        atomic_write_text(self.run_dir / "checkpoints" / "latest", ckpt.name + "\n")
+        self.emit(ev.CheckpointSaved(step=step, path=str(self.adapter_dir), reason=reason))
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> StageResult:
+        try:
+            self.prepare()
+        except Exception:
+            raise
+        try:
+            return self._loop()
+        except Exception as e:
+            self.emit(ev.RunFailed(step=getattr(self, "step_done", 0), error=f"{type(e).__name__}: {e}"))
+            raise
+        finally:
+            self.writer.close()
+
+    def _loop(self) -> StageResult:
+        cfg, emit, control = self.cfg, self.emit, self.control
+        if mx.metal.is_available():
+            from mlx_lm.utils import maybe_set_recommended_wired_limit
+
+            maybe_set_recommended_wired_limit()
+        emit(
+            ev.RunStarted(
+                run_dir=str(self.run_dir),
+                adapter_dir=str(self.adapter_dir),
+                stage=self.stage.index + 1,
+                stages=self.stages,
+                config_file=str(self.stage.path),
+                model=cfg.model,
+                fine_tune_type=cfg.fine_tune_type,
+                prompt_loss_weight=cfg.plw,
+                total_steps=self.total,
+                steps_per_epoch=self.stream.per_epoch,
+                train_examples=len(self.train_set),
+                valid_examples=len(self.valid_set),
+                trainable_params=self.trainable,
+                total_params=self.total_params,
+                device=device_name(),
+                compute_dtype=load_dtype_label(self.model),
+                config=config_to_dict(cfg),
+            )
+        )
+        for note in self.notes:
+            level = "warning" if ("slow" in note or "reference BLAS" in note or "dropped" in note) else "info"
+            emit(ev.Notice(message=note, level=level))
+
+        if cfg.grad_checkpoint:
+            from mlx_lm.tuner.trainer import grad_checkpoint
+
+            grad_checkpoint(self.model.layers[0])
+        step_fn = self._compile_step()
+        accum = cfg.grad_accumulation_steps
+        self.model.train()
+        self.trained_tokens = 0
+        self.step_done = 0
+        grad = None
+        window = {"loss": 0.0, "aux": np.zeros(5), "steps": 0, "tokens": 0, "seconds": 0.0}
+        grad_norm = float("nan")
+        started = time.perf_counter()
+        paused_for = 0.0
+        if self.valid_set:
+            self._eval_event(0, "valid", self.valid_set, cfg.val_batches)
+
+        status = "completed"
+        for step in range(1, self.total + 1):
+            paused_for += self._obey_pause(step - 1)
+            if control.stopping:
+                status = "stopped"
+                break
+            tic = time.perf_counter()
+            batch = self.stream.next()
+            do_update = step % accum == 0 or step == self.total
+            loss, aux, grad, norm = step_fn(mx.array(batch.ids), mx.array(batch.roles), grad, do_update)
+            mx.eval(self._state, loss, aux, grad, norm)
+            self.step_done = step
+            window["loss"] += loss.item()
+            window["aux"] += np.array(aux.tolist())
+            window["steps"] += 1
+            window["tokens"] += batch.tokens
+            window["seconds"] += time.perf_counter() - tic
+            self.trained_tokens += batch.tokens
+            if do_update:
+                grad_norm = norm.item()
+
+            if step % cfg.steps_per_report == 0 or step == self.total:
+                self._report(step, window, grad_norm, time.perf_counter() - started - paused_for)
+                window = {"loss": 0.0, "aux": np.zeros(5), "steps": 0, "tokens": 0, "seconds": 0.0}
+            if self.valid_set and (step % self.steps_per_eval == 0 or step == self.total or control.take_eval()):
+                self._eval_event(step, "valid", self.valid_set, cfg.val_batches)
+            if step % cfg.save_every == 0 and step != self.total:
+                self.save(step, "periodic")
+            elif control.take_save():
+                self.save(step, "requested")
+
+        self.save(self.step_done, "final" if status == "completed" else "stopped")
+        if status == "completed" and self.test_set:
+            self._eval_event(self.step_done, "test", self.test_set, cfg.test_batches)
+        fused = ""
+        if cfg.fuse and status == "completed":
+            fused = str(fuse(self.model_path, self.adapter_dir, self.run_dir / "fused"))
+        emit(
+            ev.RunFinished(
+                step=self.step_done,
+                status=status,
+                adapter_dir=str(self.adapter_dir),
+                elapsed=time.perf_counter() - started,
+                fused_dir=fused,
+            )
+        )
+        return StageResult(status, self.run_dir, self.adapter_dir, self.step_done)
+
+    def _obey_pause(self, step: int) -> float:
+        """Block while paused (still serving save and eval requests); returns seconds paused."""
+        control = self.control
+        if not control.paused:
+            return 0.0
+        tic = time.perf_counter()
+        self.emit(ev.StateChanged(state="paused", step=step))
+        while control.paused and not control.stopping:
+            control.wait_for_resume(0.2)
+            if control.take_save():
+                self.save(step, "requested")
+            if control.take_eval() and self.valid_set:
+                self._eval_event(step, "valid", self.valid_set, self.cfg.val_batches)
+        self.emit(ev.StateChanged(state="stopping" if control.stopping else "running", step=step))
+        return time.perf_counter() - tic
+
+    def _report(self, step: int, window: dict, grad_norm: float, elapsed: float) -> None:
+        wsum, p_ce, p_n, c_ce, c_n = window["aux"]
+        self.emit(
+            ev.TrainReport(
+                step=step,
+                total_steps=self.total,
+                epoch=self.stream.epoch_progress(),
+                loss=window["loss"] / max(window["steps"], 1),
+                prompt_loss=_finite_mean(p_ce, p_n),
+                completion_loss=_finite_mean(c_ce, c_n),
+                learning_rate=float(self.optimizer.learning_rate.item()),
+                grad_norm=grad_norm,
+                update_norm=self.update_norm(),
+                tokens_per_second=window["tokens"] / max(window["seconds"], 1e-9),
+                trained_tokens=self.trained_tokens,
+                peak_memory_gb=mx.get_peak_memory() / 1e9,
+                active_memory_gb=mx.get_active_memory() / 1e9,
+                cache_memory_gb=mx.get_cache_memory() / 1e9,
+                elapsed=elapsed,
+            )
+        )
+
+
+def load_dtype_label(model: nn.Module) -> str:
+    dtypes = {str(v.dtype).split(".")[-1] for _, v in tree_flatten(model.parameters())}
+    return "/".join(sorted(dtypes))
+
+
+# ---------------------------------------------------------------------- chains of stages
+SHAPE_KEYS = ("fine_tune_type", "num_layers")
+
+
+def check_chain(stages: list[Stage]) -> None:
+    """Refuse, before any training, a stage whose trained layers differ from the previous one's."""
+    for prev, cur in zip(stages, stages[1:]):
+        if "resume_adapter_file" in cur.explicit:
+            continue  # the stage names its own starting point
+        for key in SHAPE_KEYS:
+            if getattr(prev.config, key) != getattr(cur.config, key):
+                raise cur.error(
+                    key,
+                    f"{getattr(cur.config, key)!r} differs from stage {prev.index + 1}'s "
+                    f"{getattr(prev.config, key)!r}; a stage continues the previous stage's weights, "
+                    "so the trained layers must match",
+                )
+        if cur.config.fine_tune_type != "full":
+            a, b = prev.config.lora_parameters, cur.config.lora_parameters
+            for key in ("rank", "keys"):
+                if getattr(a, key) != getattr(b, key):
+                    raise cur.error(
+                        "lora_parameters",
+                        f"{key} {getattr(b, key)!r} differs from stage {prev.index + 1}'s "
+                        f"{getattr(a, key)!r}; the LoRA shape must match to continue its adapters",
+                    )
+
+
+def run_chain(stages: list[Stage], emit: Emit, control: Control | None = None) -> list[StageResult]:
+    """Run the stages in order, each starting from the previous stage's trained weights."""
+    check_chain(stages)
+    control = control or Control()
+    results: list[StageResult] = []
+    for stage in stages:
+        init = stage.config.resume_adapter_file
+        if results and "resume_adapter_file" not in stage.explicit:
+            init = str(results[-1].adapter_dir / "adapters.safetensors")
+        if init and not Path(init).exists():
+            raise stage.error("resume_adapter_file", f"no such file: {init}")
+        result = Trainer(stage, emit, control, stages=len(stages), init_weights=init).run()
+        results.append(result)
+        if result.status != "completed":
+            break
+    return results
+
+
+__all__ = ["Trainer", "run_chain", "check_chain", "StageResult", "UserError"]

@@ -1,0 +1,1 @@
+"""The Textual app. It reads engine events and sends Control requests; it does no tensor math."""
