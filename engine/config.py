@@ -506,7 +506,7 @@ class _Chain:
 
     def _replace(self, key: str, value: Any, source: Source) -> None:
         other = _OTHER_LENGTH.get(key)
-        if other:  # a stage that sets its length in one unit drops the inherited other one
+        if other and value is not None:  # a stage that sets its length in one unit drops the other
             self.values.pop(other, None)
             self.origins.pop(other, None)
         self.values[key] = value

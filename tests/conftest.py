@@ -10,11 +10,10 @@ DEMO_DATA = REPO / "sample_configs" / "data" / "demo"
 
 
 @pytest.fixture(scope="session")
-def demo_model_dir(tmp_path_factory) -> Path:
+def demo_model_dir(_private_cache) -> Path:
     from engine.demo_model import ensure_demo_model
 
-    cache = Path(os.environ.get("TUNER_CACHE") or tmp_path_factory.mktemp("tuner-cache"))
-    return ensure_demo_model(cache)
+    return ensure_demo_model()
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +21,36 @@ def demo_tokenizer(demo_model_dir):
     from mlx_lm.utils import load_tokenizer
 
     return load_tokenizer(demo_model_dir)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Tests never touch the user's ~/.cache/tuner: builtin models go to a session folder."""
+    if "TUNER_CACHE" not in os.environ:
+        os.environ["TUNER_CACHE"] = str(tmp_path_factory.mktemp("tuner-cache"))
+    yield
+
+
+def write_config(folder: Path, name: str = "run.yaml", **keys) -> Path:
+    """A YAML config in ``folder`` training the demo model on the bundled demo data."""
+    import yaml
+
+    base = {
+        "model": "builtin:tiny-llama",
+        "data": str(DEMO_DATA),
+        "runs_dir": str(folder / "runs"),
+        "num_layers": -1,
+        "lora_parameters": {"rank": 8, "scale": 2.0, "dropout": 0.0},
+        "learning_rate": 2e-3,
+        "batch_size": 8,
+        "iters": 20,
+        "steps_per_report": 5,
+        "steps_per_eval": 10,
+        "val_batches": 4,
+        "save_every": 10,
+        "max_seq_length": 256,
+    }
+    base.update(keys)
+    path = folder / name
+    path.write_text(yaml.safe_dump(base))
+    return path

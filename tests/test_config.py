@@ -250,3 +250,10 @@ def test_resolved_dict_round_trips(tmp_path):
     again = load_config(dumped).config
     assert again == stage.config.model_copy(update={"prompt_loss_weight": 0.0})
     assert config_to_dict(again)["prompt_loss_weight"] == 0.0
+
+
+def test_explicit_null_iters_does_not_hide_epochs(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: m\niters: null\nepochs: 2\n")
+    stage = load_config(path)
+    assert stage.config.epochs == 2 and stage.config.iters is None

@@ -1,0 +1,94 @@
+"""The tuner command as a user meets it: one clear line and exit code 2 for bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import DEMO_DATA, REPO, write_config
+
+
+def tuner(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd or REPO, timeout=300,
+    )
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_typo_names_file_line_key_and_suggestion(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("model: builtin:tiny-llama\ndata: x\nlearnig_rate: 0.001\n")
+    assert_user_error(tuner("train", path), "typo.yaml:3", "learnig_rate", "did you mean 'learning_rate'")
+
+
+def test_wrong_type(tmp_path):
+    path = tmp_path / "type.yaml"
+    path.write_text("model: builtin:tiny-llama\nbatch_size: lots\n")
+    assert_user_error(tuner("train", path), "type.yaml:2", "batch_size")
+
+
+def test_out_of_range_plw(tmp_path):
+    path = tmp_path / "plw.yaml"
+    path.write_text("model: builtin:tiny-llama\ndata: x\n\nprompt_loss_weight: 1.5\n")
+    assert_user_error(tuner("validate", path), "plw.yaml:4", "prompt_loss_weight")
+
+
+def test_missing_data_folder(tmp_path):
+    path = tmp_path / "nodata.yaml"
+    path.write_text("model: builtin:tiny-llama\ndata: ./not/here\n")
+    assert_user_error(tuner("train", path), "nodata.yaml:2", "data", "no such file or folder")
+
+
+def test_jsonl_line_that_is_not_json(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    good = (DEMO_DATA / "train.jsonl").read_text().splitlines()[:20]
+    (data / "train.jsonl").write_text("\n".join(good[:5] + ["{not json"] + good[5:]) + "\n")
+    path = write_config(tmp_path, data=str(data))
+    assert_user_error(tuner("train", path), "train.jsonl:6", "not valid JSON")
+
+
+def test_unrecognised_record_names_its_line(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"prompt": "a", "completion": "b"}\n{"question": "a"}\n')
+    path = write_config(tmp_path, data=str(data))
+    assert_user_error(tuner("train", path), "data.jsonl:2", "unrecognised record")
+
+
+def test_validate_prints_sources(tmp_path):
+    path = write_config(tmp_path, prompt_loss_weight=0.25)
+    result = tuner("validate", path, "--set", "iters=7")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert "0.25" in lines["prompt_loss_weight"] and "run.yaml" in lines["prompt_loss_weight"]
+    assert "7" in lines["iters"] and "--set" in lines["iters"]
+    assert "default" in lines["optimizer"]
+
+
+def test_train_prints_one_line_per_report_and_saves(tmp_path):
+    path = write_config(tmp_path, iters=6, steps_per_report=2, steps_per_eval=6, save_every=100)
+    result = tuner("train", path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert sum(line.startswith("step ") for line in out) == 3
+    assert any("completion loss" in line for line in out)
+    assert out[-1].startswith("completed at step 6")
+    assert list((tmp_path / "runs").glob("*/adapters/adapters.safetensors"))
+
+
+def test_chain_with_mismatched_lora_rank_fails_before_training(tmp_path):
+    first = write_config(tmp_path, "a.yaml")
+    second = tmp_path / "b.yaml"
+    second.write_text("lora_parameters:\n  rank: 4\n  scale: 2.0\n")
+    result = tuner("train", first, second)
+    assert_user_error(result, "b.yaml:1", "rank")
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,134 @@
+"""End to end on the demo model: the loss falls, the events land on disk, mlx-lm reads the adapter."""
+
+import json
+import threading
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from engine import events as ev
+from engine.config import load_stages
+from engine.control import Control
+from engine.runs import read_events
+from engine.trainer import run_chain
+
+from .conftest import write_config
+
+
+def train(tmp_path, control=None, **keys):
+    seen = []
+    stages = load_stages([write_config(tmp_path, **keys)])
+    results = run_chain(stages, seen.append, control)
+    return results[-1], seen
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo-run")
+    return train(folder, iters=60, steps_per_eval=30, val_batches=-1, prompt_loss_weight=0.1,
+                 samples_per_eval=1, sample_max_tokens=4)
+
+
+def test_validation_completion_loss_falls(demo_run):
+    result, seen = demo_run
+    evals = [e for e in seen if isinstance(e, ev.EvalReport)]
+    assert [e.step for e in evals] == [0, 30, 60]
+    assert evals[-1].completion_loss < evals[0].completion_loss - 0.5
+    assert evals[-1].completion_accuracy > evals[0].completion_accuracy
+    for e in evals:
+        assert e.prompt_tokens > e.completion_tokens > 0
+        assert e.full_loss == pytest.approx(
+            (e.prompt_loss * e.prompt_tokens + e.completion_loss * e.completion_tokens)
+            / (e.prompt_tokens + e.completion_tokens), rel=1e-6)
+
+
+def test_reports_carry_the_promised_fields(demo_run):
+    result, seen = demo_run
+    reports = [e for e in seen if isinstance(e, ev.TrainReport)]
+    assert [r.step for r in reports] == list(range(5, 61, 5))
+    last = reports[-1]
+    assert last.tokens_per_second > 0 and last.peak_memory_gb > 0
+    assert last.grad_norm > 0 and last.update_norm > 0 and last.learning_rate == pytest.approx(2e-3)
+    assert last.trained_tokens > reports[0].trained_tokens
+    assert last.epoch == pytest.approx(60 / 100)
+    assert isinstance(seen[0], ev.RunStarted) and isinstance(seen[-1], ev.RunFinished)
+    assert seen[-1].status == "completed" and seen[0].prompt_loss_weight == 0.1
+    assert any(isinstance(e, ev.SampleGenerated) for e in seen)
+
+
+def test_metrics_file_holds_the_same_events(demo_run):
+    result, seen = demo_run
+    on_disk = list(read_events(result.run_dir))
+    assert [type(e) for e in on_disk] == [type(e) for e in seen]
+    assert on_disk[-1] == seen[-1]
+    lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["event"] for line in lines)
+
+
+def test_adapter_layout_and_mlx_lm_loads_it(demo_run, demo_model_dir):
+    from mlx_lm import generate
+    from mlx_lm.utils import load
+
+    result, _ = demo_run
+    adapters = result.adapter_dir
+    assert (adapters / "adapters.safetensors").exists()
+    assert (adapters / "0000030_adapters.safetensors").exists()
+    config = json.loads((adapters / "adapter_config.json").read_text())
+    assert config["fine_tune_type"] == "lora" and config["lora_parameters"]["rank"] == 8
+    ckpt = result.run_dir / "checkpoints" / "step-0000060"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["step"] == 60 and (ckpt / "optimizer.safetensors").exists()
+
+    base, tokenizer = load(str(demo_model_dir))
+    tuned, _ = load(str(demo_model_dir), adapter_path=str(adapters))
+    ids = mx.array([tokenizer.encode("What is the capital of")])
+    assert not np.allclose(np.array(base(ids)), np.array(tuned(ids)), atol=1e-4)
+    text = generate(tuned, tokenizer, "What is", max_tokens=3)
+    assert isinstance(text, str)
+
+
+def test_pause_resume_stop_from_another_thread(tmp_path):
+    control = Control()
+    seen = []
+    reports = threading.Event()
+
+    def emit(event):
+        seen.append(event)
+        if isinstance(event, ev.TrainReport):
+            reports.set()
+
+    def drive():
+        reports.wait(60)
+        control.pause()
+        # wait until the loop has really paused, then ask for a save while paused
+        for _ in range(600):
+            if any(isinstance(e, ev.StateChanged) and e.state == "paused" for e in seen):
+                break
+            threading.Event().wait(0.05)
+        control.save_now()
+        threading.Event().wait(0.5)
+        control.resume()
+        threading.Event().wait(0.3)
+        control.stop()
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    stages = load_stages([write_config(tmp_path, iters=100000, steps_per_report=2, steps_per_eval=1000)])
+    result = run_chain(stages, emit, control)[-1]
+    driver.join()
+    states = [e.state for e in seen if isinstance(e, ev.StateChanged)]
+    assert states[:2] == ["paused", "running"]
+    saves = [e.reason for e in seen if isinstance(e, ev.CheckpointSaved)]
+    assert saves[0] == "requested" and saves[-1] == "stopped"
+    assert result.status == "stopped" and 0 < result.step < 100000
+    assert (result.adapter_dir / "adapters.safetensors").exists()
+
+
+def test_epochs_train_the_partial_last_batch(tmp_path):
+    # 800 training examples, batch 48 -> 17 batches per epoch, the last one with 32 examples
+    result, seen = train(tmp_path, iters=None, epochs=1, batch_size=48, steps_per_eval=1000, val_batches=1)
+    started = seen[0]
+    assert started.steps_per_epoch == 17 and started.total_steps == 17
+    finished = seen[-1]
+    assert finished.step == 17
