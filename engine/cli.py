@@ -1,4 +1,7 @@
-"""The ``tuner`` command: ``train`` and ``validate`` headless; no sub-command opens the app.
+"""The headless ``tuner`` commands: ``train`` and ``validate``.
+
+``tui.launch`` is the console entry point: it opens the app when no command is given and hands
+everything else here, so the engine never imports the UI.
 
 User mistakes (configs, data, model paths) print one line and exit with code 2. Ctrl-C or
 SIGTERM during training stops after the current step and saves; a second Ctrl-C exits at once.
@@ -20,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuner",
         description="Instruction fine-tuning for MLX with prompt-loss-weight. "
-        "Run without a command to open the terminal app.",
+        "Run without a command (or with just a config file) to open the terminal app.",
     )
     sub = parser.add_subparsers(dest="command")
     train = sub.add_parser("train", help="train one config, or a chain of configs as stages")
@@ -32,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("configs", nargs="+", metavar="CONFIG")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser
+
+
+COMMANDS = ("train", "validate")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "validate":
             return cmd_validate(args)
-        from tui.app import run_app
-
-        return run_app()
+        build_parser().print_help()
+        return EXIT_USER_ERROR
     except UserError as e:
         print(f"tuner: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -40,7 +40,7 @@ def maybe_reexec_with_openblas() -> None:
     if library is None or library in preload:
         return
     env = dict(os.environ, LD_PRELOAD=f"{library} {preload}".strip())
-    os.execve(sys.executable, [sys.executable, "-m", "engine.cli", *sys.argv[1:]], env)
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def blas_notice() -> str | None:
