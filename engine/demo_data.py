@@ -7,8 +7,8 @@ or simple string/number rules that a tiny model can partly pick up. Prompts are
 deliberately wordier than answers, like real short-answer datasets, so the
 completion tokens are a small share of each example.
 
-Run ``python -m engine.demo_data OUT_DIR`` to (re)write the bundled files in
-``sample_configs/data/demo``; a test checks that they match this generator.
+Run ``python -m engine.demo_data chat OUT_DIR`` (or ``text OUT_DIR``) to (re)write the bundled
+files in ``sample_configs/data/demo`` (``demo-text``); a test checks that they match this generator.
 """
 
 from __future__ import annotations
@@ -239,7 +239,32 @@ def write_demo_dataset(
         (folder / f"{name}.jsonl").write_text(lines, encoding="utf-8")
 
 
+def demo_text_records(n: int, seed: int = 0) -> list[dict]:
+    """Plain-text paragraphs stating the same facts, for the continued-pretraining stage.
+
+    A chain that first reads these facts as prose and then learns to answer questions about
+    them is the smallest honest example of "pretrain, then instruction-tune".
+    """
+    rng = random.Random(seed)
+    facts = (
+        [f"The capital of {country} is {city}." for country, city in CAPITALS.items()]
+        + [f"A {thing} is {colour}." for thing, colour in COLOURS.items()]
+        + [f"The opposite of {word} is {other}." for word, other in ANTONYMS.items()]
+        + [f"A {animal} says {sound}." for animal, sound in SOUNDS.items()]
+    )
+    return [{"text": " ".join(rng.sample(facts, rng.randint(3, 6)))} for _ in range(n)]
+
+
+def write_demo_text(folder: Path, seed: int = 0, n_train: int = 400, n_valid: int = 50) -> None:
+    """Write ``train/valid.jsonl`` of plain-text records into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = demo_text_records(n_train + n_valid, seed)
+    for name, rows in (("train", records[:n_train]), ("valid", records[n_train:])):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m engine.demo_data OUT_DIR")
-    write_demo_dataset(Path(sys.argv[1]))
+    if len(sys.argv) != 3 or sys.argv[1] not in ("chat", "text"):
+        sys.exit("usage: python -m engine.demo_data chat|text OUT_DIR")
+    (write_demo_dataset if sys.argv[1] == "chat" else write_demo_text)(Path(sys.argv[2]))

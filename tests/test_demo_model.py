@@ -9,7 +9,7 @@ import mlx.nn as nn
 import mlx_lm
 import pytest
 
-from engine.demo_data import demo_records, write_demo_dataset
+from engine.demo_data import demo_records, demo_text_records, write_demo_dataset, write_demo_text
 from engine.demo_model import DEMO_MODEL_ID, MODEL_DIRNAME, ensure_demo_model, resolve_builtin
 
 BUNDLED = Path(__file__).resolve().parents[1] / "sample_configs" / "data" / "demo"
@@ -133,3 +133,13 @@ def test_bundled_files_match_generator(tmp_path):
         assert (BUNDLED / f"{name}.jsonl").read_bytes() == (tmp_path / f"{name}.jsonl").read_bytes()
     sizes = [len((BUNDLED / f"{n}.jsonl").read_text().splitlines()) for n in ("train", "valid", "test")]
     assert sizes == [800, 100, 100]
+
+
+def test_bundled_text_corpus_matches_generator(tmp_path):
+    write_demo_text(tmp_path)
+    bundled = BUNDLED.parent / "demo-text"
+    for name in ("train", "valid"):
+        assert (bundled / f"{name}.jsonl").read_bytes() == (tmp_path / f"{name}.jsonl").read_bytes()
+    records = demo_text_records(20, seed=3)
+    assert records == demo_text_records(20, seed=3)
+    assert all(r["text"].endswith(".") and r["text"].count(".") >= 3 for r in records)
