@@ -30,7 +30,6 @@ from .batching import BatchStream, total_steps
 from .config import Stage, config_to_dict
 from .control import Control
 from .data import load_splits
-from .errors import UserError
 from .loss import EvalTotals, eval_sums, plw_loss
 from .model import (
     count_parameters,
@@ -279,10 +278,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> StageResult:
-        try:
-            self.prepare()
-        except Exception:
-            raise
+        self.prepare()  # user errors surface here, before a run folder is half-written
         try:
             return self._loop()
         except Exception as e:
@@ -476,5 +472,3 @@ def run_chain(stages: list[Stage], emit: Emit, control: Control | None = None) -
             break
     return results
 
-
-__all__ = ["Trainer", "run_chain", "check_chain", "StageResult", "UserError"]

@@ -132,3 +132,17 @@ def test_epochs_train_the_partial_last_batch(tmp_path):
     assert started.steps_per_epoch == 17 and started.total_steps == 17
     finished = seen[-1]
     assert finished.step == 17
+
+
+def test_fuse_and_test_split(tmp_path, demo_model_dir):
+    from mlx_lm.utils import load
+
+    result, seen = train(tmp_path, iters=4, steps_per_eval=100, val_batches=1, fuse=True, test=True, test_batches=2)
+    tests = [e for e in seen if isinstance(e, ev.EvalReport) and e.split == "test"]
+    assert len(tests) == 1 and tests[0].examples == 16
+    fused_dir = seen[-1].fused_dir
+    assert fused_dir
+    fused, tokenizer = load(fused_dir)
+    tuned, _ = load(str(demo_model_dir), adapter_path=str(result.adapter_dir))
+    ids = mx.array([tokenizer.encode("The capital of Norvania is")])
+    assert np.allclose(np.array(fused(ids)), np.array(tuned(ids)), atol=1e-4)

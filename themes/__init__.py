@@ -1,0 +1,1 @@
+"""Textual themes and the app's stylesheet (filled in with the terminal app)."""
