@@ -15,7 +15,7 @@ import inspect
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Sequence, get_args
+from typing import Annotated, Any, Literal, Mapping, Sequence, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -302,14 +302,18 @@ def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], fil
             _record_lines(item, (*path, index), lines, file)
 
 
-def _read_yaml(path: Path, label: str) -> tuple[dict, dict[KeyPath, int]]:
-    """The file's top-level mapping and the line of each key path in it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("config file not found", label) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config file ({e})", label) from None
+def _read_yaml(path: Path, label: str, text: str | None = None) -> tuple[dict, dict[KeyPath, int]]:
+    """The file's top-level mapping and the line of each key path in it.
+
+    ``text``, when given, stands in for the file's content (an editor's unsaved buffer).
+    """
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("config file not found", label) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read config file ({e})", label) from None
     loader = _Loader(text)
     lines: dict[KeyPath, int] = {}
     try:
@@ -552,8 +556,13 @@ def _sources(config: TrainConfig, origins: dict[str, Source]) -> dict[str, Sourc
     return sources
 
 
-def load_stages(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[Stage]:
+def load_stages(
+    paths: Sequence[str | Path], overrides: Sequence[str] = (), texts: Mapping[str, str] | None = None
+) -> list[Stage]:
     """Load a chain of config files; each stage inherits the previous stage's keys unless it sets them.
+
+    ``texts`` maps a path (as given) to content to use instead of the file's, so an editor can
+    validate what it holds before it is saved.
 
     Inheritance is per top-level key: a stage that writes ``lora_parameters`` replaces the whole
     mapping. The ``--set`` overrides (``key=value`` or ``a.b=value``, values read as YAML) apply to
@@ -569,7 +578,7 @@ def load_stages(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> l
     stages = []
     for index, given in enumerate(paths):
         path, label = Path(given), str(given)
-        data, file_lines = _read_yaml(path, label)
+        data, file_lines = _read_yaml(path, label, (texts or {}).get(label))
         if data.get("iters") is not None and data.get("epochs") is not None:
             later = max(("iters", "epochs"), key=lambda key: file_lines[(key,)])
             raise ConfigError("set iters or epochs, not both", label, file_lines[(later,)], later)

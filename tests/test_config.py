@@ -257,3 +257,13 @@ def test_explicit_null_iters_does_not_hide_epochs(tmp_path):
     path.write_text("model: m\niters: null\nepochs: 2\n")
     stage = load_config(path)
     assert stage.config.epochs == 2 and stage.config.iters is None
+
+
+def test_unsaved_text_stands_in_for_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: m\nbatch_size: 2\n")
+    stage = load_stages([path], texts={str(path): "model: m\nbatch_size: 5\n"})[0]
+    assert stage.config.batch_size == 5
+    with pytest.raises(ConfigError) as err:
+        load_stages([path], texts={str(path): "model: m\nbatch_size: x\n"})
+    assert str(err.value).startswith(f"{path}:2: batch_size")
