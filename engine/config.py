@@ -603,11 +603,16 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Stage:
     return load_stages([path], overrides)[0]
 
 
+def resolved_rows(stage: Stage) -> list[tuple[str, str, str]]:
+    """(key, value as one-line YAML, source) for every key, in schema order."""
+    return [
+        (key, _inline(value), str(stage.sources[key])) for key, value in config_to_dict(stage.config).items()
+    ]
+
+
 def format_resolved(stage: Stage) -> str:
     """``tuner validate``'s table: one ``key  value  source`` line per key, values as YAML."""
-    values = {key: _inline(value) for key, value in config_to_dict(stage.config).items()}
-    key_width = max(map(len, values))
-    value_width = min(max(map(len, values.values())), 40)  # a long path may push its source right
-    return "\n".join(
-        f"{key:<{key_width}}  {value:<{value_width}}  {stage.sources[key]}" for key, value in values.items()
-    )
+    rows = resolved_rows(stage)
+    key_width = max(len(key) for key, _, _ in rows)
+    value_width = min(max(len(value) for _, value, _ in rows), 40)  # a long path may push its source right
+    return "\n".join(f"{key:<{key_width}}  {value:<{value_width}}  {source}" for key, value, source in rows)

@@ -7,7 +7,9 @@ after every event, so another process (or the TUI's Runs screen) can follow a ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import re
 import tempfile
@@ -15,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .events import Event, event_from_dict
+from .events import EvalReport, Event, RunFailed, RunFinished, RunStarted, event_from_dict
 
 METRICS_FILE = "metrics.jsonl"
+LIVE_SECONDS = 120  # a run whose metrics file is older than this, unfinished, has died
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -98,12 +101,168 @@ def read_events(run_dir: Path) -> Iterator[Event]:
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            try:
-                yield event_from_dict(json.loads(line))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
+            event = _parse_line(line)
+            if event is not None:
+                yield event
+
+
+def _parse_line(line: str) -> Event | None:
+    """One ``metrics.jsonl`` line as an event, or None when it is torn or not an event at all."""
+    try:
+        return event_from_dict(json.loads(line))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+class EventTail:
+    """Follows one run's ``metrics.jsonl`` as another process appends to it.
+
+    It remembers how many bytes it has consumed, so each poll reads only what is new, and it
+    holds back a last line that has no newline yet: the writer may be halfway through it.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / METRICS_FILE
+        self._offset = 0
+        self._partial = b""
+
+    def read_new(self) -> list[Event]:
+        """Events appended since the previous call (none while the file does not exist yet)."""
+        try:
+            with open(self.path, "rb") as f:
+                if os.fstat(f.fileno()).st_size < self._offset:  # replaced or truncated: start over
+                    self._offset, self._partial = 0, b""
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        events = (_parse_line(line.decode("utf-8", errors="replace")) for line in lines if line.strip())
+        return [e for e in events if e is not None]
+
+
+# ---------------------------------------------------------------------- summaries of run folders
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """What a list of runs shows about one run folder, read back from its events."""
+
+    run_dir: Path
+    name: str
+    status: str  # running | completed | stopped | failed | interrupted
+    stage: int
+    stages: int
+    step: int
+    total_steps: int
+    best_completion_loss: float  # lowest validation completion loss, nan before any evaluation
+    best_step: int  # the step of that evaluation, -1 before any
+    started: float  # Unix time of RunStarted
+    model: str
+    plw: float
+    config_file: str
+
+
+class RunTally:
+    """Folds a run's events into a :class:`RunSummary` one at a time, so a live view can keep
+    its summary current from the few events each poll brings instead of rereading the file."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.started: RunStarted | None = None
+        self.final_status = ""  # set once the run has finished or failed
+        self.step = 0
+        self.total_steps = 0
+        self.best_completion_loss = math.nan
+        self.best_step = -1
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.started, self.total_steps = event, event.total_steps
+        self.step = max(self.step, getattr(event, "step", 0))
+        if isinstance(event, EvalReport) and event.split == "valid" and math.isfinite(event.completion_loss):
+            if math.isnan(self.best_completion_loss) or event.completion_loss < self.best_completion_loss:
+                self.best_completion_loss, self.best_step = event.completion_loss, event.step
+        elif isinstance(event, RunFinished):
+            self.final_status = event.status
+        elif isinstance(event, RunFailed):
+            self.final_status = "failed"
+
+    def summary(self) -> RunSummary | None:
+        """The summary so far; None until the run has started."""
+        started = self.started
+        if started is None:
+            return None
+        status = self.final_status or _unfinished_status(self.run_dir / METRICS_FILE)
+        return RunSummary(
+            run_dir=self.run_dir,
+            name=self.run_dir.name,
+            status=status,
+            stage=started.stage,
+            stages=started.stages,
+            step=self.step,
+            total_steps=self.total_steps,
+            best_completion_loss=self.best_completion_loss,
+            best_step=self.best_step,
+            started=started.time,
+            model=started.model,
+            plw=started.prompt_loss_weight,
+            config_file=started.config_file,
+        )
+
+
+def summarize_run(run_dir: Path) -> RunSummary | None:
+    """Summarize a run folder from its events; None when it holds no run (yet)."""
+    tally = RunTally(run_dir)
+    for event in read_events(tally.run_dir):
+        tally.add(event)
+    return tally.summary()
+
+
+def _unfinished_status(metrics: Path) -> str:
+    """An unfinished run is alive only while its trainer keeps appending events."""
+    try:
+        age = time.time() - metrics.stat().st_mtime
+    except OSError:
+        return "interrupted"
+    return "running" if age < LIVE_SECONDS else "interrupted"
+
+
+def list_runs(runs_dir: Path, cache: dict | None = None) -> list[RunSummary]:
+    """Every run under ``runs_dir``, newest first; unreadable folders are left out, never raised.
+
+    A screen that rescans every few seconds passes the same ``cache`` dict each time, so only
+    metrics files that changed since the last scan are parsed again: rereading long runs would
+    otherwise take CPU (and the GIL) from a training loop in the same process.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    cache = {} if cache is None else cache
+    summaries, seen = [], set()
+    for folder in runs_dir.iterdir():
+        metrics = folder / METRICS_FILE
+        try:
+            stat = metrics.stat()
+            version = (stat.st_mtime_ns, stat.st_size)
+            entry = cache.get(folder)
+            if entry is None or entry[0] != version:
+                entry = cache[folder] = (version, summarize_run(folder))
+        except OSError:  # not a run folder, or it vanished mid-scan
+            continue
+        seen.add(folder)
+        summary = entry[1]
+        if summary is None:
+            continue
+        if summary.status in ("running", "interrupted"):
+            summary = dataclasses.replace(summary, status=_unfinished_status(metrics))  # time moved on
+        summaries.append(summary)
+    for gone in cache.keys() - seen:
+        del cache[gone]
+    return sorted(summaries, key=lambda s: (s.started, s.name), reverse=True)
 
 
 def fan_out(*sinks: Callable[[Event], None]) -> Callable[[Event], None]:

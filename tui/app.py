@@ -1,7 +1,8 @@
-"""The terminal app (first cut): open a config, start a run, watch its events, pause or stop it.
+"""The terminal app: Config, Train and Runs screens as modes, switched with 1, 2, 3.
 
-Training runs in a thread worker that only puts engine events on a bounded queue; a 10 Hz
-timer drains it on the event loop, so the training speed never waits on the UI.
+The app owns the training session. Training runs in a thread worker that only puts engine
+events on a bounded queue; a 10 Hz timer drains it on the event loop and hands the events to the
+Train screen, so the training speed never waits on the UI. A 1 Hz timer reads system memory.
 """
 
 from __future__ import annotations
@@ -11,103 +12,170 @@ from collections import deque
 from pathlib import Path
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.binding import Binding
-from textual.widgets import Footer, Header, RichLog, Static
 
 from engine import events as ev
 from engine.control import Control
-from engine.printer import format_event
+from themes import APP_CSS, THEME_NAMES, load_theme_choice, register_themes, save_theme_choice
+
+from .screens.config_screen import ConfigScreen
+from .screens.path_prompt import Confirm
+from .screens.runs_screen import RunsScreen
+from .screens.train_screen import TrainScreen
+from .system_memory import read_system_memory
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "sample_configs" / "demo.yaml"
 QUEUE_LIMIT = 10_000
 HISTORY_LIMIT = 1_000
+DRAIN_HZ = 10
+THREAD_ENDED = "training thread ended"
 
 
 class TunerApp(App):
     TITLE = "tuner"
+    CSS_PATH = [APP_CSS, APP_CSS.with_name("screens.tcss")]
     BINDINGS = [
-        Binding("t", "train", "Train", id="train", tooltip="Start training the open config"),
-        Binding("p", "pause", "Pause/resume", id="pause", tooltip="Pause or resume between steps"),
-        Binding("s", "stop", "Stop & save", id="stop", tooltip="Stop after this step and save"),
-        Binding("q", "quit", "Quit", id="quit"),
+        Binding("1", "switch_mode('config')", "Config", id="mode-config", tooltip="Edit the config"),
+        Binding("2", "switch_mode('train')", "Train", id="mode-train", tooltip="Run and watch training"),
+        Binding("3", "switch_mode('runs')", "Runs", id="mode-runs", tooltip="Every run, finished or live"),
+        # alt+digit switches even while the YAML editor has the keyboard
+        Binding("alt+1", "switch_mode('config')", show=False, priority=True, id="mode-config-alt"),
+        Binding("alt+2", "switch_mode('train')", show=False, priority=True, id="mode-train-alt"),
+        Binding("alt+3", "switch_mode('runs')", show=False, priority=True, id="mode-runs-alt"),
+        Binding("ctrl+q", "quit", "Quit", id="quit", tooltip="Quit (asks first during a run)", priority=True),
+        Binding("f1", "show_help_panel", "Keys", id="help", tooltip="Show every key of this screen"),
     ]
 
-    def __init__(self, config_path: str | Path | None = None):
-        super().__init__()
+    def __init__(self, config_path: str | Path | None = None, runs_dir: str | Path = "runs"):
         self.config_path = Path(config_path) if config_path else DEFAULT_CONFIG
+        self.runs_dir = Path(runs_dir)
+        self.config_screen = ConfigScreen()
+        self.train_screen = TrainScreen()
+        self.MODES = {  # one lasting screen per mode, so the app can reach them directly
+            "config": lambda: self.config_screen,
+            "train": lambda: self.train_screen,
+            "runs": lambda: RunsScreen(self.runs_dir),
+        }
+        super().__init__()
         self.events: queue.Queue[ev.Event] = queue.Queue(maxsize=QUEUE_LIMIT)
+        self.history: deque[ev.Event] = deque(maxlen=HISTORY_LIMIT)  # the latest events shown
         self.control: Control | None = None
-        self.history: deque[ev.Event] = deque(maxlen=HISTORY_LIMIT)  # latest events shown
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static(f"config: {self.config_path}  (t: train)", id="status")
-        yield RichLog(id="log", max_lines=2000, wrap=True)
-        yield Footer()
+        self.run_state = "idle"  # idle | running | paused | stopping
+        self.quit_when_stopped = False
+        self.machine_memory_gb = read_system_memory().total_gb
 
     def on_mount(self) -> None:
-        self.set_interval(0.1, self.drain_events)
+        register_themes(self)
+        self.theme = load_theme_choice()
+        self.switch_mode("config")
+        self.set_interval(1 / DRAIN_HZ, self.drain_events)
+        self.set_interval(1.0, self.poll_system_memory)
 
-    def on_unmount(self) -> None:
-        """Leaving the app stops a run (it saves first) rather than orphaning the thread."""
-        if self.control is not None:
-            self.control.stop()
+    def watch_theme(self, theme: str) -> None:
+        if theme in THEME_NAMES:
+            save_theme_choice(theme)
 
+    # ------------------------------------------------------------------ training session
     def check_action(self, action: str, parameters) -> bool | None:
         running = self.control is not None
-        if action == "train":
-            return not running
-        if action in ("pause", "stop"):
+        if action == "start_training":
+            return not running or None
+        if action in ("toggle_pause", "stop_training", "save_now", "eval_now"):
             return running or None
         return True
 
-    def action_train(self) -> None:
+    def action_start_training(self) -> None:
+        if self.config_screen.is_mounted and self.config_screen.dirty:
+            self.config_screen.save_to(self.config_path)
         self.control = Control()
-        self.refresh_bindings()
-        self.run_training(self.control)
+        self.set_state("running")
+        self.switch_mode("train")
+        self.run_training(self.config_path, self.control)
 
-    def action_pause(self) -> None:
-        if self.control is not None:
-            self.control.resume() if self.control.paused else self.control.pause()
+    def action_toggle_pause(self) -> None:
+        if self.control is None:
+            return
+        if self.control.paused:
+            self.control.resume()
+        else:
+            self.control.pause()
+            self.set_state("pausing")
 
-    def action_stop(self) -> None:
+    def action_stop_training(self) -> None:
         if self.control is not None:
             self.control.stop()
+            self.set_state("stopping")
+
+    def action_save_now(self) -> None:
+        if self.control is not None:
+            self.control.save_now()
+
+    def action_eval_now(self) -> None:
+        if self.control is not None:
+            self.control.eval_now()
+
+    async def action_quit(self) -> None:
+        if self.control is None:
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.quit_when_stopped = True
+                self.action_stop_training()
+
+        self.push_screen(Confirm("A run is in progress. Stop it, save a checkpoint and quit?"), answered)
 
     @work(thread=True, exclusive=True, group="training")
-    def run_training(self, control: Control) -> None:
+    def run_training(self, config_path: Path, control: Control) -> None:
         from engine.config import load_stages
         from engine.errors import UserError
         from engine.trainer import run_chain
 
-        def emit(event: ev.Event) -> None:
-            self.events.put(event)
-
         try:
-            run_chain(load_stages([self.config_path]), emit, control)
+            run_chain(load_stages([config_path]), self._enqueue, control)
         except UserError as e:
-            emit(ev.RunFailed(step=0, error=str(e)))
+            self._enqueue(ev.RunFailed(step=0, error=str(e)))
+        except Exception as e:  # a bug: show it, keep the app alive
+            self._enqueue(ev.RunFailed(step=0, error=f"{type(e).__name__}: {e}"))
         finally:
-            self.events.put(ev.Notice(message="training thread ended"))
+            self._enqueue(ev.Notice(message=THREAD_ENDED))
+
+    def _enqueue(self, event: ev.Event) -> None:
+        """Called on the training thread; blocks only if the UI is 10,000 events behind."""
+        self.events.put(event)
+
+    def set_state(self, state: str) -> None:
+        self.run_state = state
+        self.sub_title = "" if state == "idle" else state
+        self.refresh_bindings()
 
     def drain_events(self) -> None:
-        log = self.query_one("#log", RichLog)
-        status = self.query_one("#status", Static)
-        while True:
-            try:
-                event = self.events.get_nowait()
-            except queue.Empty:
-                break
-            self.history.append(event)
-            line = format_event(event)
-            if line:
-                log.write(line)
-            if isinstance(event, ev.TrainReport):
-                status.update(f"step {event.step}/{event.total_steps}  loss {event.loss:.3f}")
-            if isinstance(event, ev.Notice) and event.message == "training thread ended":
-                self.control = None
-                self.refresh_bindings()
+        train = self.train_screen
+        with self.batch_update():
+            while True:
+                try:
+                    event = self.events.get_nowait()
+                except queue.Empty:
+                    break
+                self.history.append(event)
+                if isinstance(event, ev.StateChanged):
+                    self.set_state(event.state)
+                if isinstance(event, ev.Notice) and event.message == THREAD_ENDED:
+                    self.control = None
+                    self.set_state("idle")
+                    if self.quit_when_stopped:
+                        self.exit()
+                    continue
+                if isinstance(event, ev.RunFailed):
+                    self.notify(event.error, severity="error", timeout=10)
+                if train.is_mounted:
+                    train.apply(event)
+
+    def poll_system_memory(self) -> None:
+        if self.train_screen.is_mounted:
+            self.train_screen.show_system_memory(read_system_memory())
 
 
 def run_app(config_path: str | None = None) -> int:

@@ -1,0 +1,169 @@
+"""The Runs screen lists run folders written by MetricsWriter, opens one, and follows a live one."""
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from textual.app import App
+from textual.widgets import DataTable, Static
+
+from engine import events as ev
+from engine.runs import MetricsWriter
+from tui.screens.runs_screen import RunsScreen
+
+from .test_runs import evaluation, make_old, started, write_run
+
+T0 = 1_700_000_000.0
+
+
+def train(step: int, loss: float) -> ev.TrainReport:
+    return ev.TrainReport(
+        step=step, total_steps=100, epoch=step / 50, loss=loss, prompt_loss=3.0, completion_loss=loss,
+        learning_rate=1e-4, grad_norm=1.0, update_norm=0.1, tokens_per_second=1000.0, trained_tokens=step * 100,
+        peak_memory_gb=1.0, active_memory_gb=1.0, cache_memory_gb=0.0, elapsed=float(step),
+    )
+
+
+def finished(step: int, status: str = "completed") -> ev.RunFinished:
+    return ev.RunFinished(step=step, status=status, adapter_dir="", elapsed=1.0)
+
+
+def make_runs(runs_dir, *, live: bool = False):
+    """Three runs, oldest first: a completed one, a stopped one, and a third that never finished."""
+    write_run(
+        runs_dir / "plw-0.1", started(time=T0), evaluation(0, 2.4), train(10, 2.0), evaluation(20, 1.6),
+        train(20, 1.7), train(30, 1.2), evaluation(40, 1.4), train(40, 1.1), finished(40),
+    )
+    write_run(
+        runs_dir / "plw-1.0", started(time=T0 + 3600, prompt_loss_weight=1.0, stage=2), evaluation(0, 2.5),
+        train(10, 2.2), evaluation(20, 1.9), finished(20, "stopped"),
+    )
+    third = write_run(runs_dir / "third", started(time=T0 + 7200, prompt_loss_weight=0.0), evaluation(0, 2.6))
+    if not live:
+        make_old(third)
+    return third
+
+
+class RunsApp(App):
+    def __init__(self, runs_dir):
+        super().__init__()
+        self.runs_dir = runs_dir
+
+    def on_mount(self) -> None:
+        self.push_screen(RunsScreen(self.runs_dir))
+
+
+async def wait_until(pilot, predicate, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await pilot.pause(0.05)
+        if predicate():
+            return True
+    return False
+
+
+def table_of(app) -> DataTable:
+    return app.screen.query_one(DataTable)
+
+
+def summary_of(app) -> str:
+    return str(app.screen.query_one("#run-summary", Static).content)
+
+
+def cells(table: DataTable) -> list[list[str]]:
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def test_lists_runs_newest_first_with_their_status(tmp_path):
+    make_runs(tmp_path)
+
+    async def scenario():
+        app = RunsApp(tmp_path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = table_of(app)
+            assert await wait_until(pilot, lambda: table.row_count == 3)
+            assert [str(c.label) for c in table.columns.values()] == [
+                "name", "status", "stage", "steps", "best valid loss", "PLW", "model", "started",
+            ]
+            rows = cells(table)
+            assert [r[:6] for r in rows] == [
+                ["third", "interrupted", "1/2", "0/100", "2.600", "0"],
+                ["plw-1.0", "stopped", "2/2", "20/100", "1.900", "1"],
+                ["plw-0.1", "completed", "1/2", "40/100", "1.400", "0.1"],
+            ]
+            assert rows[2][7] == time.strftime("%Y-%m-%d %H:%M", time.localtime(T0))
+
+            write_run(tmp_path / "newest", started(time=T0 + 9000))  # no evaluation yet
+            await pilot.press("r")
+            assert await wait_until(pilot, lambda: table.row_count == 4)
+            assert cells(table)[0][:5] == ["newest", "running", "1/2", "0/100", "—"]
+
+    asyncio.run(scenario())
+
+
+def test_enter_opens_the_selected_run(tmp_path):
+    make_runs(tmp_path)
+
+    async def scenario():
+        app = RunsApp(tmp_path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            assert await wait_until(pilot, lambda: table_of(app).row_count == 3)
+            await pilot.press("down", "down", "enter")
+            assert await wait_until(pilot, lambda: summary_of(app).startswith("plw-0.1"))
+            text = summary_of(app)
+            assert "completed" in text and "step 40/100" in text
+            assert "best valid completion loss 1.400 at step 40" in text
+            assert str(tmp_path / "plw-0.1") in text
+
+    asyncio.run(scenario())
+
+
+def test_an_open_running_run_is_followed_live(tmp_path):
+    live = make_runs(tmp_path, live=True)
+
+    async def scenario():
+        app = RunsApp(tmp_path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            assert await wait_until(pilot, lambda: table_of(app).row_count == 3)
+            await pilot.press("enter")  # the newest run, still being written
+            assert await wait_until(pilot, lambda: "running" in summary_of(app))
+            assert "loss 2.600 at step 0" in summary_of(app)
+
+            writer = MetricsWriter(live)
+            writer(train(10, 2.0))
+            writer(evaluation(20, 1.25))
+            assert await wait_until(pilot, lambda: "loss 1.250 at step 20" in summary_of(app))
+            assert "step 20/100" in summary_of(app)
+
+            writer(finished(20))
+            writer.close()
+            assert await wait_until(pilot, lambda: summary_of(app).startswith("third: completed"))
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """The started column shows local time; the snapshot must not depend on the machine's zone."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_snapshot(tmp_path, monkeypatch, snap_compare, utc):
+    monkeypatch.chdir(tmp_path)  # a relative runs folder keeps tmp_path out of the picture
+    runs_dir = Path("runs")
+    third = make_runs(runs_dir)
+    writer = MetricsWriter(third)  # a finished run's status never depends on the clock
+    writer(ev.RunFailed(step=0, error="out of memory"))
+    writer.close()
+
+    async def run_before(pilot):
+        assert await wait_until(pilot, lambda: table_of(pilot.app).row_count == 3)
+        await pilot.press("down", "down", "enter")
+        assert await wait_until(pilot, lambda: summary_of(pilot.app).startswith("plw-0.1"))
+
+    assert snap_compare(RunsApp(runs_dir), terminal_size=(100, 30), run_before=run_before)

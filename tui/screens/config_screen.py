@@ -1,0 +1,228 @@
+"""Config: edit the YAML, see it validated as you type, the resolved values and the LR schedule.
+
+Validation runs in a thread worker 0.4 s after the last keystroke, on the editor's unsaved text,
+with the same loader ``tuner train`` uses; its result comes back in one call to the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Header, Static, TextArea
+from textual_plotext import PlotextPlot
+
+from engine.config_help import help_for
+from engine.errors import UserError
+from engine.runs import atomic_write_text
+
+from .path_prompt import PathPrompt, SamplePicker
+
+DEBOUNCE_SECONDS = 0.4
+KEY_AT_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
+ERROR_LINE = re.compile(r":(\d+): ")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What one validation pass found: an error line, or the resolved table and LR curve."""
+
+    error: str | None
+    error_line: int | None
+    resolved: list[tuple[str, str, str]]
+    curve: list[tuple[int, float]]
+    curve_note: str
+
+
+def check_config(path: Path, text: str) -> Checked:
+    """Validate ``text`` as the content of ``path``. Runs in a worker thread."""
+    from engine.config import load_stages, resolved_rows
+    from engine.schedule import schedule_curve, updates_in_run
+
+    try:
+        stage = load_stages([path], texts={str(path): text})[0]
+    except UserError as e:
+        match = ERROR_LINE.search(str(e))
+        return Checked(str(e), int(match.group(1)) if match else None, [], [], "")
+    updates = updates_in_run(stage.config, None)
+    note = "" if updates is not None else "epochs: the update count depends on the dataset size (shown for 1000)"
+    curve = schedule_curve(stage.config, updates or 1000)
+    return Checked(None, None, resolved_rows(stage), curve, note)
+
+
+class ConfigScreen(Screen):
+    BINDING_GROUP_TITLE = "Config"
+    HELP = (
+        "Edit the training config. It is checked as you type; **ctrl+s** saves, **ctrl+e** opens $EDITOR. "
+        "**esc** leaves the editor so 1/2/3 switch screens and **t** starts training; alt+1/2/3 work everywhere."
+    )
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save", id="config-save", tooltip="Save the config file"),
+        Binding("t", "app.start_training", "Train", id="config-train", tooltip="Save if needed and start training"),
+        Binding("ctrl+o", "open", "Open", id="config-open", tooltip="Open another config file"),
+        Binding("ctrl+w", "save_as", "Save as", id="config-save-as", tooltip="Save under a new name"),
+        Binding("ctrl+n", "new_from_sample", "From sample", id="config-sample", tooltip="Start from a sample config"),
+        Binding("ctrl+e", "external_editor", "$EDITOR", id="config-editor", tooltip="Edit in your own editor"),
+        Binding("ctrl+g", "goto_error", "Go to error", id="config-goto-error", tooltip="Move the cursor to the error"),
+        Binding("escape", "leave_editor", "Leave editor", id="config-leave", tooltip="Give the keys back to the app (1/2/3 switch screens)"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error_line: int | None = None
+        self._debounce: Timer | None = None
+        self.saved_text = ""
+
+    @property
+    def path(self) -> Path:
+        return self.app.config_path
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="config-body"):
+            yield TextArea.code_editor("", language="yaml", id="config-editor-area")
+            with VerticalScroll(id="config-side"):
+                yield Static("", id="config-check")
+                yield Static("", id="config-help")
+                yield PlotextPlot(id="config-lr")
+                yield DataTable(id="config-resolved", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#config-resolved", DataTable).add_columns("key", "value", "from")
+        self.load_file(self.path)
+        self.query_one("#config-side").focus()  # so one key (t) starts training; Tab or a click edits
+
+    # ------------------------------------------------------------------ files
+    @work(thread=True, exclusive=True, group="config-io")
+    def load_file(self, path: Path) -> None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            self.app.call_from_thread(self.notify, f"cannot open {path}: {e}", severity="error")
+            return
+        self.app.call_from_thread(self._show_file, Path(path), text)
+
+    def _show_file(self, path: Path, text: str) -> None:
+        self.app.config_path = path
+        self.saved_text = text
+        self.query_one(TextArea).load_text(text)
+        self._update_title()
+        self.validate_now()
+
+    def _update_title(self) -> None:
+        dirty = self.query_one(TextArea).text != self.saved_text
+        self.sub_title = f"{self.path}{' (modified)' if dirty else ''}"
+
+    def save_to(self, path: Path) -> None:
+        text = self.query_one(TextArea).text
+        atomic_write_text(path, text)  # one small file: a rename, no scan
+        self.app.config_path = path
+        self.saved_text = text
+        self._update_title()
+        self.notify(f"saved {path}")
+
+    @property
+    def dirty(self) -> bool:
+        return self.query_one(TextArea).text != self.saved_text
+
+    # ------------------------------------------------------------------ validation
+    def on_text_area_changed(self, message: TextArea.Changed) -> None:
+        self._update_title()
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(DEBOUNCE_SECONDS, self.validate_now)
+
+    def validate_now(self) -> None:
+        self.validate(self.path, self.query_one(TextArea).text)
+
+    @work(thread=True, exclusive=True, group="config-validate")
+    def validate(self, path: Path, text: str) -> None:
+        self.app.call_from_thread(self.show_check, check_config(path, text))
+
+    def show_check(self, checked: Checked) -> None:
+        status = self.query_one("#config-check", Static)
+        self.error_line = checked.error_line
+        if checked.error:
+            status.update(f"✗ {checked.error}" + ("  (ctrl+g: go there)" if checked.error_line else ""))
+            status.set_class(True, "-error")
+            return
+        status.update("✓ valid · t or 2 then t: train · esc leaves the editor")
+        status.set_class(False, "-error")
+        table = self.query_one("#config-resolved", DataTable)
+        table.clear()
+        for key, value, source in checked.resolved:
+            table.add_row(key, value if len(value) <= 48 else value[:47] + "…", source, key=key)
+        plot = self.query_one("#config-lr", PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title("learning rate per optimizer update" + (f" ({checked.curve_note})" if checked.curve_note else ""))
+        if checked.curve:
+            plt.plot([u for u, _ in checked.curve], [lr for _, lr in checked.curve], marker="braille")
+        plot.refresh()
+
+    def on_text_area_selection_changed(self, message: TextArea.SelectionChanged) -> None:
+        area = self.query_one(TextArea)
+        row = area.cursor_location[0]
+        key = None
+        for line in reversed(area.text.splitlines()[: row + 1]):  # the key this line belongs to
+            match = KEY_AT_LINE.match(line)
+            if match and not line.startswith((" ", "\t")):
+                key = match.group(1)
+                break
+        text = help_for(key) if key else ""
+        self.query_one("#config-help", Static).update(f"{key}: {text}" if text else "")
+
+    # ------------------------------------------------------------------ actions
+    def action_save(self) -> None:
+        self.save_to(self.path)
+
+    def action_open(self) -> None:
+        self.app.push_screen(PathPrompt("Open config", str(self.path)), self._open_chosen)
+
+    def _open_chosen(self, value: str | None) -> None:
+        if value:
+            self.load_file(Path(value).expanduser())
+
+    def action_save_as(self) -> None:
+        self.app.push_screen(PathPrompt("Save config as", str(self.path)), self._save_as_chosen)
+
+    def _save_as_chosen(self, value: str | None) -> None:
+        if value:
+            self.save_to(Path(value).expanduser())
+
+    def action_new_from_sample(self) -> None:
+        self.app.push_screen(SamplePicker(), self._sample_chosen)
+
+    def _sample_chosen(self, value: str | None) -> None:
+        if value:
+            self.load_file(Path(value))
+
+    def action_leave_editor(self) -> None:
+        self.query_one("#config-side").focus()
+
+    def action_goto_error(self) -> None:
+        if self.error_line:
+            area = self.query_one(TextArea)
+            area.cursor_location = (self.error_line - 1, 0)
+            area.focus()
+
+    def action_external_editor(self) -> None:
+        """Suspend the app, edit the saved file in $EDITOR, then reload it."""
+        if self.dirty:
+            self.save_to(self.path)
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        with self.app.suspend():
+            subprocess.call([*shlex.split(editor), str(self.path)])
+        self.load_file(self.path)
