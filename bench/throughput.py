@@ -1,6 +1,6 @@
 """Training throughput and memory: tuner's engine against mlx-lm's LoRA trainer.
 
-    python bench/throughput.py                  # demo model, 200 steps of 8 examples
+    python bench/throughput.py                  # demo model, 200 steps of 8 examples, best of 2
     python bench/throughput.py --model ~/models/SmolLM2-135M-Instruct --iters 100
     python bench/throughput.py --json           # one JSON line only
 
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seq-length", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mask-prompt", action="store_true", help="PLW 0.0 vs mask_prompt true")
-    p.add_argument("--repeats", type=int, default=1, help="alternate the trainers N times, keep each one's best")
+    p.add_argument("--repeats", type=int, default=2, help="alternate the trainers N times, keep each one's best")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--verbose", action="store_true", help="show the trainers' own output")
     p.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)

@@ -1,6 +1,8 @@
-"""The app drives a real demo run from the keyboard: start, pause, resume, stop."""
+"""Pilot tests: the app driven from the keyboard the way a person would."""
 
 import asyncio
+
+from textual.widgets import DataTable, TextArea
 
 from engine import events as ev
 from tui.app import TunerApp
@@ -8,7 +10,7 @@ from tui.app import TunerApp
 from .conftest import write_config
 
 
-async def wait_for(pilot, predicate, seconds=120):
+async def wait_for(pilot, predicate, seconds=60.0):
     for _ in range(int(seconds * 10)):
         await pilot.pause(0.1)
         if predicate():
@@ -16,29 +18,120 @@ async def wait_for(pilot, predicate, seconds=120):
     return False
 
 
-def test_start_pause_resume_stop_from_keys(tmp_path):
-    config = write_config(tmp_path, iters=100000, steps_per_report=2, steps_per_eval=100000)
+def has(app, kind, **fields):
+    return any(isinstance(e, kind) and all(getattr(e, k) == v for k, v in fields.items()) for e in app.history)
 
-    def has(app, kind, **fields):
-        return any(isinstance(e, kind) and all(getattr(e, k) == v for k, v in fields.items()) for e in app.history)
+
+def text_of(widget) -> str:
+    return str(widget.render())
+
+
+def run(scenario):
+    asyncio.run(scenario())
+
+
+def test_config_edit_into_an_error_and_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNER_CONFIG_DIR", str(tmp_path / "settings"))
+    config = write_config(tmp_path)
 
     async def scenario():
-        app = TunerApp(config)
-        async with app.run_test() as pilot:
+        app = TunerApp(config, runs_dir=tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = app.config_screen
+            check = screen.query_one("#config-check")
+            assert await wait_for(pilot, lambda: "valid" in text_of(check))
+            area = screen.query_one(TextArea)
+            original = area.text
+            area.load_text(original.replace("batch_size: 8", "batch_size: many"))
+            line = 1 + next(i for i, l in enumerate(area.text.splitlines()) if l.startswith("batch_size"))
+            assert await wait_for(pilot, lambda: "batch_size" in text_of(check) and "✗" in text_of(check))
+            assert f":{line}:" in text_of(check)
+            assert screen.error_line == line
+            await pilot.press("ctrl+g")
+            assert area.cursor_location[0] == line - 1
+            assert screen.dirty and "(modified)" in screen.sub_title
+            area.load_text(original)
+            assert await wait_for(pilot, lambda: "✓" in text_of(check))
+            table = screen.query_one("#config-resolved", DataTable)
+            assert table.row_count > 30
+            assert "default" in str(table.get_row("optimizer")[2])
+
+    run(scenario)
+
+
+def test_save_writes_the_editor_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNER_CONFIG_DIR", str(tmp_path / "settings"))
+    config = write_config(tmp_path)
+
+    async def scenario():
+        app = TunerApp(config, runs_dir=tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = app.config_screen
+            area = screen.query_one(TextArea)
+            assert await wait_for(pilot, lambda: "iters" in area.text)
+            area.load_text(area.text.replace("iters: 20", "iters: 21"))
+            await pilot.press("ctrl+s")
+            await pilot.pause(0.2)
+            assert "iters: 21" in config.read_text()
+            assert not screen.dirty
+
+    run(scenario)
+
+
+def test_train_start_pause_resume_stop_and_open_in_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNER_CONFIG_DIR", str(tmp_path / "settings"))
+    config = write_config(tmp_path, iters=100000, steps_per_report=2, steps_per_eval=100000)
+
+    async def scenario():
+        app = TunerApp(config, runs_dir=tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
             try:
-                await pilot.press("t")
+                await pilot.pause(0.5)
+                await pilot.press("t")  # one key, from the config screen
                 assert await wait_for(pilot, lambda: has(app, ev.TrainReport))
+                assert app.current_mode == "train"
+                train = app.train_screen
+                assert "step" in text_of(train.query_one("#train-status"))
                 await pilot.press("p")
                 assert await wait_for(pilot, lambda: has(app, ev.StateChanged, state="paused"))
+                assert app.run_state == "paused"
                 await pilot.press("p")
                 assert await wait_for(pilot, lambda: has(app, ev.StateChanged, state="running"))
-                await pilot.press("s")
+                await pilot.press("x")
                 assert await wait_for(pilot, lambda: has(app, ev.RunFinished, status="stopped"))
                 assert await wait_for(pilot, lambda: app.control is None, 10)
-                text = "\n".join(line.text for line in app.query_one("#log").lines)
-                assert "stopped at step" in text
+                assert train.query_one("#train-loss").latest is not None
+                await pilot.press("3")
+                table = app.screen.query_one(DataTable)
+                assert await wait_for(pilot, lambda: table.row_count == 1, 10)
+                assert "stopped" in str(table.get_row_at(0))
             finally:
                 if app.control is not None:
                     app.control.stop()
 
-    asyncio.run(scenario())
+    run(scenario)
+    assert list((tmp_path / "runs").glob("*/adapters/adapters.safetensors"))
+
+
+def test_quit_during_a_run_asks_then_stops_and_saves(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNER_CONFIG_DIR", str(tmp_path / "settings"))
+    config = write_config(tmp_path, iters=100000, steps_per_report=2, steps_per_eval=100000)
+
+    async def scenario():
+        app = TunerApp(config, runs_dir=tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            try:
+                await pilot.pause(0.5)
+                await pilot.press("t")
+                assert await wait_for(pilot, lambda: has(app, ev.TrainReport))
+                await pilot.press("ctrl+q")
+                await pilot.pause(0.2)
+                assert type(app.screen).__name__ == "Confirm"
+                await pilot.press("y")
+                assert await wait_for(pilot, lambda: has(app, ev.RunFinished, status="stopped"))
+            finally:
+                if app.control is not None:
+                    app.control.stop()
+
+    run(scenario)
+    assert list((tmp_path / "runs").glob("*/checkpoints/latest"))

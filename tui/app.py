@@ -17,7 +17,7 @@ from textual.binding import Binding
 
 from engine import events as ev
 from engine.control import Control
-from themes import APP_CSS, THEME_NAMES, load_theme_choice, register_themes, save_theme_choice
+from themes import APP_CSS, load_theme_choice, register_themes, save_theme_choice
 
 from .screens.config_screen import ConfigScreen
 from .screens.path_prompt import Confirm
@@ -73,8 +73,11 @@ class TunerApp(App):
         self.set_interval(1.0, self.poll_system_memory)
 
     def watch_theme(self, theme: str) -> None:
-        if theme in THEME_NAMES:
+        """Remember the chosen theme; a read-only settings folder only costs the memory."""
+        try:
             save_theme_choice(theme)
+        except OSError as e:
+            self.notify(f"could not save the theme choice: {e}", severity="warning")
 
     # ------------------------------------------------------------------ training session
     def check_action(self, action: str, parameters) -> bool | None:

@@ -19,7 +19,7 @@ from textual.widgets import Footer, Header, ProgressBar, RichLog, Static
 from engine import events as ev
 from engine.printer import fmt, format_event
 
-from ..system_memory import SystemMemory
+from ..system_memory import BYTES_PER_GB, SystemMemory
 from ..widgets.memory_gauge import MemoryGauge
 from ..widgets.metric_sparkline import MetricSparkline
 
@@ -34,6 +34,7 @@ SERIES = (
     ("grad-norm", "gradient norm", ".3g"),
     ("update-norm", "update norm |ΔW|", ".3g"),
 )
+GB_TO_GIB = 1e9 / BYTES_PER_GB  # engine events count 10^9 bytes, the gauges 2^30 like the OS
 HISTORY = 10_000  # points kept per series for the full chart
 LOG_LINES = 500
 SAMPLES_SHOWN = 6
@@ -135,10 +136,9 @@ class TrainScreen(Screen):
             f"step {r.step}/{r.total_steps} · epoch {r.epoch:.2f} · elapsed {clock(r.elapsed)} · ETA {clock(eta)} "
             f"· {fmt(r.tokens_per_second, '.0f')} tok/s"
         )
-        total = getattr(self.app, "machine_memory_gb", 0.0) or max(r.peak_memory_gb, 1e-9)
-        self.query_one("#mem-active", MemoryGauge).update_gauge(r.active_memory_gb, total)
-        self.query_one("#mem-cache", MemoryGauge).update_gauge(r.cache_memory_gb, total)
-        self.query_one("#mem-peak", MemoryGauge).update_gauge(r.peak_memory_gb, total)
+        total = getattr(self.app, "machine_memory_gb", 0.0)
+        for key, value in (("mem-active", r.active_memory_gb), ("mem-cache", r.cache_memory_gb), ("mem-peak", r.peak_memory_gb)):
+            self.query_one(f"#{key}", MemoryGauge).update_gauge(value * GB_TO_GIB, total)
 
     def _push(self, key: str, step: int, value: float) -> None:
         self.history[key].append((step, value))
