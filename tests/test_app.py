@@ -135,3 +135,43 @@ def test_quit_during_a_run_asks_then_stops_and_saves(tmp_path, monkeypatch):
 
     run(scenario)
     assert list((tmp_path / "runs").glob("*/checkpoints/latest"))
+
+
+def test_keymap_from_settings_remaps_a_binding(tmp_path, monkeypatch):
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "settings.json").write_text('{"keymap": {"mode-runs": "f4"}}')
+    monkeypatch.setenv("TUNER_CONFIG_DIR", str(settings))
+    config = write_config(tmp_path)
+
+    async def scenario():
+        app = TunerApp(config, runs_dir=tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("escape")
+            await pilot.press("f4")
+            await pilot.pause(0.3)
+            assert app.current_mode == "runs"
+            commands = [c.title for c in app.get_system_commands(app.screen)]
+            assert "Start training" in commands and "Stop training and save" in commands
+
+    run(scenario)
+
+
+def test_every_theme_applies(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNER_CONFIG_DIR", str(tmp_path / "settings"))
+
+    async def scenario():
+        app = TunerApp(write_config(tmp_path), runs_dir=tmp_path / "runs", poll_memory=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            for name in ("tuner-light", "nord", "tuner-dark"):
+                app.theme = name
+                await pilot.pause(0.05)
+            for mode in ("train", "runs", "config"):
+                app.switch_mode(mode)
+                await pilot.pause(0.1)
+                app.theme = "tuner-light"
+                await pilot.pause(0.05)
+        assert '"theme": "tuner-light"' in (tmp_path / "settings" / "settings.json").read_text()
+
+    run(scenario)

@@ -77,6 +77,14 @@ def _read_settings() -> dict:
     return settings if isinstance(settings, dict) else {}
 
 
+def load_keymap() -> dict[str, str]:
+    """User key remapping: ``{"keymap": {"train-start": "T", ...}}`` by binding id (see F1)."""
+    keymap = _read_settings().get("keymap")
+    if not isinstance(keymap, dict):
+        return {}
+    return {str(k): str(v) for k, v in keymap.items() if isinstance(v, str)}
+
+
 def load_theme_choice() -> str:
     """The saved theme name if it is one of ours or a Textual built-in, else the default."""
     name = _read_settings().get("theme")

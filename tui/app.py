@@ -12,12 +12,12 @@ from collections import deque
 from pathlib import Path
 
 from textual import work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 
 from engine import events as ev
 from engine.control import Control
-from themes import APP_CSS, load_theme_choice, register_themes, save_theme_choice
+from themes import APP_CSS, load_keymap, load_theme_choice, register_themes, save_theme_choice
 
 from .screens.config_screen import ConfigScreen
 from .screens.path_prompt import Confirm
@@ -44,10 +44,12 @@ class TunerApp(App):
         Binding("alt+2", "switch_mode('train')", show=False, priority=True, id="mode-train-alt"),
         Binding("alt+3", "switch_mode('runs')", show=False, priority=True, id="mode-runs-alt"),
         Binding("ctrl+q", "quit", "Quit", id="quit", tooltip="Quit (asks first during a run)", priority=True),
-        Binding("f1", "show_help_panel", "Keys", id="help", tooltip="Show every key of this screen"),
+        Binding("f1", "toggle_help", "Keys", id="help", tooltip="Show or hide every key of this screen"),
     ]
 
-    def __init__(self, config_path: str | Path | None = None, runs_dir: str | Path = "runs"):
+    def __init__(
+        self, config_path: str | Path | None = None, runs_dir: str | Path = "runs", poll_memory: bool = True
+    ):
         self.config_path = Path(config_path) if config_path else DEFAULT_CONFIG
         self.runs_dir = Path(runs_dir)
         self.config_screen = ConfigScreen()
@@ -64,13 +66,16 @@ class TunerApp(App):
         self.run_state = "idle"  # idle | running | paused | stopping
         self.quit_when_stopped = False
         self.machine_memory_gb = read_system_memory().total_gb
+        self.poll_memory = poll_memory  # snapshot tests turn the live readings off
 
     def on_mount(self) -> None:
         register_themes(self)
         self.theme = load_theme_choice()
+        self.set_keymap(load_keymap())
         self.switch_mode("config")
         self.set_interval(1 / DRAIN_HZ, self.drain_events)
-        self.set_interval(1.0, self.poll_system_memory)
+        if self.poll_memory:
+            self.set_interval(1.0, self.poll_system_memory)
 
     def watch_theme(self, theme: str) -> None:
         """Remember the chosen theme; a read-only settings folder only costs the memory."""
@@ -78,6 +83,23 @@ class TunerApp(App):
             save_theme_choice(theme)
         except OSError as e:
             self.notify(f"could not save the theme choice: {e}", severity="warning")
+
+    def get_system_commands(self, screen):
+        """The palette (ctrl+p) offers the training actions next to Textual's own commands."""
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Start training", "Train the open config", self.action_start_training)
+        yield SystemCommand("Pause or resume training", "Between steps", self.action_toggle_pause)
+        yield SystemCommand("Stop training and save", "After the current step", self.action_stop_training)
+        yield SystemCommand("Save a checkpoint now", "After the current step", self.action_save_now)
+        yield SystemCommand("Evaluate now", "After the current step", self.action_eval_now)
+        for mode in ("config", "train", "runs"):
+            yield SystemCommand(f"Show {mode.title()}", f"Switch to the {mode} screen", lambda m=mode: self.switch_mode(m))
+
+    def action_toggle_help(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
 
     # ------------------------------------------------------------------ training session
     def check_action(self, action: str, parameters) -> bool | None:

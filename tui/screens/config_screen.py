@@ -96,7 +96,7 @@ class ConfigScreen(Screen):
                 yield Static("", id="config-help")
                 yield PlotextPlot(id="config-lr")
                 yield DataTable(id="config-resolved", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#config-resolved", DataTable).add_columns("key", "value", "from")

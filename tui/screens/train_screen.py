@@ -91,7 +91,7 @@ class TrainScreen(Screen):
             with Horizontal(id="train-bottom"):
                 yield RichLog(id="train-log", max_lines=LOG_LINES, wrap=True, markup=False)
                 yield Static("samples appear at each evaluation", id="train-samples")
-        yield Footer()
+        yield Footer(compact=True)
 
     # ------------------------------------------------------------------ events in
     def apply(self, event: ev.Event) -> None:
