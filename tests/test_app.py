@@ -175,3 +175,32 @@ def test_every_theme_applies(tmp_path, monkeypatch):
         assert '"theme": "tuner-light"' in (tmp_path / "settings" / "settings.json").read_text()
 
     run(scenario)
+
+
+def test_chain_of_configs_switch_stages_and_catch_a_shape_mismatch(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNER_CONFIG_DIR", str(tmp_path / "settings"))
+    first = write_config(tmp_path, "a.yaml")
+    second = tmp_path / "b.yaml"
+    second.write_text("iters: 5\n")
+
+    async def scenario():
+        app = TunerApp([first, second], runs_dir=tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = app.config_screen
+            check = screen.query_one("#config-check")
+            assert await wait_for(pilot, lambda: "✓" in text_of(check))
+            assert "a.yaml" in text_of(screen.query_one("#config-chain"))
+            await pilot.press("right_square_bracket")
+            area = screen.query_one(TextArea)
+            assert await wait_for(pilot, lambda: area.text == "iters: 5\n")
+            table = screen.query_one("#config-resolved", DataTable)
+            assert await wait_for(pilot, lambda: "stage 1" in str(table.get_row("batch_size")[2]))
+            area.load_text("iters: 5\nlora_parameters:\n  rank: 4\n")
+            assert await wait_for(pilot, lambda: "✗" in text_of(check) and "rank" in text_of(check))
+            await pilot.press("left_square_bracket")
+            assert await wait_for(pilot, lambda: "iters: 20" in area.text)
+            await pilot.press("right_square_bracket")  # the unsaved edit of stage 2 survives
+            assert await wait_for(pilot, lambda: "rank: 4" in area.text)
+            assert second.read_text() == "iters: 5\n"
+
+    run(scenario)

@@ -48,9 +48,18 @@ class TunerApp(App):
     ]
 
     def __init__(
-        self, config_path: str | Path | None = None, runs_dir: str | Path = "runs", poll_memory: bool = True
+        self,
+        config_paths: str | Path | list[str | Path] | None = None,
+        runs_dir: str | Path = "runs",
+        poll_memory: bool = True,
     ):
-        self.config_path = Path(config_path) if config_path else DEFAULT_CONFIG
+        if config_paths is None:
+            config_paths = [DEFAULT_CONFIG]
+        elif isinstance(config_paths, (str, Path)):
+            config_paths = [config_paths]
+        # the chain of stages; the Config screen edits one of them at a time
+        self.config_paths = [Path(p) for p in config_paths]
+        self.stage_index = 0
         self.runs_dir = Path(runs_dir)
         self.config_screen = ConfigScreen()
         self.train_screen = TrainScreen()
@@ -84,6 +93,15 @@ class TunerApp(App):
         except OSError as e:
             self.notify(f"could not save the theme choice: {e}", severity="warning")
 
+    @property
+    def config_path(self) -> Path:
+        """The config file being edited (the current stage of the chain)."""
+        return self.config_paths[self.stage_index]
+
+    @config_path.setter
+    def config_path(self, path: Path) -> None:
+        self.config_paths[self.stage_index] = Path(path)
+
     def get_system_commands(self, screen):
         """The palette (ctrl+p) offers the training actions next to Textual's own commands."""
         yield from super().get_system_commands(screen)
@@ -111,12 +129,12 @@ class TunerApp(App):
         return True
 
     def action_start_training(self) -> None:
-        if self.config_screen.is_mounted and self.config_screen.dirty:
-            self.config_screen.save_to(self.config_path)
+        if self.config_screen.is_mounted:
+            self.config_screen.save_all()
         self.control = Control()
         self.set_state("running")
         self.switch_mode("train")
-        self.run_training(self.config_path, self.control)
+        self.run_training(list(self.config_paths), self.control)
 
     def action_toggle_pause(self) -> None:
         if self.control is None:
@@ -153,13 +171,13 @@ class TunerApp(App):
         self.push_screen(Confirm("A run is in progress. Stop it, save a checkpoint and quit?"), answered)
 
     @work(thread=True, exclusive=True, group="training")
-    def run_training(self, config_path: Path, control: Control) -> None:
+    def run_training(self, config_paths: list[Path], control: Control) -> None:
         from engine.config import load_stages
         from engine.errors import UserError
         from engine.trainer import run_chain
 
         try:
-            run_chain(load_stages([config_path]), self._enqueue, control)
+            run_chain(load_stages(config_paths), self._enqueue, control)
         except UserError as e:
             self._enqueue(ev.RunFailed(step=0, error=str(e)))
         except Exception as e:  # a bug: show it, keep the app alive
@@ -203,6 +221,6 @@ class TunerApp(App):
             self.train_screen.show_system_memory(read_system_memory())
 
 
-def run_app(config_path: str | None = None) -> int:
-    TunerApp(config_path).run()
+def run_app(config_paths: list[str] | None = None) -> int:
+    TunerApp(config_paths or None).run()
     return 0

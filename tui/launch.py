@@ -1,14 +1,14 @@
 """The ``tuner`` console entry point.
 
 ``tuner train ...`` and ``tuner validate ...`` run headless in :mod:`engine.cli`; ``tuner`` alone
-or ``tuner CONFIG.yaml`` opens the terminal app. Textual is imported only for the app.
+or ``tuner CONFIG.yaml [MORE.yaml ...]`` (a chain of stages) opens the terminal app. Textual is imported only for the app.
 """
 
 from __future__ import annotations
 
 import sys
 
-from engine.cli import COMMANDS, EXIT_USER_ERROR
+from engine.cli import COMMANDS
 from engine.cli import main as headless_main
 from engine.platform_check import maybe_reexec_with_openblas
 
@@ -18,12 +18,9 @@ def main() -> int:
     argv = sys.argv[1:]
     if argv and (argv[0] in COMMANDS or argv[0].startswith("-")):
         return headless_main(argv)
-    if len(argv) > 1:
-        print("tuner: error: the app opens one config; to chain stages use 'tuner train A.yaml B.yaml'", file=sys.stderr)
-        return EXIT_USER_ERROR
     from .app import run_app
 
-    return run_app(argv[0] if argv else None)
+    return run_app(argv)
 
 
 if __name__ == "__main__":

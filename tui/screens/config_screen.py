@@ -44,13 +44,19 @@ class Checked:
     curve_note: str
 
 
-def check_config(path: Path, text: str) -> Checked:
-    """Validate ``text`` as the content of ``path``. Runs in a worker thread."""
+def check_config(paths: list[Path], index: int, texts: dict[str, str]) -> Checked:
+    """Validate the chain with unsaved ``texts`` standing in for their files; report stage ``index``.
+
+    Runs in a worker thread. An error in any stage is reported, since a later stage inherits.
+    """
     from engine.config import load_stages, resolved_rows
     from engine.schedule import schedule_curve, updates_in_run
+    from engine.trainer import check_chain
 
     try:
-        stage = load_stages([path], texts={str(path): text})[0]
+        stages = load_stages(paths, texts=texts)
+        check_chain(stages)
+        stage = stages[index]
     except UserError as e:
         match = ERROR_LINE.search(str(e))
         return Checked(str(e), int(match.group(1)) if match else None, [], [], "")
@@ -74,6 +80,8 @@ class ConfigScreen(Screen):
         Binding("ctrl+n", "new_from_sample", "From sample", id="config-sample", tooltip="Start from a sample config"),
         Binding("ctrl+e", "external_editor", "$EDITOR", id="config-editor", tooltip="Edit in your own editor"),
         Binding("ctrl+g", "goto_error", "Go to error", id="config-goto-error", tooltip="Move the cursor to the error"),
+        Binding("left_square_bracket", "stage(-1)", "Prev stage", id="config-prev-stage", tooltip="Edit the previous config of the chain"),
+        Binding("right_square_bracket", "stage(1)", "Next stage", id="config-next-stage", tooltip="Edit the next config of the chain"),
         Binding("escape", "leave_editor", "Leave editor", id="config-leave", tooltip="Give the keys back to the app (1/2/3 switch screens)"),
     ]
 
@@ -82,6 +90,7 @@ class ConfigScreen(Screen):
         self.error_line: int | None = None
         self._debounce: Timer | None = None
         self.saved_text = ""
+        self.stashed: dict[Path, tuple[str, str]] = {}  # other stages' unsaved (text, saved text)
 
     @property
     def path(self) -> Path:
@@ -92,6 +101,7 @@ class ConfigScreen(Screen):
         with Horizontal(id="config-body"):
             yield TextArea.code_editor("", language="yaml", id="config-editor-area")
             with VerticalScroll(id="config-side"):
+                yield Static("", id="config-chain")
                 yield Static("", id="config-check")
                 yield Static("", id="config-help")
                 yield PlotextPlot(id="config-lr")
@@ -113,12 +123,53 @@ class ConfigScreen(Screen):
             return
         self.app.call_from_thread(self._show_file, Path(path), text)
 
-    def _show_file(self, path: Path, text: str) -> None:
+    def _show_file(self, path: Path, text: str, saved_text: str | None = None) -> None:
         self.app.config_path = path
-        self.saved_text = text
+        self.saved_text = text if saved_text is None else saved_text
         self.query_one(TextArea).load_text(text)
         self._update_title()
+        self._show_chain()
         self.validate_now()
+
+    def _show_chain(self) -> None:
+        paths = self.app.config_paths
+        chain = self.query_one("#config-chain", Static)
+        chain.display = len(paths) > 1
+        chain.update(
+            "chain: "
+            + "  ›  ".join(
+                f"[b reverse] {i + 1} {p.name} [/]" if i == self.app.stage_index else f"{i + 1} {p.name}"
+                for i, p in enumerate(paths)
+            )
+            + "   ([ ] switch)"
+        )
+
+    def action_stage(self, delta: int) -> None:
+        paths = self.app.config_paths
+        target = self.app.stage_index + delta
+        if not 0 <= target < len(paths):
+            return
+        if self.dirty:
+            self.stashed[self.path] = (self.query_one(TextArea).text, self.saved_text)
+        self.app.stage_index = target
+        if self.path in self.stashed:
+            text, saved = self.stashed.pop(self.path)
+            self._show_file(self.path, text, saved)
+        else:
+            self.load_file(self.path)
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action == "stage":
+            return len(self.app.config_paths) > 1 or None
+        return True
+
+    def save_all(self) -> None:
+        """Save the shown config and any other stage's unsaved edits (before a run)."""
+        if self.dirty:
+            self.save_to(self.path)
+        for path, (text, _) in self.stashed.items():
+            atomic_write_text(path, text)
+        self.stashed.clear()
 
     def _update_title(self) -> None:
         dirty = self.query_one(TextArea).text != self.saved_text
@@ -144,11 +195,13 @@ class ConfigScreen(Screen):
         self._debounce = self.set_timer(DEBOUNCE_SECONDS, self.validate_now)
 
     def validate_now(self) -> None:
-        self.validate(self.path, self.query_one(TextArea).text)
+        texts = {str(path): text for path, (text, _) in self.stashed.items()}
+        texts[str(self.path)] = self.query_one(TextArea).text
+        self.validate(list(self.app.config_paths), self.app.stage_index, texts)
 
     @work(thread=True, exclusive=True, group="config-validate")
-    def validate(self, path: Path, text: str) -> None:
-        self.app.call_from_thread(self.show_check, check_config(path, text))
+    def validate(self, paths: list[Path], index: int, texts: dict[str, str]) -> None:
+        self.app.call_from_thread(self.show_check, check_config(paths, index, texts))
 
     def show_check(self, checked: Checked) -> None:
         status = self.query_one("#config-check", Static)
