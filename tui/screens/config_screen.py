@@ -159,8 +159,8 @@ class ConfigScreen(Screen):
             self.load_file(self.path)
 
     def check_action(self, action: str, parameters) -> bool | None:
-        if action == "stage":
-            return len(self.app.config_paths) > 1 or None
+        if action == "stage":  # hidden unless a chain of configs is open
+            return len(self.app.config_paths) > 1
         return True
 
     def save_all(self) -> None:
@@ -215,7 +215,7 @@ class ConfigScreen(Screen):
         table = self.query_one("#config-resolved", DataTable)
         table.clear()
         for key, value, source in checked.resolved:
-            table.add_row(key, value if len(value) <= 48 else value[:47] + "…", source, key=key)
+            table.add_row(key, value if len(value) <= 30 else value[:29] + "…", source, key=key)
         plot = self.query_one("#config-lr", PlotextPlot)
         plt = plot.plt
         plt.clear_data()
