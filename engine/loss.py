@@ -76,7 +76,8 @@ class EvalTotals:
     examples: int = 0
 
     def add(self, sums: mx.array, examples: int) -> None:
-        p_ce, p_n, c_ce, c_n, c_ok = sums.tolist()
+        """Add :func:`eval_sums` of a batch (one row per example)."""
+        p_ce, p_n, c_ce, c_n, c_ok = sums.sum(axis=0).tolist()
         self.prompt_ce += p_ce
         self.prompt_tokens += int(p_n)
         self.completion_ce += c_ce
@@ -114,7 +115,10 @@ class EvalTotals:
 
 
 def eval_sums(model, ids: mx.array, roles: mx.array) -> mx.array:
-    """[prompt CE sum, prompt count, completion CE sum, completion count, completion hits]."""
+    """Per example: [prompt CE sum, prompt count, completion CE sum, completion count, completion hits].
+
+    Kept per example (shape (B, 5)) so a run can list its worst validation examples.
+    """
     ce, logits = token_cross_entropy(model, ids)
     target_roles = roles[:, 1:]
     is_prompt = (target_roles == PROMPT).astype(mx.float32)
@@ -122,10 +126,11 @@ def eval_sums(model, ids: mx.array, roles: mx.array) -> mx.array:
     hits = (mx.argmax(logits, axis=-1) == ids[:, 1:]).astype(mx.float32) * is_completion
     return mx.stack(
         [
-            (ce * is_prompt).sum(),
-            is_prompt.sum(),
-            (ce * is_completion).sum(),
-            is_completion.sum(),
-            hits.sum(),
-        ]
+            (ce * is_prompt).sum(axis=1),
+            is_prompt.sum(axis=1),
+            (ce * is_completion).sum(axis=1),
+            is_completion.sum(axis=1),
+            hits.sum(axis=1),
+        ],
+        axis=1,
     )

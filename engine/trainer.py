@@ -26,7 +26,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from . import events as ev
-from .batching import BatchStream, total_steps
+from .batching import BatchStream, collate, total_steps
 from .config import Stage, config_to_dict
 from .control import Control
 from .data import load_splits
@@ -45,6 +45,7 @@ from .runs import MetricsWriter, atomic_save_safetensors, atomic_write_json, ato
 from .tokenize import Example, tokenize_split
 
 Emit = Callable[[ev.Event], None]
+EVAL_EXAMPLES = "eval_examples.json"  # per-example losses of the latest validation
 OPTIMIZERS = {
     "adam": optim.Adam,
     "adamw": optim.AdamW,
@@ -183,26 +184,40 @@ class Trainer:
             total += mx.sum(mx.square(value.astype(mx.float32) - self.start_weights[name])).item()
         return math.sqrt(total)
 
-    def evaluate(self, examples: list[Example], max_batches: int) -> EvalTotals:
-        """Deterministic pass over the first ``max_batches`` batches (-1: all), length-sorted."""
+    def evaluate(self, examples: list[Example], max_batches: int) -> tuple[EvalTotals, list[dict]]:
+        """Deterministic pass over the first ``max_batches`` batches (-1: all), length-sorted.
+
+        Returns the totals and one row per example (its losses and token counts), from which a
+        person can find the examples the model gets most wrong.
+        """
         size = self.cfg.batch_size
         subset = examples if max_batches == -1 else examples[: max_batches * size]
         subset = sorted(subset, key=len)
-        totals = EvalTotals()
+        totals, rows = EvalTotals(), []
         self.model.eval()
-        from .batching import collate
-
         for i in range(0, len(subset), size):
             chunk = subset[i : i + size]
             batch = collate(chunk, self.pad_id)
             sums = eval_sums(self.model, mx.array(batch.ids), mx.array(batch.roles))
             totals.add(sums, len(chunk))
+            for example, (p_ce, p_n, c_ce, c_n, c_ok) in zip(chunk, sums.tolist()):
+                rows.append({
+                    "origin": example.origin,
+                    "prompt_tokens": int(p_n),
+                    "completion_tokens": int(c_n),
+                    "prompt_loss": p_ce / p_n if p_n else None,
+                    "completion_loss": c_ce / c_n if c_n else None,
+                    "completion_accuracy": c_ok / c_n if c_n else None,
+                })
         self.model.train()
-        return totals
+        return totals, rows
 
     def _eval_event(self, step: int, split: str, examples, batches) -> None:
         tic = time.perf_counter()
-        t = self.evaluate(examples, batches)
+        t, rows = self.evaluate(examples, batches)
+        if split == "valid":  # the latest validation, per example, worst completion loss first
+            rows.sort(key=lambda r: -(r["completion_loss"] or 0.0))
+            atomic_write_json(self.run_dir / EVAL_EXAMPLES, {"step": step, "examples": rows})
         self.emit(
             ev.EvalReport(
                 step=step,

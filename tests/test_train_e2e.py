@@ -13,7 +13,7 @@ from engine.control import Control
 from engine.runs import read_events
 from engine.trainer import run_chain
 
-from .conftest import write_config
+from .conftest import DEMO_DATA, write_config
 
 
 def train(tmp_path, control=None, **keys):
@@ -146,3 +146,17 @@ def test_fuse_and_test_split(tmp_path, demo_model_dir):
     tuned, _ = load(str(demo_model_dir), adapter_path=str(result.adapter_dir))
     ids = mx.array([tokenizer.encode("The capital of Norvania is")])
     assert np.allclose(np.array(fused(ids)), np.array(tuned(ids)), atol=1e-4)
+
+
+def test_latest_validation_is_kept_per_example_worst_first(demo_run):
+    result, seen = demo_run
+    data = json.loads((result.run_dir / "eval_examples.json").read_text())
+    last_eval = [e for e in seen if isinstance(e, ev.EvalReport)][-1]
+    assert data["step"] == last_eval.step
+    rows = data["examples"]
+    assert len(rows) == last_eval.examples
+    losses = [r["completion_loss"] for r in rows]
+    assert losses == sorted(losses, reverse=True)
+    total = sum(r["completion_loss"] * r["completion_tokens"] for r in rows)
+    assert total / sum(r["completion_tokens"] for r in rows) == pytest.approx(last_eval.completion_loss, rel=1e-4)
+    assert all(r["origin"].startswith(str(DEMO_DATA)) for r in rows)
