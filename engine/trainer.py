@@ -94,12 +94,12 @@ class Trainer:
         np.random.seed(cfg.seed)
         loaded = load_base(self.stage)
         self.model, self.tokenizer, self.model_path = loaded.model, loaded.tokenizer, loaded.path
-        self.notes = list(loaded.notes)
+        self.notes = [ev.Notice(message=note) for note in loaded.notes]  # emitted once the run starts
         if (slow := blas_notice()) is not None:
-            self.notes.append(slow)
+            self.notes.append(ev.Notice(message=slow, level="warning"))
 
         splits = load_splits(self.stage)
-        self.notes.extend(splits.notes)
+        self.notes.extend(ev.Notice(message=note) for note in splits.notes)
         self.valid_records = splits.valid
         self.train_set = self._tokenize("train", splits.train)
         if not self.train_set:
@@ -112,7 +112,7 @@ class Trainer:
         setup_trainable(self.model, cfg)
         if self.init_weights:
             load_trained_weights(self.model, self.init_weights)
-            self.notes.append(f"continuing from {self.init_weights}")
+            self.notes.append(ev.Notice(message=f"continuing from {self.init_weights}"))
         self.trainable, self.total_params = count_parameters(self.model)
         self.start_weights = {k: mx.array(v) for k, v in trainable_weights(self.model).items()}
 
@@ -141,7 +141,7 @@ class Trainer:
             return []
         split = tokenize_split(self.tokenizer, records, self.cfg.max_seq_length)
         if (line := split.summary(name, self.cfg.max_seq_length)) is not None:
-            self.notes.append(line)
+            self.notes.append(ev.Notice(message=line, level="warning"))
         return split.examples
 
     def _pad_id(self) -> int:
@@ -330,8 +330,7 @@ class Trainer:
             )
         )
         for note in self.notes:
-            level = "warning" if ("slow" in note or "reference BLAS" in note or "dropped" in note) else "info"
-            emit(ev.Notice(message=note, level=level))
+            emit(note)
 
         if cfg.grad_checkpoint:
             from mlx_lm.tuner.trainer import grad_checkpoint
