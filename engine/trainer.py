@@ -90,8 +90,6 @@ class Trainer:
     # ------------------------------------------------------------------ preparation
     def prepare(self) -> None:
         cfg = self.cfg
-        mx.random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
         loaded = load_base(self.stage)
         self.model, self.tokenizer, self.model_path = loaded.model, loaded.tokenizer, loaded.path
         self.notes = [ev.Notice(message=note) for note in loaded.notes]  # emitted once the run starts
@@ -109,6 +107,10 @@ class Trainer:
         if cfg.test and not self.test_set:
             raise self.stage.error("test", "test: true but the dataset has no test split")
 
+        # seeded right before anything random (LoRA init, then dropout): loading a model may
+        # itself draw from the global generator (the demo model is built on first use)
+        mx.random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
         setup_trainable(self.model, cfg)
         if self.init_weights:
             load_trained_weights(self.model, self.init_weights)

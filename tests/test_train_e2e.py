@@ -160,3 +160,43 @@ def test_latest_validation_is_kept_per_example_worst_first(demo_run):
     total = sum(r["completion_loss"] * r["completion_tokens"] for r in rows)
     assert total / sum(r["completion_tokens"] for r in rows) == pytest.approx(last_eval.completion_loss, rel=1e-4)
     assert all(r["origin"].startswith(str(DEMO_DATA)) for r in rows)
+
+
+def test_gradient_checkpointing_changes_memory_not_results(tmp_path):
+    keys = dict(iters=4, steps_per_report=1, steps_per_eval=100, val_batches=1)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, plain = train(tmp_path / "a", **keys)
+    _, checkpointed = train(tmp_path / "b", grad_checkpoint=True, **keys)
+    losses = lambda seen: [e.loss for e in seen if isinstance(e, ev.TrainReport)]
+    assert losses(plain) == pytest.approx(losses(checkpointed), rel=1e-4)
+
+
+def test_schedule_counts_optimizer_updates_under_accumulation(tmp_path):
+    schedule = {"name": "linear_schedule", "arguments": [0.0, 1.0e-3, 10]}
+    _, seen = train(tmp_path, iters=8, steps_per_report=2, steps_per_eval=100, val_batches=1,
+                    grad_accumulation_steps=2, lr_schedule=schedule)
+    lrs = [e.learning_rate for e in seen if isinstance(e, ev.TrainReport)]
+    # steps 2, 4, 6, 8 are updates 1-4; each report shows the rate the latest update used,
+    # schedule(0..3): the schedule advances once per update, not per step
+    assert lrs == pytest.approx([0.0, 1e-4, 2e-4, 3e-4], rel=1e-4, abs=1e-9)
+
+
+def test_mlx_lm_fuse_accepts_the_adapter(demo_run, demo_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from mlx_lm.utils import load
+
+    result, _ = demo_run
+    out = tmp_path / "fused"
+    done = subprocess.run(
+        [sys.executable, "-m", "mlx_lm", "fuse", "--model", str(demo_model_dir),
+         "--adapter-path", str(result.adapter_dir), "--save-path", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    fused, tokenizer = load(str(out))
+    tuned, _ = load(str(demo_model_dir), adapter_path=str(result.adapter_dir))
+    ids = mx.array([tokenizer.encode("The capital of Norvania is")])
+    assert np.allclose(np.array(fused(ids)), np.array(tuned(ids)), atol=1e-4)
