@@ -64,6 +64,7 @@ class RunStarted(Event):
     device: str
     compute_dtype: str
     config: dict = field(default_factory=dict)
+    resumed_from: int = 0  # the step a resumed run continues after (0: a fresh run)
 
 
 @dataclass(frozen=True)

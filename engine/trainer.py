@@ -12,6 +12,7 @@ Units: a *step* is one batch (mlx-lm's "iteration"); ``iters``, ``steps_per_repo
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from .batching import BatchStream, collate, total_steps
 from .config import Stage, config_to_dict
 from .control import Control
 from .data import load_splits
+from .errors import UserError
 from .loss import EvalTotals, eval_sums, plw_loss
 from .model import (
     count_parameters,
@@ -46,6 +48,7 @@ from .tokenize import Example, tokenize_split
 
 Emit = Callable[[ev.Event], None]
 EVAL_EXAMPLES = "eval_examples.json"  # per-example losses of the latest validation
+STEP_SEED_STRIDE = 1_000_003
 OPTIMIZERS = {
     "adam": optim.Adam,
     "adamw": optim.AdamW,
@@ -79,13 +82,17 @@ class Trainer:
     """One stage of a run: prepared up front, then driven step by step by :meth:`run`."""
 
     def __init__(self, stage: Stage, emit: Emit, control: Control | None = None, *, stages: int = 1,
-                 init_weights: str | None = None):
+                 init_weights: str | None = None, resume: Path | None = None):
         self.stage = stage
         self.cfg = stage.config
         self.control = control or Control()
         self._user_emit = emit
         self.stages = stages
         self.init_weights = init_weights
+        self.resume = Path(resume) if resume else None  # a checkpoint folder to continue exactly
+        self.first_step = 1
+        self.trained_tokens = 0
+        self.pending_grad = None  # gradients accumulated since the last optimizer update
 
     # ------------------------------------------------------------------ preparation
     def prepare(self) -> None:
@@ -127,16 +134,45 @@ class Trainer:
             self.steps_per_eval = cfg.steps_per_eval
         self.optimizer = build_optimizer(cfg)
 
-        self.run_dir = new_run_dir(cfg.runs_dir, cfg.name, self.stage.path.stem)
+        if self.resume:
+            self.run_dir = self.resume.parent.parent
+            self._restore(self.resume)
+        else:
+            self.run_dir = new_run_dir(cfg.runs_dir, cfg.name, self.stage.path.stem)
         self.adapter_dir = Path(cfg.adapter_path) if cfg.adapter_path else self.run_dir / "adapters"
         self.adapter_dir.mkdir(parents=True, exist_ok=True)
         self.writer = MetricsWriter(self.run_dir)
         self.emit = fan_out(self.writer, self._user_emit)
-        import yaml
+        if not self.resume:
+            import yaml
 
-        resolved = config_to_dict(cfg)
-        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-        write_adapter_config(self.adapter_dir, cfg, self.model_path, {"config_file": str(self.stage.path)})
+            resolved = config_to_dict(cfg)
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+            write_adapter_config(self.adapter_dir, cfg, self.model_path, {"config_file": str(self.stage.path)})
+
+    def _restore(self, ckpt: Path) -> None:
+        """Weights, optimizer state, data position and pending gradients of a checkpoint.
+
+        Randomness needs no state: each step reseeds from (seed, step), so dropout after a
+        resume draws what it would have drawn in an uninterrupted run.
+        """
+        from mlx.utils import tree_unflatten
+
+        state = json.loads((ckpt / "state.json").read_text())
+        load_trained_weights(self.model, ckpt / "adapters.safetensors")
+        self.optimizer.state = tree_unflatten(list(mx.load(str(ckpt / "optimizer.safetensors")).items()))
+        pending = ckpt / "pending_grad.safetensors"
+        if pending.exists():  # back into the full tree the compiled step adds to
+            from mlx.utils import tree_map_with_path
+
+            saved = mx.load(str(pending))
+            self.pending_grad = tree_map_with_path(
+                lambda path, leaf: saved.get(path, leaf), self.model.trainable_parameters()
+            )
+        self.stream.seek(state["epoch"], state["batch_index"])
+        self.first_step = state["step"] + 1
+        self.trained_tokens = state["trained_tokens"]
+        self.notes.append(ev.Notice(message=f"resumed from {ckpt} (step {state['step']})"))
 
     def _tokenize(self, name: str, records) -> list[Example]:
         if not records:
@@ -278,6 +314,8 @@ class Trainer:
         atomic_save_safetensors(ckpt / "adapters.safetensors", weights)
         opt_state = dict(tree_flatten(self.optimizer.state))
         atomic_save_safetensors(ckpt / "optimizer.safetensors", opt_state)
+        if self.pending_grad is not None:  # saved between two updates of an accumulation
+            atomic_save_safetensors(ckpt / "pending_grad.safetensors", dict(tree_flatten(self.pending_grad)))
         atomic_write_json(
             ckpt / "state.json",
             {
@@ -286,7 +324,6 @@ class Trainer:
                 "batch_index": self.stream.index,
                 "seed": self.cfg.seed,
                 "trained_tokens": self.trained_tokens,
-                "rng_key": np.asarray(mx.random.state[0]).tolist(),
                 "config": str(self.stage.path),
             },
         )
@@ -329,6 +366,7 @@ class Trainer:
                 device=device_name(),
                 compute_dtype=load_dtype_label(self.model),
                 config=config_to_dict(cfg),
+                resumed_from=self.first_step - 1,
             )
         )
         for note in self.notes:
@@ -341,18 +379,16 @@ class Trainer:
         step_fn = self._compile_step()
         accum = cfg.grad_accumulation_steps
         self.model.train()
-        self.trained_tokens = 0
-        self.step_done = 0
-        grad = None
+        self.step_done = self.first_step - 1
         window = {"loss": 0.0, "aux": np.zeros(5), "steps": 0, "tokens": 0, "seconds": 0.0}
         grad_norm = float("nan")
         started = time.perf_counter()
         paused_for = 0.0
-        if self.valid_set:
+        if self.valid_set and not self.resume:
             self._eval_event(0, "valid", self.valid_set, cfg.val_batches)
 
         status = "completed"
-        for step in range(1, self.total + 1):
+        for step in range(self.first_step, self.total + 1):
             paused_for += self._obey_pause(step - 1)
             if control.stopping:
                 status = "stopped"
@@ -360,8 +396,11 @@ class Trainer:
             tic = time.perf_counter()
             batch = self.stream.next()
             do_update = step % accum == 0 or step == self.total
-            loss, aux, grad, norm = step_fn(mx.array(batch.ids), mx.array(batch.roles), grad, do_update)
-            mx.eval(self._state, loss, aux, grad, norm)
+            mx.random.seed(cfg.seed * STEP_SEED_STRIDE + step)  # dropout depends on (seed, step) only
+            loss, aux, self.pending_grad, norm = step_fn(
+                mx.array(batch.ids), mx.array(batch.roles), self.pending_grad, do_update
+            )
+            mx.eval(self._state, loss, aux, self.pending_grad, norm)
             self.step_done = step
             window["loss"] += loss.item()
             window["aux"] += np.array(aux.tolist())
@@ -488,3 +527,19 @@ def run_chain(stages: list[Stage], emit: Emit, control: Control | None = None) -
             break
     return results
 
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint folder named by ``checkpoints/latest`` (written last, atomically)."""
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.exists():
+        raise UserError(f"{run_dir}: no checkpoint to resume from")
+    return pointer.parent / pointer.read_text().strip()
+
+
+def resume_run(run_dir: Path, emit: Emit, control: Control | None = None) -> StageResult:
+    """Continue a run from its latest checkpoint, in its own folder, with its own config."""
+    from .config import load_stages
+
+    run_dir = Path(run_dir)
+    stage = load_stages([run_dir / "config.yaml"])[0]
+    return Trainer(stage, emit, control, resume=latest_checkpoint(run_dir)).run()
