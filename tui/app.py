@@ -43,8 +43,8 @@ class TunerApp(App):
         Binding("alt+1", "switch_mode('config')", show=False, priority=True, id="mode-config-alt"),
         Binding("alt+2", "switch_mode('train')", show=False, priority=True, id="mode-train-alt"),
         Binding("alt+3", "switch_mode('runs')", show=False, priority=True, id="mode-runs-alt"),
-        Binding("ctrl+q", "quit", "Quit", id="quit", tooltip="Quit (asks first during a run)", priority=True),
         Binding("f1", "toggle_help", "Keys", id="help", tooltip="Show or hide every key of this screen"),
+        Binding("ctrl+q", "quit", "Quit", id="quit", tooltip="Quit (asks first during a run)", priority=True),
     ]
 
     def __init__(
@@ -121,6 +121,8 @@ class TunerApp(App):
 
     # ------------------------------------------------------------------ training session
     def check_action(self, action: str, parameters) -> bool | None:
+        if action == "switch_mode":  # the current screen's key is shown dimmed in the footer
+            return parameters[0] != self.current_mode or None
         running = self.control is not None
         if action == "start_training":
             return not running or None

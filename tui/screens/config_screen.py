@@ -75,14 +75,14 @@ class ConfigScreen(Screen):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", id="config-save", tooltip="Save the config file"),
         Binding("t", "app.start_training", "Train", id="config-train", tooltip="Save if needed and start training"),
-        Binding("ctrl+o", "open", "Open", id="config-open", tooltip="Open another config file"),
-        Binding("ctrl+w", "save_as", "Save as", id="config-save-as", tooltip="Save under a new name"),
-        Binding("ctrl+n", "new_from_sample", "From sample", id="config-sample", tooltip="Start from a sample config"),
+        Binding("ctrl+o", "open", "Open", id="config-open", show=False, tooltip="Open another config file"),
+        Binding("ctrl+w", "save_as", "Save as", id="config-save-as", show=False, tooltip="Save under a new name"),
+        Binding("ctrl+n", "new_from_sample", "From sample", id="config-sample", show=False, tooltip="Start from a sample config"),
         Binding("ctrl+e", "external_editor", "$EDITOR", id="config-editor", tooltip="Edit in your own editor"),
-        Binding("ctrl+g", "goto_error", "Go to error", id="config-goto-error", tooltip="Move the cursor to the error"),
-        Binding("left_square_bracket", "stage(-1)", "Prev stage", id="config-prev-stage", tooltip="Edit the previous config of the chain"),
-        Binding("right_square_bracket", "stage(1)", "Next stage", id="config-next-stage", tooltip="Edit the next config of the chain"),
-        Binding("escape", "leave_editor", "Leave editor", id="config-leave", tooltip="Give the keys back to the app (1/2/3 switch screens)"),
+        Binding("ctrl+g", "goto_error", "Go to error", id="config-goto-error", show=False, tooltip="Move the cursor to the error"),
+        Binding("left_square_bracket", "stage(-1)", "Prev stage", id="config-prev-stage", show=False, tooltip="Edit the previous config of the chain"),
+        Binding("right_square_bracket", "stage(1)", "Next stage", id="config-next-stage", show=False, tooltip="Edit the next config of the chain"),
+        Binding("escape", "leave_editor", "Leave editor", id="config-leave", show=False, tooltip="Give the keys back to the app (1/2/3 switch screens)"),
     ]
 
     def __init__(self) -> None:
@@ -106,7 +106,7 @@ class ConfigScreen(Screen):
                 yield Static("", id="config-help")
                 yield PlotextPlot(id="config-lr")
                 yield DataTable(id="config-resolved", cursor_type="row", zebra_stripes=True)
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#config-resolved", DataTable).add_columns("key", "value", "from")

@@ -147,7 +147,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         yield table
         yield Static(f"Runs in {self.runs_dir}. Select one and press enter.", id="run-summary")
         yield LossChart()
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self._polls = [

@@ -58,10 +58,10 @@ class TrainScreen(Screen):
     )
     BINDINGS = [
         Binding("t", "app.start_training", "Start", id="train-start", tooltip="Train the open config"),
-        Binding("p", "app.toggle_pause", "Pause/Resume", id="train-pause", tooltip="Pause or resume between steps"),
-        Binding("x", "app.stop_training", "Stop & save", id="train-stop", tooltip="Stop after this step and save"),
-        Binding("s", "app.save_now", "Save now", id="train-save", tooltip="Write a checkpoint after this step"),
-        Binding("e", "app.eval_now", "Eval now", id="train-eval", tooltip="Validate after this step"),
+        Binding("p", "app.toggle_pause", "Pause", id="train-pause", tooltip="Pause or resume between steps"),
+        Binding("x", "app.stop_training", "Stop", id="train-stop", tooltip="Stop after this step and save"),
+        Binding("s", "app.save_now", "Save", id="train-save", tooltip="Write a checkpoint after this step"),
+        Binding("e", "app.eval_now", "Eval", id="train-eval", tooltip="Validate after this step"),
         Binding("c", "chart", "Chart", id="train-chart", tooltip="Show one series as a large chart"),
     ]
 
@@ -91,7 +91,7 @@ class TrainScreen(Screen):
             with Horizontal(id="train-bottom"):
                 yield RichLog(id="train-log", max_lines=LOG_LINES, wrap=True, markup=False)
                 yield Static("samples appear at each evaluation", id="train-samples")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     # ------------------------------------------------------------------ events in
     def apply(self, event: ev.Event) -> None:

@@ -1,0 +1,107 @@
+"""A histogram of counts that the engine has already binned, drawn with plotext.
+
+The engine bins a split once (it may hold 100k examples), so this widget only draws one bar
+per bin and stays fast whatever the dataset size. plotext keeps every series it was given
+until told otherwise, and a figure holding old data can take seconds to build on the event
+loop (textual.md gotcha 5), so every ``show`` starts from a cleared figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from textual.color import Color
+from textual_plotext import PlotextPlot
+
+MAX_TICKS = 6
+
+
+class Histogram(PlotextPlot):
+    """Bars over bin edges, with an optional vertical marker such as ``max_seq_length``.
+
+    The x axis spans the bins only, so a marker beyond them is not drawn; the caller says
+    where it lies in the title if that matters.
+
+    With ``log_x`` the edges are log10 values (as the engine bins ratios) and the axis is
+    labelled in plain numbers at round values; the marker is always given in plain numbers.
+    Bar and marker colours follow the app theme, so the plot is redrawn when it changes.
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._shown: tuple | None = None
+        self._label_width = 1  # of the widest count on the y axis, which plotext keeps from the title
+
+    def on_mount(self) -> None:
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self._draw())
+
+    def show(
+        self,
+        bin_edges: Sequence[float],
+        bin_counts: Sequence[int],
+        title: str,
+        marker: float | None = None,
+        log_x: bool = False,
+    ) -> None:
+        self._shown = (tuple(bin_edges), tuple(bin_counts), title, marker, log_x)
+        self._draw()
+
+    def _draw(self) -> None:
+        if self._shown is None:
+            return
+        edges, counts, title, marker, log_x = self._shown
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        if marker is not None and log_x:
+            marker = math.log10(marker) if marker > 0 else None
+        if sum(counts) and len(edges) == len(counts) + 1:
+            centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
+            plt.bar(centres, counts, width=1, color=self._colour("primary"), reset_ticks=False)
+            low, high = edges[0], edges[-1]
+            if marker is not None and low <= marker <= high:  # one far off would squeeze the bars
+                plt.vline(marker, self._colour("error"))
+            plt.xlim(low, high)
+            plt.xticks(*(_log_ticks if log_x else _ticks)(low, high))
+            ticks, labels = _ticks(0, max(counts), whole=True)
+            plt.yticks(ticks, labels)
+            self._label_width = max(map(len, labels))
+        self.refresh()
+
+    def render(self):
+        """plotext leaves out a title wider than its plot area, so a long one is shortened."""
+        if self._shown is not None:
+            title, room = self._shown[2], max(1, self.size.width - self._label_width)
+            self.plt.title(title if len(title) <= room else title[: room - 1] + "…")
+        return super().render()
+
+    def _colour(self, variable: str) -> tuple[int, int, int]:
+        return Color.parse(self.app.theme_variables[variable]).rgb
+
+
+def _ticks(low: float, high: float, whole: bool = False) -> tuple[list[float], list[str]]:
+    """Round ticks (multiples of 1, 2 or 5 times a power of ten), at most ``MAX_TICKS`` of them;
+    ``whole`` keeps them to whole numbers, for counts."""
+    span = high - low
+    if span <= 0:
+        return [low], [f"{low:g}"]
+    power = 10 ** math.floor(math.log10(span / MAX_TICKS))
+    step = next(power * m for m in (1, 2, 5, 10) if span / (power * m) <= MAX_TICKS)
+    if whole:
+        step = max(1, step)
+    ticks = [k * step for k in range(math.ceil(low / step), math.floor(high / step) + 1)]
+    return ticks, [f"{tick:g}" for tick in ticks]
+
+
+def _log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Ticks at 1, 2 and 5 times the powers of ten inside a log10 range, or at the powers alone
+    when those would be too many; the range's ends join in when fewer than two fall inside."""
+    for factors in ((1, 2, 5), (1,)):
+        values = [m * 10.0**k for k in range(math.floor(low), math.ceil(high) + 1) for m in factors]
+        ticks = [math.log10(v) for v in values if low <= math.log10(v) <= high]
+        if len(ticks) <= MAX_TICKS:
+            break
+    if len(ticks) < 2:
+        ticks = sorted({low, *ticks, high})
+    return ticks, [f"{float(f'{10**tick:.2g}'):g}" for tick in ticks]
