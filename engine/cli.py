@@ -1,4 +1,4 @@
-"""The headless ``tuner`` commands: ``train`` and ``validate``.
+"""The headless ``tuner`` commands: ``train``, ``validate`` and ``inspect``.
 
 ``tui.launch`` is the console entry point: it opens the app when no command is given and hands
 everything else here, so the engine never imports the UI.
@@ -34,10 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check configs and show every resolved value and its source")
     validate.add_argument("configs", nargs="+", metavar="CONFIG")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    inspect = sub.add_parser("inspect", help="dataset statistics: token lengths, Rg, truncation, duplicates")
+    inspect.add_argument("target", metavar="CONFIG_OR_DATA",
+                         help="a config YAML, or a data folder, file or Hugging Face dataset id (needs --model)")
+    inspect.add_argument("--model", help="model whose tokenizer and chat template to count with")
+    inspect.add_argument("--max-seq-length", type=int, help="override the config's max_seq_length")
+    inspect.add_argument("--prompt-loss-weight", type=float, help="override the config's PLW (for the guidance)")
+    inspect.add_argument("--json", action="store_true", help="print JSON (schema in the README)")
+    inspect.add_argument("--rows", action="store_true", help="with --json: add one row per example")
+    inspect.add_argument("--no-cache", action="store_true", help="tokenise again; neither read nor write the cache")
     return parser
 
 
-COMMANDS = ("train", "validate")
+COMMANDS = ("train", "validate", "inspect")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "validate":
             return cmd_validate(args)
+        if args.command == "inspect":
+            return cmd_inspect(args)
         build_parser().print_help()
         return EXIT_USER_ERROR
     except UserError as e:
@@ -70,6 +81,51 @@ def cmd_validate(args) -> int:
             print(f"# stage {stage.index + 1}: {stage.path}")
         print(format_resolved(stage))
     return 0
+
+
+def cmd_inspect(args) -> int:
+    import json
+
+    from .stats import compute_stats, format_stats, stats_to_json
+
+    stage = _inspect_stage(args)
+    progress = _show_progress if sys.stderr.isatty() else None
+    stats = compute_stats(stage, progress=progress, use_cache=not args.no_cache)
+    if args.json or args.rows:
+        print(json.dumps(stats_to_json(stats, rows=args.rows), indent=2, allow_nan=False))
+    else:
+        print(format_stats(stats))
+    return 0
+
+
+def _inspect_stage(args):
+    """The config to inspect: the YAML file given, or one built from a data path and --model.
+
+    The command-line values go in as ``--set`` overrides, so they are checked like any config.
+    """
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from .config import load_stages
+    from .data import looks_like_local_path
+    from .errors import DataError, UserError
+
+    given = {"model": args.model, "max_seq_length": args.max_seq_length, "prompt_loss_weight": args.prompt_loss_weight}
+    overrides = [f"{key}={json.dumps(value)}" for key, value in given.items() if value is not None]
+    if args.target.lower().endswith((".yaml", ".yml")):
+        return load_stages([args.target], overrides)[0]
+    if not Path(args.target).expanduser().exists() and looks_like_local_path(args.target):
+        raise DataError(f"{args.target}: no such file or folder")
+    if args.model is None:
+        raise UserError(f"{args.target}: not a config file, so say whose tokenizer to count with: --model MODEL")
+    label = "tuner inspect"  # stands in for a config file in error messages
+    return load_stages([label], overrides, texts={label: yaml.safe_dump({"data": args.target})})[0]
+
+
+def _show_progress(done: int, total: int) -> None:
+    print(f"\rtokenising {done:,} / {total:,}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
 def cmd_train(args) -> int:

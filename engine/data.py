@@ -11,6 +11,10 @@ at the first row only), so mixed files work:
 - plain text: ``{"text": str}``
 
 The field names of chat, prompt, completion and text can be overridden in the config.
+
+Reading is strict by default: training stops at the first bad row, naming its file and line.
+The loaders also take an ``errors`` list; with one, a bad row adds its one-line message there
+and is skipped, so ``tuner inspect`` can report every bad row and still count the good ones.
 """
 
 from __future__ import annotations
@@ -144,8 +148,15 @@ def _chat_record(raw: dict, origin: str, key: str) -> Record:
 # --------------------------------------------------------------------------- files
 
 
-def read_rows(path: Path) -> Iterator[tuple[Any, str]]:
-    """Yield (row, origin) from a JSONL, JSON, CSV or Parquet file."""
+def _reject(message: str, errors: list[str] | None) -> None:
+    """Raise ``message`` when reading strictly; otherwise note it so the row can be skipped."""
+    if errors is None:
+        raise DataError(message) from None
+    errors.append(message)
+
+
+def read_rows(path: Path, errors: list[str] | None = None) -> Iterator[tuple[Any, str]]:
+    """Yield (row, origin) from a JSONL, JSON, CSV or Parquet file (see ``errors`` above)."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         with open(path, encoding="utf-8") as f:
@@ -153,9 +164,11 @@ def read_rows(path: Path) -> Iterator[tuple[Any, str]]:
                 if not line.strip():
                     continue
                 try:
-                    yield json.loads(line), f"{path}:{n}"
+                    row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
+                    _reject(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})", errors)
+                    continue
+                yield row, f"{path}:{n}"
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -181,8 +194,21 @@ def read_rows(path: Path) -> Iterator[tuple[Any, str]]:
         raise DataError(f"{path}: unsupported file type (use {', '.join(FILE_SUFFIXES)})")
 
 
-def read_records(path: Path, features: Features) -> list[Record]:
-    return [parse_record(row, origin, features) for row, origin in read_rows(path)]
+def parse_rows(rows, features: Features, errors: list[str] | None = None) -> list[Record]:
+    """``parse_record`` over (row, origin) pairs; a bad row raises, or is noted in ``errors``."""
+    records = []
+    for row, origin in rows:
+        try:
+            records.append(parse_record(row, origin, features))
+        except DataError as e:
+            if errors is None:
+                raise
+            errors.append(str(e))
+    return records
+
+
+def read_records(path: Path, features: Features, errors: list[str] | None = None) -> list[Record]:
+    return parse_rows(read_rows(path, errors), features, errors)
 
 
 def _split_file(folder: Path, split: str) -> Path | None:
@@ -207,7 +233,9 @@ def hold_out(records: list[Record], fraction: float, seed: int) -> tuple[list, l
     return train, valid
 
 
-def load_local(path: Path, features: Features, valid_fraction: float, seed: int) -> Splits:
+def load_local(
+    path: Path, features: Features, valid_fraction: float, seed: int, errors: list[str] | None = None
+) -> Splits:
     """A folder of split files, or one file that a validation share is split off."""
     splits = Splits()
     if path.is_dir():
@@ -216,12 +244,12 @@ def load_local(path: Path, features: Features, valid_fraction: float, seed: int)
             raise DataError(f"{path}: no train file (expected train.jsonl, .json, .csv or .parquet)")
         for split, file in files.items():
             if file is not None:
-                setattr(splits, split, read_records(file, features))
+                setattr(splits, split, read_records(file, features, errors))
         if not splits.valid and valid_fraction > 0:
             splits.train, splits.valid = hold_out(splits.train, valid_fraction, seed)
             splits.notes.append(f"no valid file: held out {len(splits.valid)} training records")
         return splits
-    records = read_records(path, features)
+    records = read_records(path, features, errors)
     splits.train, splits.valid = hold_out(records, valid_fraction, seed)
     if splits.valid:
         splits.notes.append(f"held out {len(splits.valid)} of {len(records)} records for validation")
@@ -231,11 +259,13 @@ def load_local(path: Path, features: Features, valid_fraction: float, seed: int)
 # --------------------------------------------------------------------------- Hugging Face
 
 
-def _hf_records(rows, origin: str, features: Features) -> list[Record]:
-    return [parse_record(dict(row), f"{origin}#{i}", features) for i, row in enumerate(rows)]
+def _hf_records(rows, origin: str, features: Features, errors: list[str] | None) -> list[Record]:
+    return parse_rows(((dict(row), f"{origin}#{i}") for i, row in enumerate(rows)), features, errors)
 
 
-def load_hf_id(data_id: str, features: Features, valid_fraction: float, seed: int) -> Splits:
+def load_hf_id(
+    data_id: str, features: Features, valid_fraction: float, seed: int, errors: list[str] | None = None
+) -> Splits:
     """``datasets.load_dataset(id)`` with its train / valid(ation) / test splits."""
     import datasets
 
@@ -244,7 +274,7 @@ def load_hf_id(data_id: str, features: Features, valid_fraction: float, seed: in
     for split, names in SPLIT_NAMES.items():
         for name in names:
             if name in dataset:
-                setattr(splits, split, _hf_records(dataset[name], f"{data_id}[{name}]", features))
+                setattr(splits, split, _hf_records(dataset[name], f"{data_id}[{name}]", features, errors))
                 break
     if not splits.train:
         raise DataError(f"{data_id}: the dataset has no 'train' split")
@@ -253,7 +283,7 @@ def load_hf_id(data_id: str, features: Features, valid_fraction: float, seed: in
     return splits
 
 
-def load_hf_list(entries, base: Features) -> Splits:
+def load_hf_list(entries, base: Features, errors: list[str] | None = None) -> Splits:
     """mlx-lm / mlx-tuning-fork ``hf_dataset`` entries, concatenated split by split."""
     import datasets
 
@@ -270,7 +300,7 @@ def load_hf_list(entries, base: Features) -> Splits:
             if hf_split:
                 rows = datasets.load_dataset(entry.path, split=hf_split, **(entry.config or {}))
                 origin = f"{entry.path}[{hf_split}]"
-                getattr(splits, split).extend(_hf_records(rows, origin, features))
+                getattr(splits, split).extend(_hf_records(rows, origin, features, errors))
     return splits
 
 
@@ -287,8 +317,8 @@ def looks_like_local_path(value: str) -> bool:
     )
 
 
-def load_splits(stage) -> Splits:
-    """The train / valid / test records of a config stage."""
+def load_splits(stage, errors: list[str] | None = None) -> Splits:
+    """The train / valid / test records of a config stage; bad rows raise unless ``errors`` is given."""
     cfg = stage.config
     features = Features(
         prompt=cfg.prompt_feature,
@@ -298,7 +328,7 @@ def load_splits(stage) -> Splits:
     )
     if cfg.hf_dataset:
         try:
-            splits = load_hf_list(cfg.hf_dataset, features)
+            splits = load_hf_list(cfg.hf_dataset, features, errors)
         except DataError:
             raise
         except Exception as e:  # the hub raises many types; the user needs one line
@@ -308,12 +338,12 @@ def load_splits(stage) -> Splits:
     else:
         path = Path(cfg.data).expanduser()
         if path.exists():
-            splits = load_local(path, features, cfg.valid_fraction, cfg.seed)
+            splits = load_local(path, features, cfg.valid_fraction, cfg.seed, errors)
         elif looks_like_local_path(cfg.data):
             raise stage.error("data", f"no such file or folder: {cfg.data}")
         else:
             try:
-                splits = load_hf_id(cfg.data, features, cfg.valid_fraction, cfg.seed)
+                splits = load_hf_id(cfg.data, features, cfg.valid_fraction, cfg.seed, errors)
             except DataError:
                 raise
             except Exception as e:
@@ -323,7 +353,8 @@ def load_splits(stage) -> Splits:
                     f"dataset failed: {_first_line(e)}",
                 ) from None
     if not splits.train:
-        raise stage.error("data", "the training split is empty")
+        unread = f" ({len(errors)} rows could not be read; the first: {errors[0]})" if errors else ""
+        raise stage.error("data", f"the training split is empty{unread}")
     return splits
 
 

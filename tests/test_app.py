@@ -101,7 +101,7 @@ def test_train_start_pause_resume_stop_and_open_in_runs(tmp_path, monkeypatch):
                 assert await wait_for(pilot, lambda: has(app, ev.RunFinished, status="stopped"))
                 assert await wait_for(pilot, lambda: app.control is None, 10)
                 assert train.query_one("#train-loss").latest is not None
-                await pilot.press("3")
+                await pilot.press("4")
                 table = app.screen.query_one(DataTable)
                 assert await wait_for(pilot, lambda: table.row_count == 1, 10)
                 assert "stopped" in str(table.get_row_at(0))
@@ -167,7 +167,7 @@ def test_every_theme_applies(tmp_path, monkeypatch):
             for name in ("tuner-light", "nord", "tuner-dark"):
                 app.theme = name
                 await pilot.pause(0.05)
-            for mode in ("train", "runs", "config"):
+            for mode in ("dataset", "train", "runs", "config"):
                 app.switch_mode(mode)
                 await pilot.pause(0.1)
                 app.theme = "tuner-light"

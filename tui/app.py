@@ -1,4 +1,4 @@
-"""The terminal app: Config, Train and Runs screens as modes, switched with 1, 2, 3.
+"""The terminal app: Config, Dataset, Train and Runs screens as modes, switched with 1-4.
 
 The app owns the training session. Training runs in a thread worker that only puts engine
 events on a bounded queue; a 10 Hz timer drains it on the event loop and hands the events to the
@@ -20,6 +20,7 @@ from engine.control import Control
 from themes import APP_CSS, load_keymap, load_theme_choice, register_themes, save_theme_choice
 
 from .screens.config_screen import ConfigScreen
+from .screens.dataset_screen import DatasetScreen
 from .screens.path_prompt import Confirm
 from .screens.runs_screen import RunsScreen
 from .screens.train_screen import TrainScreen
@@ -34,15 +35,17 @@ THREAD_ENDED = "training thread ended"
 
 class TunerApp(App):
     TITLE = "tuner"
-    CSS_PATH = [APP_CSS, APP_CSS.with_name("screens.tcss")]
+    CSS_PATH = [APP_CSS, APP_CSS.with_name("screens.tcss"), APP_CSS.with_name("dataset.tcss")]
     BINDINGS = [
         Binding("1", "switch_mode('config')", "Config", id="mode-config", tooltip="Edit the config"),
-        Binding("2", "switch_mode('train')", "Train", id="mode-train", tooltip="Run and watch training"),
-        Binding("3", "switch_mode('runs')", "Runs", id="mode-runs", tooltip="Every run, finished or live"),
+        Binding("2", "switch_mode('dataset')", "Data", id="mode-dataset", tooltip="Inspect the dataset"),
+        Binding("3", "switch_mode('train')", "Train", id="mode-train", tooltip="Run and watch training"),
+        Binding("4", "switch_mode('runs')", "Runs", id="mode-runs", tooltip="Every run, finished or live"),
         # alt+digit switches even while the YAML editor has the keyboard
         Binding("alt+1", "switch_mode('config')", show=False, priority=True, id="mode-config-alt"),
-        Binding("alt+2", "switch_mode('train')", show=False, priority=True, id="mode-train-alt"),
-        Binding("alt+3", "switch_mode('runs')", show=False, priority=True, id="mode-runs-alt"),
+        Binding("alt+2", "switch_mode('dataset')", show=False, priority=True, id="mode-dataset-alt"),
+        Binding("alt+3", "switch_mode('train')", show=False, priority=True, id="mode-train-alt"),
+        Binding("alt+4", "switch_mode('runs')", show=False, priority=True, id="mode-runs-alt"),
         Binding("f1", "toggle_help", "Keys", id="help", tooltip="Show or hide every key of this screen"),
         Binding("ctrl+q", "quit", "Quit", id="quit", tooltip="Quit (asks first during a run)", priority=True),
     ]
@@ -65,6 +68,7 @@ class TunerApp(App):
         self.train_screen = TrainScreen()
         self.MODES = {  # one lasting screen per mode, so the app can reach them directly
             "config": lambda: self.config_screen,
+            "dataset": DatasetScreen,
             "train": lambda: self.train_screen,
             "runs": lambda: RunsScreen(self.runs_dir),
         }
@@ -110,7 +114,7 @@ class TunerApp(App):
         yield SystemCommand("Stop training and save", "After the current step", self.action_stop_training)
         yield SystemCommand("Save a checkpoint now", "After the current step", self.action_save_now)
         yield SystemCommand("Evaluate now", "After the current step", self.action_eval_now)
-        for mode in ("config", "train", "runs"):
+        for mode in ("config", "dataset", "train", "runs"):
             yield SystemCommand(f"Show {mode.title()}", f"Switch to the {mode} screen", lambda m=mode: self.switch_mode(m))
 
     def action_toggle_help(self) -> None:

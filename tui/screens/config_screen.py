@@ -70,7 +70,7 @@ class ConfigScreen(Screen):
     BINDING_GROUP_TITLE = "Config"
     HELP = (
         "Edit the training config. It is checked as you type; **ctrl+s** saves, **ctrl+e** opens $EDITOR. "
-        "**esc** leaves the editor so 1/2/3 switch screens and **t** starts training; alt+1/2/3 work everywhere."
+        "**esc** leaves the editor so 1-4 switch screens and **t** starts training; alt+1-4 work everywhere."
     )
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", id="config-save", tooltip="Save the config file"),
@@ -210,7 +210,7 @@ class ConfigScreen(Screen):
             status.update(f"✗ {checked.error}" + ("  (ctrl+g: go there)" if checked.error_line else ""))
             status.set_class(True, "-error")
             return
-        status.update("✓ valid · t or 2 then t: train · esc leaves the editor")
+        status.update("✓ valid · t: train · 2: inspect the data · esc leaves the editor")
         status.set_class(False, "-error")
         table = self.query_one("#config-resolved", DataTable)
         table.clear()

@@ -231,16 +231,17 @@ What the open config will train on, computed with its own tokenizer, chat templa
 **Rg** is an example's completion tokens divided by its prompt tokens. The vertical line on
 the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
 """
+    # the footer shows the first three (it must fit 80 columns beside the app's keys); F1 lists all
     BINDINGS = [
         Binding("v", "next_split", "Split", id="dataset-split", tooltip="Show the next split: train, valid, test"),
-        Binding("r", "recompute", "Recompute", id="dataset-refresh", tooltip="Read and tokenise the data again"),
-        Binding("e", "toggle_view", "Overview/Examples", id="dataset-view",
-                tooltip="Switch between overview and examples"),
+        Binding("e", "toggle_view", "View", id="dataset-view", tooltip="Switch between overview and examples"),
         Binding("s", "next_sort", "Sort", id="dataset-sort",
                 tooltip="Sort examples by index, total, prompt, completion, Rg"),
-        Binding("o", "flip_order", "Order", id="dataset-order", tooltip="Flip the sort order"),
-        Binding("n,j", "step(1)", "Next", id="dataset-next", tooltip="Show the next example"),
-        Binding("p,k", "step(-1)", "Previous", id="dataset-prev", tooltip="Show the previous example"),
+        Binding("o", "flip_order", "Order", id="dataset-order", show=False, tooltip="Flip the sort order"),
+        Binding("n,j", "step(1)", "Next", id="dataset-next", show=False, tooltip="Show the next example"),
+        Binding("p,k", "step(-1)", "Previous", id="dataset-prev", show=False, tooltip="Show the previous example"),
+        Binding("r", "recompute", "Recompute", id="dataset-refresh", show=False,
+                tooltip="Read and tokenise the data again, ignoring the cache"),
     ]
 
     def __init__(self) -> None:
@@ -277,7 +278,7 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
                 yield Static("", id="dataset-example-title")
                 with VerticalScroll(id="dataset-token-scroll"):
                     yield TokenView("select an example to see its tokens", id="dataset-tokens")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < 110, "-narrow")
@@ -386,7 +387,7 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
             if name in stats.splits:
                 names.append(f" {name} ", "reverse bold" if name == self.split else "")
                 names.append(" ")
-        names.append(" (v)", "dim")
+        names.append("  v next split · r recompute", "dim")
         self.query_one("#dataset-splits", Static).update(names)
         self.query_one("#dataset-summary", Static).update(summary_text(stats, split))
         for name, dist in (("prompt", split.prompt), ("completion", split.completion), ("total", split.total)):
@@ -445,7 +446,7 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
         order = "descending" if self.descending else "ascending"
         limit = f"the first {len(shown):,} of {len(rows):,}" if len(shown) < len(rows) else f"all {len(rows):,}"
         self.query_one("#dataset-table-note", Static).update(
-            f"{self.split}: {limit} examples, sorted by {self.sort} {order} (s: sort column, o: order)"
+            f"{self.split}: {limit} examples, sorted by {self.sort} {order} · s sort column · o order · n/p step"
         )
         position = next((i for i, row in enumerate(shown) if row.index == selected), 0)
         if shown:

@@ -20,8 +20,8 @@ MAX_TICKS = 6
 class Histogram(PlotextPlot):
     """Bars over bin edges, with an optional vertical marker such as ``max_seq_length``.
 
-    The x axis spans the bins only, so a marker beyond them is not drawn; the caller says
-    where it lies in the title if that matters.
+    The x axis spans the bins only: a marker beyond them is not drawn, because stretching the
+    axis to reach it would squeeze the bars into a corner.
 
     With ``log_x`` the edges are log10 values (as the engine bins ratios) and the axis is
     labelled in plain numbers at round values; the marker is always given in plain numbers.
@@ -60,7 +60,7 @@ class Histogram(PlotextPlot):
             centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
             plt.bar(centres, counts, width=1, color=self._colour("primary"), reset_ticks=False)
             low, high = edges[0], edges[-1]
-            if marker is not None and low <= marker <= high:  # one far off would squeeze the bars
+            if marker is not None and low <= marker <= high:
                 plt.vline(marker, self._colour("error"))
             plt.xlim(low, high)
             plt.xticks(*(_log_ticks if log_x else _ticks)(low, high))

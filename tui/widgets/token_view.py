@@ -66,13 +66,15 @@ class TokenView(Widget):
         style = self.get_component_rich_style
         odd = style("token-view--odd", partial=True)
         text = Text()
-        previous = None
+        run = None  # (role, weight) of the tokens before, or "cut" once max_seq_length is passed
         for position, cell in enumerate(self.cells):
-            if cell.truncated and not (previous and previous.truncated):
+            if cell.truncated and run != "cut":
                 text.append(" ✂ ", style("token-view--mark"))
-            elif not cell.truncated and (cell.role, cell.weight) != (previous and (previous.role, previous.weight)):
+                run = "cut"
+            elif not cell.truncated and (cell.role, cell.weight) != run:
                 text.append(f"[w={cell.weight:g}]", style("token-view--mark"))
-            look = style("token-view--completion" if cell.role == "completion" else "token-view--prompt", partial=True)
+                run = (cell.role, cell.weight)
+            look = style(f"token-view--{'completion' if cell.role == 'completion' else 'prompt'}", partial=True)
             shown = cell.text.replace("\n", "↵\n")
             if cell.special:
                 look += style("token-view--special", partial=True)
@@ -82,5 +84,4 @@ class TokenView(Widget):
             if position % 2:
                 look += odd
             text.append(shown, look)
-            previous = cell
         return text
