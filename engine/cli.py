@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check configs and show every resolved value and its source")
     validate.add_argument("configs", nargs="+", metavar="CONFIG")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    gguf = sub.add_parser("import-gguf", help="convert a Llama GGUF (F32/F16/Q4_0/Q4_1/Q8_0) into an mlx-lm folder")
+    gguf.add_argument("gguf", metavar="FILE.gguf")
+    gguf.add_argument("out_dir", metavar="OUT_DIR")
+    gguf.add_argument("--dequantize", action="store_true", help="write float16 weights instead of keeping quantized ones")
     inspect = sub.add_parser("inspect", help="dataset statistics: token lengths, Rg, truncation, duplicates")
     inspect.add_argument("target", metavar="CONFIG_OR_DATA",
                          help="a config YAML, or a data folder, file or Hugging Face dataset id (needs --model)")
@@ -46,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ("train", "validate", "inspect")
+COMMANDS = ("train", "validate", "inspect", "import-gguf")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,11 +67,21 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_validate(args)
         if args.command == "inspect":
             return cmd_inspect(args)
+        if args.command == "import-gguf":
+            return cmd_import_gguf(args)
         build_parser().print_help()
         return EXIT_USER_ERROR
     except UserError as e:
         print(f"tuner: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def cmd_import_gguf(args) -> int:
+    from .gguf import import_gguf
+
+    out = import_gguf(args.gguf, args.out_dir, dequantize=args.dequantize)
+    print(f"imported {args.gguf} -> {out} (load it with model: {out})")
+    return 0
 
 
 def cmd_validate(args) -> int:

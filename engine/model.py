@@ -34,9 +34,13 @@ class LoadedModel:
 
 
 def resolve_model_path(name: str) -> str:
-    """Built-in demo ids become their cached folder; everything else is passed through."""
+    """Built-in ids and ``.gguf`` files become a cached mlx-lm folder; the rest passes through."""
     from .demo_model import resolve_builtin
 
+    if name.lower().endswith(".gguf"):
+        from .gguf import ensure_imported
+
+        return str(ensure_imported(Path(name).expanduser()))
     return resolve_builtin(name)
 
 

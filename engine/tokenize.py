@@ -67,30 +67,73 @@ class TokenizedSplit:
 
 
 def hf_tokenizer(tokenizer):
-    """The Hugging Face tokenizer inside mlx-lm's TokenizerWrapper (or the object itself)."""
-    return getattr(tokenizer, "_tokenizer", tokenizer)
+    """The Hugging Face tokenizer inside mlx-lm's TokenizerWrapper (or the object itself).
+
+    A Hugging Face fast tokenizer has a ``_tokenizer`` of its own (the Rust one), so the wrapper
+    is recognised by type, not by attribute.
+    """
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+    return tokenizer._tokenizer if isinstance(tokenizer, TokenizerWrapper) else tokenizer
 
 
-def _render(tok, messages, tools, generation_prompt: bool) -> str:
-    if not messages:
-        return ""
-    return tok.apply_chat_template(
-        list(messages), tools=tools, tokenize=False, add_generation_prompt=generation_prompt
-    )
+class TemplateRenderer:
+    """Renders a tokenizer's chat template, three to four times faster than ``apply_chat_template``.
+
+    Finding the role masks renders every example two or more times, and transformers' per-call
+    overhead dominates that. So the template is compiled once with transformers' own compiler
+    and rendered directly with the same variables; the first ``VERIFY`` renders are checked
+    against ``apply_chat_template`` and any difference (a template needing something we don't
+    pass) switches back to it for good. Records with tools always take the slow path.
+    """
+
+    VERIFY = 16
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.checks_left = self.VERIFY
+        try:
+            from transformers.utils.chat_template_utils import _compile_jinja_template
+
+            self.compiled = _compile_jinja_template(tok.chat_template)
+        except Exception:  # a private helper: if it moves, render the slow way
+            self.compiled = None
+
+    def __call__(self, messages, tools, generation_prompt: bool) -> str:
+        if not messages:
+            return ""
+        if self.compiled is None or tools:
+            return self._slow(messages, tools, generation_prompt)
+        text = self.compiled.render(
+            messages=list(messages), add_generation_prompt=generation_prompt, **self.tok.special_tokens_map
+        )
+        if self.checks_left:
+            self.checks_left -= 1
+            if text != (slow := self._slow(messages, tools, generation_prompt)):
+                self.compiled = None
+                return slow
+        return text
+
+    def _slow(self, messages, tools, generation_prompt: bool) -> str:
+        return self.tok.apply_chat_template(
+            list(messages), tools=tools, tokenize=False, add_generation_prompt=generation_prompt
+        )
 
 
-def completion_spans(tok, record: Record) -> tuple[str, list[tuple[int, int]]]:
+def completion_spans(tok, record: Record, render: TemplateRenderer | None = None) -> tuple[str, list[tuple[int, int]]]:
     """The rendered text of a chat record and the character spans of its assistant turns."""
     messages, tools = record.messages, record.tools
     if getattr(tok, "chat_template", None) is None:
         return _plain_render(tok, messages)
-    full = _render(tok, messages, tools, False)
+    _render = render or TemplateRenderer(tok)
+    full = _render(messages, tools, False)
     spans, cursor = [], 0
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = _render(tok, messages[:i], tools, True)
-        through = _render(tok, messages[: i + 1], tools, False)
+        before = _render(messages[:i], tools, True)
+        last = i == len(messages) - 1
+        through = full if last else _render(messages[: i + 1], tools, False)
         if full.startswith(before) and full.startswith(through) and len(through) > len(before):
             start, end = len(before), len(through)
         else:  # templates that render a last turn differently: find the content itself
@@ -132,13 +175,14 @@ def _roles_from_offsets(offsets, spans) -> np.ndarray:
 def encode_records(tokenizer, records: list[Record]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Untruncated (ids, roles) for each record, tokenised in one batched call."""
     tok = hf_tokenizer(tokenizer)
+    render = TemplateRenderer(tok) if getattr(tok, "chat_template", None) else None
     texts, spans = [], []
     for record in records:
         if record.messages is None:
             texts.append(None)
             spans.append(None)
         else:
-            text, s = completion_spans(tok, record)
+            text, s = completion_spans(tok, record, render)
             texts.append(text)
             spans.append(s)
     out: list = [None] * len(records)

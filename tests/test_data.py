@@ -85,3 +85,10 @@ def test_local_paths_are_told_from_hub_ids():
     assert looks_like_local_path("./data") and looks_like_local_path("a/b/c")
     assert looks_like_local_path("train.jsonl")
     assert not looks_like_local_path("mlx-community/wikisql")
+
+
+def test_null_columns_of_a_mixed_hugging_face_table_do_not_decide_the_format():
+    row = {"messages": None, "prompt": "p", "completion": "c", "text": None}
+    assert parse_record(row, "hf#0").fmt == "completion"
+    row = {"messages": None, "prompt": None, "completion": None, "text": "plain"}
+    assert parse_record(row, "hf#1").fmt == "text"

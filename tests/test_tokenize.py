@@ -111,3 +111,34 @@ def test_batched_encoding_matches_one_at_a_time(demo_tokenizer):
     alone = [tokenize_split(demo_tokenizer, [r], 512).examples[0] for r in records]
     for a, b in zip(together, alone):
         assert np.array_equal(a.ids, b.ids) and np.array_equal(a.roles, b.roles)
+
+
+def test_fast_template_rendering_matches_apply_chat_template(demo_tokenizer):
+    from engine.demo_data import demo_records
+    from engine.tokenize import TemplateRenderer
+
+    tok = hf_tokenizer(demo_tokenizer)
+    render = TemplateRenderer(tok)
+    assert render.compiled is not None
+    for record in demo_records(300, seed=5):
+        messages = record["messages"]
+        for n, prompt in ((len(messages), False), (len(messages) - 1, True)):
+            assert render(messages[:n], None, prompt) == tok.apply_chat_template(
+                messages[:n], tokenize=False, add_generation_prompt=prompt)
+    assert render.checks_left == 0 and render.compiled is not None
+
+
+def test_fast_rendering_falls_back_when_it_disagrees(demo_tokenizer):
+    from engine.tokenize import TemplateRenderer
+
+    tok = hf_tokenizer(demo_tokenizer)
+    render = TemplateRenderer(tok)
+
+    class Wrong:
+        def render(self, **kwargs):
+            return "something else"
+
+    render.compiled = Wrong()
+    messages = [{"role": "user", "content": "hi"}]
+    assert render(messages, None, True) == tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert render.compiled is None
