@@ -438,3 +438,20 @@ def test_smollm2_answers_a_factual_question(smollm2_gguf, tmp_path):
     )
     answer = generate(model, tokenizer, prompt, max_tokens=24)
     assert "Paris" in answer
+
+
+def test_a_config_can_train_on_a_gguf_file(tiny_gguf, tmp_path):
+    """`model: x.gguf` imports once into the cache and trains like any model folder."""
+    from engine import events as ev
+    from engine.config import load_stages
+    from engine.trainer import run_chain
+
+    from .conftest import write_config
+
+    config = write_config(tmp_path, model=str(tiny_gguf), iters=3, steps_per_eval=100, val_batches=1,
+                          num_layers=2, lora_parameters={"rank": 4, "scale": 2.0, "dropout": 0.0})
+    seen = []
+    [result] = run_chain(load_stages([config]), seen.append)
+    assert result.status == "completed"
+    started = next(e for e in seen if isinstance(e, ev.RunStarted))
+    assert started.model == str(tiny_gguf) and started.compute_dtype == "float32"
