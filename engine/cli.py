@@ -16,7 +16,9 @@ import sys
 from .platform_check import maybe_reexec_with_openblas
 
 EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
+EXIT_CODES = {"completed": 0, "early_stopped": 0, "diverged": EXIT_DIVERGED, "stopped": EXIT_INTERRUPTED}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command")
     train = sub.add_parser("train", help="train one config, or a chain of configs as stages")
-    train.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML files, run in order")
+    train.add_argument("configs", nargs="*", metavar="CONFIG", help="YAML files, run in order")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its latest checkpoint")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key in every stage (repeatable), e.g. --set iters=50")
     train.add_argument("--quiet", action="store_true", help="print only evaluations and the result")
@@ -146,9 +149,16 @@ def cmd_train(args) -> int:
     from .config import load_stages
     from .control import Control
     from .printer import Printer
-    from .trainer import run_chain
+    from .errors import UserError
+    from .trainer import resume_run, run_chain
 
-    stages = load_stages(args.configs, args.overrides)
+    if bool(args.configs) == bool(args.resume):
+        raise UserError("train: give config files, or --resume RUN_DIR (not both)")
+    if args.resume:
+        start = lambda emit, control: [resume_run(args.resume, emit, control)]  # noqa: E731
+    else:
+        stages = load_stages(args.configs, args.overrides)
+        start = lambda emit, control: run_chain(stages, emit, control)  # noqa: E731
     control = Control()
     printer = Printer(sys.stdout, quiet=args.quiet)
     interrupts = {"n": 0}
@@ -163,16 +173,14 @@ def cmd_train(args) -> int:
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     try:
-        results = run_chain(stages, printer, control)
+        results = start(printer, control)
     except KeyboardInterrupt:
         print("tuner: interrupted; the last saved checkpoint is kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    if results and results[-1].status != "completed":
-        return EXIT_INTERRUPTED
-    return 0
+    return EXIT_CODES.get(results[-1].status, 0) if results else 0
 
 
 if __name__ == "__main__":

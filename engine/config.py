@@ -190,6 +190,8 @@ class TrainConfig(BaseModel):
     optimizer: Literal["adam", "adamw", "muon", "sgd", "adafactor"] = "adam"
     optimizer_config: dict[str, dict[str, Any]] = {}  # per-optimizer keyword arguments
     max_grad_norm: float | None = Field(None, gt=0)
+    skip_nonfinite_batches: int = Field(0, ge=0)  # NaN/inf batches skipped before the run stops
+    early_stopping_patience: int | None = Field(None, ge=1)  # evals without a better valid completion loss
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     grad_checkpoint: bool = False
     clear_cache_threshold: int = Field(0, ge=0)

@@ -143,10 +143,11 @@ class CheckpointSaved(Event):
 class RunFinished(Event):
     kind: ClassVar[str] = "run_finished"
     step: int
-    status: str  # completed | stopped
+    status: str  # completed | stopped | early_stopped | diverged
     adapter_dir: str
     elapsed: float
     fused_dir: str = ""
+    message: str = ""  # why it ended, when not simply completed
 
 
 @dataclass(frozen=True)

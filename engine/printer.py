@@ -56,6 +56,8 @@ def format_event(event: ev.Event) -> str | None:
         return f"{event.state} at step {event.step}"
     if isinstance(event, ev.RunFinished):
         line = f"{event.status} at step {event.step} in {fmt(event.elapsed, '.1f')}s; adapters: {event.adapter_dir}"
+        if event.message:
+            line += f" ({event.message})"
         return line + (f"; fused model: {event.fused_dir}" if event.fused_dir else "")
     if isinstance(event, ev.RunFailed):
         return f"failed at step {event.step}: {event.error}"

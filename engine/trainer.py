@@ -93,6 +93,8 @@ class Trainer:
         self.first_step = 1
         self.trained_tokens = 0
         self.pending_grad = None  # gradients accumulated since the last optimizer update
+        self.best: tuple[float, int] | None = None  # (valid completion loss, step) of the best eval
+        self.evals_since_best = 0
 
     # ------------------------------------------------------------------ preparation
     def prepare(self) -> None:
@@ -190,7 +192,12 @@ class Trainer:
         return 0
 
     # ------------------------------------------------------------------ pieces of the loop
-    def _compile_step(self):
+    def _compile_steps(self):
+        """Two compiled functions: gradients (with their norm), then the update.
+
+        Split so the loop can look at the loss and gradient norm before anything changes: a
+        non-finite batch is skipped or stops the run while the weights are still good.
+        """
         model, optimizer, plw = self.model, self.optimizer, self.cfg.plw
         accum = self.cfg.grad_accumulation_steps
         max_norm = self.cfg.max_grad_norm
@@ -198,7 +205,7 @@ class Trainer:
         state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(ids, roles, prev_grad, do_update):
+        def gradients(ids, roles, prev_grad, do_update):
             (loss, aux), grad = value_and_grad(model, ids, roles)
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
@@ -207,14 +214,17 @@ class Trainer:
             if accum > 1:
                 grad = tree_map(lambda g: g / accum, grad)
             norm = mx.sqrt(sum(mx.sum(mx.square(g.astype(mx.float32))) for _, g in tree_flatten(grad)))
+            return loss, aux, grad, norm
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def update(grad, norm):
             if max_norm is not None:
                 scale = mx.minimum(max_norm / (norm + 1e-6), 1.0)
                 grad = tree_map(lambda g: g * scale, grad)
             optimizer.update(model, grad)
-            return loss, aux, None, norm
 
         self._state = state
-        return step
+        return gradients, update
 
     def update_norm(self) -> float:
         total = 0.0
@@ -273,7 +283,25 @@ class Trainer:
             )
         )
         if split == "valid":
+            self._track_best(step, t.completion_loss)
             self._samples(step)
+
+    def _track_best(self, step: int, loss: float) -> None:
+        """Checkpoint every new best validation completion loss and count evals since one."""
+        if not math.isfinite(loss):
+            return
+        if self.best is None or loss < self.best[0]:
+            self.best, self.evals_since_best = (loss, step), 0
+            if step > 0:
+                self.save(step, "best")
+                atomic_write_json(self.run_dir / "checkpoints" / "best.json", {"step": step, "completion_loss": loss, "checkpoint": f"step-{step:07d}"})
+        else:
+            self.evals_since_best += 1
+
+    @property
+    def patience_exhausted(self) -> bool:
+        patience = self.cfg.early_stopping_patience
+        return patience is not None and self.evals_since_best >= patience
 
     def _samples(self, step: int) -> None:
         """Greedy generations for the first validation prompts, to read beside the numbers."""
@@ -376,7 +404,8 @@ class Trainer:
             from mlx_lm.tuner.trainer import grad_checkpoint
 
             grad_checkpoint(self.model.layers[0])
-        step_fn = self._compile_step()
+        gradients, update = self._compile_steps()
+        bad_batches = 0
         accum = cfg.grad_accumulation_steps
         self.model.train()
         self.step_done = self.first_step - 1
@@ -387,7 +416,7 @@ class Trainer:
         if self.valid_set and not self.resume:
             self._eval_event(0, "valid", self.valid_set, cfg.val_batches)
 
-        status = "completed"
+        status, stop_reason = "completed", ""
         for step in range(self.first_step, self.total + 1):
             paused_for += self._obey_pause(step - 1)
             if control.stopping:
@@ -397,10 +426,24 @@ class Trainer:
             batch = self.stream.next()
             do_update = step % accum == 0 or step == self.total
             mx.random.seed(cfg.seed * STEP_SEED_STRIDE + step)  # dropout depends on (seed, step) only
-            loss, aux, self.pending_grad, norm = step_fn(
-                mx.array(batch.ids), mx.array(batch.roles), self.pending_grad, do_update
-            )
-            mx.eval(self._state, loss, aux, self.pending_grad, norm)
+            loss, aux, grad, norm = gradients(mx.array(batch.ids), mx.array(batch.roles), self.pending_grad, do_update)
+            mx.eval(self._state, loss, aux, grad, norm)
+            if not (math.isfinite(loss.item()) and math.isfinite(norm.item())):
+                bad_batches += 1
+                what = f"non-finite {'loss' if not math.isfinite(loss.item()) else 'gradient norm'} at step {step}"
+                if bad_batches > cfg.skip_nonfinite_batches:
+                    status, stop_reason = "diverged", what
+                    break
+                emit(ev.Notice(message=f"{what}: batch skipped ({bad_batches} of {cfg.skip_nonfinite_batches} allowed)", level="warning"))
+                self.pending_grad = None  # the accumulation window restarts without it
+                self.step_done = step
+                continue
+            if do_update:
+                update(grad, norm)
+                mx.eval(self._state)
+                self.pending_grad = None
+            else:
+                self.pending_grad = grad
             self.step_done = step
             window["loss"] += loss.item()
             window["aux"] += np.array(aux.tolist())
@@ -420,8 +463,15 @@ class Trainer:
                 self.save(step, "periodic")
             elif control.take_save():
                 self.save(step, "requested")
+            if self.patience_exhausted and step != self.total:
+                best_loss, best_step = self.best
+                status = "early_stopped"
+                stop_reason = (f"no better validation completion loss in {cfg.early_stopping_patience} evaluations; "
+                               f"best {best_loss:.4f} at step {best_step} (checkpoints/step-{best_step:07d})")
+                break
 
-        self.save(self.step_done, "final" if status == "completed" else "stopped")
+        final_reason = {"completed": "final", "diverged": "diverged"}.get(status, "stopped")
+        self.save(self.step_done, final_reason)
         if status == "completed" and self.test_set:
             self._eval_event(self.step_done, "test", self.test_set, cfg.test_batches)
         fused = ""
@@ -434,6 +484,7 @@ class Trainer:
                 adapter_dir=str(self.adapter_dir),
                 elapsed=time.perf_counter() - started,
                 fused_dir=fused,
+                message=stop_reason + ("; the weights saved are the last finite ones" if status == "diverged" else ""),
             )
         )
         return StageResult(status, self.run_dir, self.adapter_dir, self.step_done)

@@ -92,3 +92,25 @@ def test_chain_with_mismatched_lora_rank_fails_before_training(tmp_path):
     result = tuner("train", first, second)
     assert_user_error(result, "b.yaml:1", "rank")
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_a_stopped_run_from_the_command_line(tmp_path):
+    import json
+
+    from engine.config import load_stages
+    from engine.control import Control
+    from engine.trainer import run_chain
+
+    control = Control()
+    control.stop()  # stops before the first step: the checkpoint is step 0
+    [stopped] = run_chain(load_stages([write_config(tmp_path, iters=4, steps_per_eval=100, val_batches=1)]),
+                          lambda e: None, control)
+    result = tuner("train", "--resume", stopped.run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "resumed from" in result.stdout and result.stdout.splitlines()[-1].startswith("completed at step 4")
+    state = json.loads((stopped.run_dir / "checkpoints" / "step-0000004" / "state.json").read_text())
+    assert state["step"] == 4
+
+
+def test_train_needs_configs_or_resume(tmp_path):
+    assert_user_error(tuner("train"), "--resume")

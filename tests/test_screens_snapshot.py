@@ -64,9 +64,16 @@ def test_train_screen(snap_compare, tmp_path, monkeypatch):
     async def inject(pilot):
         app.switch_mode("train")
         await pilot.pause(0.2)
-        for event in fake_run():
+        events = fake_run()
+        for event in events:
             app.events.put(event)
-        await pilot.pause(0.5)
+        for _ in range(200):  # drained and shown, however busy the machine is
+            await pilot.pause(0.05)
+            if len(app.history) >= len(events) and app.events.empty():
+                break
+        await pilot.pause(0.3)
+        app.train_screen.query_one("#train-log").scroll_end(animate=False)  # the log may still be scrolling
+        await pilot.pause(0.3)
 
     assert snap_compare(app, run_before=inject, terminal_size=(120, 44))
 
