@@ -204,3 +204,29 @@ def test_chain_of_configs_switch_stages_and_catch_a_shape_mismatch(tmp_path, mon
             assert second.read_text() == "iters: 5\n"
 
     run(scenario)
+
+
+def test_resume_a_stopped_run_from_the_runs_screen(tmp_path, monkeypatch):
+    from engine.config import load_stages
+    from engine.control import Control
+    from engine.trainer import run_chain
+
+    monkeypatch.setenv("TUNER_CONFIG_DIR", str(tmp_path / "settings"))
+    config = write_config(tmp_path, iters=6, steps_per_eval=100, val_batches=1)
+    control = Control()
+    control.stop()
+    [stopped] = run_chain(load_stages([config]), lambda e: None, control)
+
+    async def scenario():
+        app = TunerApp(config, runs_dir=tmp_path / "runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("escape", "4")
+            table = app.screen.query_one(DataTable)
+            assert await wait_for(pilot, lambda: table.row_count == 1, 10)
+            await pilot.press("R")
+            assert await wait_for(pilot, lambda: has(app, ev.RunFinished, status="completed"))
+            started = [e for e in app.history if isinstance(e, ev.RunStarted)]
+            assert started[0].run_dir == str(stopped.run_dir) and started[0].resumed_from == 0
+
+    run(scenario)

@@ -137,10 +137,20 @@ class TunerApp(App):
     def action_start_training(self) -> None:
         if self.config_screen.is_mounted:
             self.config_screen.save_all()
+        self._launch(list(self.config_paths), None)
+
+    def resume_run(self, run_dir: Path) -> None:
+        """Continue a stopped run from its latest checkpoint (from the Runs screen)."""
+        if self.control is not None:
+            self.notify("a run is already in progress", severity="warning")
+            return
+        self._launch([], run_dir)
+
+    def _launch(self, config_paths: list[Path], resume: Path | None) -> None:
         self.control = Control()
         self.set_state("running")
         self.switch_mode("train")
-        self.run_training(list(self.config_paths), self.control)
+        self.run_training(config_paths, self.control, resume)
 
     def action_toggle_pause(self) -> None:
         if self.control is None:
@@ -177,13 +187,16 @@ class TunerApp(App):
         self.push_screen(Confirm("A run is in progress. Stop it, save a checkpoint and quit?"), answered)
 
     @work(thread=True, exclusive=True, group="training")
-    def run_training(self, config_paths: list[Path], control: Control) -> None:
+    def run_training(self, config_paths: list[Path], control: Control, resume: Path | None = None) -> None:
         from engine.config import load_stages
         from engine.errors import UserError
-        from engine.trainer import run_chain
+        from engine.trainer import resume_run, run_chain
 
         try:
-            run_chain(load_stages(config_paths), self._enqueue, control)
+            if resume is not None:
+                resume_run(resume, self._enqueue, control)
+            else:
+                run_chain(load_stages(config_paths), self._enqueue, control)
         except UserError as e:
             self._enqueue(ev.RunFailed(step=0, error=str(e)))
         except Exception as e:  # a bug: show it, keep the app alive

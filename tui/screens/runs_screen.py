@@ -129,6 +129,8 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         # priority: otherwise the focused table's own enter binding takes the key
         Binding("enter", "open_run", "Open", id="runs-open", priority=True,
                 tooltip="Chart the selected run's losses and follow it while it trains"),
+        Binding("R", "resume_run", "Resume", id="runs-resume",
+                tooltip="Continue the selected run exactly from its latest checkpoint"),
     ]
 
     def __init__(self, runs_dir: Path, **kwargs):
@@ -200,6 +202,11 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         key = self._selected_key()
         if key is not None:
             self.open_run(Path(key))
+
+    def action_resume_run(self) -> None:
+        key = self._selected_key()
+        if key is not None:
+            self.app.resume_run(Path(key))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """A click on the selected row opens it, as enter does."""
