@@ -192,6 +192,8 @@ class TrainConfig(BaseModel):
     max_grad_norm: float | None = Field(None, gt=0)
     skip_nonfinite_batches: int = Field(0, ge=0)  # NaN/inf batches skipped before the run stops
     early_stopping_patience: int | None = Field(None, ge=1)  # evals without a better valid completion loss
+    memory_limit_percent: float = Field(95.0, gt=0, le=100)  # system memory use that checkpoints and pauses/stops
+    swap_growth_gb: float = Field(2.0, gt=0)  # swap growth during the run that does the same
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     grad_checkpoint: bool = False
     clear_cache_threshold: int = Field(0, ge=0)

@@ -31,6 +31,8 @@ KEY_HELP: dict[str, str] = {
     "max_grad_norm": "Clip the gradient's global norm to this value before each update.",
     "skip_nonfinite_batches": "A NaN/inf loss or gradient stops the run (weights untouched); allow this many skipped batches first.",
     "early_stopping_patience": "Stop after this many evaluations without a better validation completion loss.",
+    "memory_limit_percent": "System memory use (%) at which the run checkpoints, then pauses (app) or stops (headless).",
+    "swap_growth_gb": "Swap growth (GB) during the run that checkpoints, then pauses or stops it, before the machine stalls.",
     "compute_dtype": "auto: float32 on the CPU (the only fast dtype there), the model's own dtype on Metal.",
     "grad_checkpoint": "Recompute activations in the backward pass: less memory, about a third slower.",
     "clear_cache_threshold": "Accepted for mlx-lm compatibility; has no effect.",

@@ -10,7 +10,11 @@ import threading
 
 
 class Control:
-    def __init__(self) -> None:
+    """``pause_on_memory_pressure``: a UI where a person can free memory and resume sets it;
+    headless runs stop instead."""
+
+    def __init__(self, pause_on_memory_pressure: bool = False) -> None:
+        self.pause_on_memory_pressure = pause_on_memory_pressure
         self._running = threading.Event()
         self._running.set()
         self._stop = threading.Event()

@@ -33,6 +33,7 @@ from .control import Control
 from .data import load_splits
 from .errors import UserError
 from .loss import EvalTotals, eval_sums, plw_loss
+from .memory_guard import MemoryGuard
 from .model import (
     count_parameters,
     fuse,
@@ -406,6 +407,7 @@ class Trainer:
             grad_checkpoint(self.model.layers[0])
         gradients, update = self._compile_steps()
         bad_batches = 0
+        guard = MemoryGuard(cfg.memory_limit_percent, cfg.swap_growth_gb)
         accum = cfg.grad_accumulation_steps
         self.model.train()
         self.step_done = self.first_step - 1
@@ -463,6 +465,13 @@ class Trainer:
                 self.save(step, "periodic")
             elif control.take_save():
                 self.save(step, "requested")
+            if (pressure := guard.check()) is not None and step != self.total:
+                self.save(step, "memory")
+                emit(ev.Notice(message=f"{pressure}: checkpoint saved at step {step}", level="warning"))
+                if not control.pause_on_memory_pressure:
+                    status, stop_reason = "stopped", pressure
+                    break
+                control.pause()
             if self.patience_exhausted and step != self.total:
                 best_loss, best_step = self.best
                 status = "early_stopped"

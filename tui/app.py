@@ -147,7 +147,7 @@ class TunerApp(App):
         self._launch([], run_dir)
 
     def _launch(self, config_paths: list[Path], resume: Path | None) -> None:
-        self.control = Control()
+        self.control = Control(pause_on_memory_pressure=True)  # a person can free memory and resume
         self.set_state("running")
         self.switch_mode("train")
         self.run_training(config_paths, self.control, resume)
