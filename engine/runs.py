@@ -86,7 +86,10 @@ class MetricsWriter:
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / METRICS_FILE
+        torn = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
         self._file = open(self.path, "a", encoding="utf-8")
+        if torn:  # a killed writer left half a line: end it, so the next event starts clean
+            self._file.write("\n")
 
     def __call__(self, event: Event) -> None:
         self._file.write(json.dumps(event.to_dict()) + "\n")
