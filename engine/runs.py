@@ -276,3 +276,19 @@ def fan_out(*sinks: Callable[[Event], None]) -> Callable[[Event], None]:
             sink(event)
 
     return emit
+
+
+def promote_checkpoint(run_dir: Path, step: int, adapter_dir: Path) -> Path:
+    """Make a checkpoint's weights the run's final adapter (``adapters.safetensors``).
+
+    The file mlx-lm loads is replaced atomically by the checkpoint's copy; the checkpoint itself
+    and the other numbered files stay, so any row can be promoted again later.
+    """
+    source = Path(run_dir) / "checkpoints" / f"step-{step:07d}" / "adapters.safetensors"
+    if not source.exists():
+        from .errors import UserError
+
+        raise UserError(f"{source}: no such checkpoint")
+    target = Path(adapter_dir) / "adapters.safetensors"
+    atomic_write_bytes(target, source.read_bytes())
+    return target

@@ -167,3 +167,48 @@ def test_snapshot(tmp_path, monkeypatch, snap_compare, utc):
         assert await wait_until(pilot, lambda: summary_of(pilot.app).startswith("plw-0.1"))
 
     assert snap_compare(RunsApp(runs_dir), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_promote_a_checkpoint_from_the_table(tmp_path):
+    """A real short run: its checkpoints are listed with their eval, and P promotes one."""
+    import mlx.core as mx
+    import numpy as np
+    from textual.app import App
+
+    from engine.config import load_stages
+    from engine.trainer import run_chain
+    from tui.screens.runs_screen import RunsScreen
+
+    from .conftest import write_config
+
+    [result] = run_chain(load_stages([write_config(tmp_path, iters=6, save_every=2, steps_per_eval=2)]), lambda e: None)
+
+    class Host(App):
+        def on_mount(self):
+            self.push_screen(RunsScreen(tmp_path / "runs"))
+
+    async def scenario():
+        app = Host()
+        async with app.run_test(size=(120, 40)) as pilot:
+            runs = app.screen.query_one(DataTable)
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if runs.row_count:
+                    break
+            await pilot.press("enter")
+            table = app.screen.query_one("#checkpoints", DataTable)
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if table.row_count:
+                    break
+            steps = [table.get_row_at(i)[0] for i in range(table.row_count)]
+            assert "2" in steps and "6" in steps
+            table.move_cursor(row=steps.index("2"))
+            table.focus()
+            await pilot.press("P")
+            await pilot.pause(0.2)
+
+    asyncio.run(scenario())
+    promoted = mx.load(str(result.adapter_dir / "adapters.safetensors"))
+    step2 = mx.load(str(result.run_dir / "checkpoints" / "step-0000002" / "adapters.safetensors"))
+    assert all(np.array_equal(np.array(promoted[k]), np.array(step2[k])) for k in step2)

@@ -20,8 +20,8 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
-from engine.events import EvalReport, Event, TrainReport
-from engine.runs import EventTail, RunSummary, RunTally, list_runs
+from engine.events import CheckpointSaved, EvalReport, Event, RunStarted, TrainReport
+from engine.runs import EventTail, RunSummary, RunTally, list_runs, promote_checkpoint
 
 SCAN_SECONDS = 5.0
 TAIL_SECONDS = 1.0
@@ -70,6 +70,9 @@ class RunHistory:
         self.series: dict[str, deque[tuple[int, float]]] = {
             name: deque(maxlen=SERIES_LIMIT) for name in ("train loss", "valid completion", "valid prompt")
         }
+        self.adapter_dir = run_dir / "adapters"
+        self.checkpoints: dict[int, str] = {}  # step -> why it was saved
+        self.evals: dict[int, EvalReport] = {}  # step -> validation there
 
     @property
     def finished(self) -> bool:
@@ -83,6 +86,11 @@ class RunHistory:
             elif isinstance(event, EvalReport) and event.split == "valid":
                 self._point("valid completion", event.step, event.completion_loss)
                 self._point("valid prompt", event.step, event.prompt_loss)
+                self.evals[event.step] = event
+            elif isinstance(event, CheckpointSaved):
+                self.checkpoints[event.step] = event.reason
+            elif isinstance(event, RunStarted):
+                self.adapter_dir = Path(event.adapter_dir)
 
     def _point(self, series: str, step: int, value: float) -> None:
         if math.isfinite(value):  # a diverged loss would wreck the y axis
@@ -116,6 +124,10 @@ Every run folder under the runs folder, newest first; the list rescans itself ev
   losses against step. A run that is still training, here or in a headless `tuner train`,
   is followed live.
 - **r** rescans the runs folder now.
+- the checkpoint table lists the opened run's checkpoints with the validation completion loss and
+  accuracy at their step; **P** makes the selected one the run's final adapter
+  (`adapters.safetensors`, what `mlx_lm.generate --adapter-path` loads).
+- **R** resumes a stopped run exactly from its latest checkpoint.
 
 A run is *interrupted* when it never finished and its metrics file has not changed for two minutes.
 """
@@ -123,6 +135,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
     RunsScreen DataTable { height: 1fr; }
     RunsScreen #run-summary { height: auto; padding: 0 1; background: $panel; }
     RunsScreen LossChart { height: 2fr; }
+    RunsScreen #checkpoints { height: auto; max-height: 8; }
     """
     BINDINGS = [
         Binding("r", "refresh_runs", "Refresh", id="runs-refresh", tooltip="Rescan the runs folder now"),
@@ -131,6 +144,8 @@ A run is *interrupted* when it never finished and its metrics file has not chang
                 tooltip="Chart the selected run's losses and follow it while it trains"),
         Binding("R", "resume_run", "Resume", id="runs-resume",
                 tooltip="Continue the selected run exactly from its latest checkpoint"),
+        Binding("P", "promote", "Promote", id="runs-promote",
+                tooltip="Make the checkpoint selected in the checkpoint table the run's final adapter"),
     ]
 
     def __init__(self, runs_dir: Path, **kwargs):
@@ -148,6 +163,9 @@ A run is *interrupted* when it never finished and its metrics file has not chang
             table.add_column(column, key=column)
         yield table
         yield Static(f"Runs in {self.runs_dir}. Select one and press enter.", id="run-summary")
+        checkpoints = DataTable(id="checkpoints", cursor_type="row", zebra_stripes=True)
+        checkpoints.add_columns("checkpoint step", "saved because", "valid completion loss", "completion accuracy")
+        yield checkpoints
         yield LossChart()
         yield Footer(compact=True, show_command_palette=False)
 
@@ -242,6 +260,25 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         self.query_one("#run-summary", Static).update(text)
         if replot:
             self.query_one(LossChart).show(history)
+            self._fill_checkpoints(history)
+
+    def _fill_checkpoints(self, history: RunHistory) -> None:
+        table = self.query_one("#checkpoints", DataTable)
+        table.clear()
+        for step in sorted(history.checkpoints):
+            found = history.evals.get(step)
+            loss = _loss(found.completion_loss) if found else "—"
+            accuracy = f"{found.completion_accuracy:.1%}" if found and math.isfinite(found.completion_accuracy) else "—"
+            table.add_row(str(step), history.checkpoints[step], loss, accuracy, key=str(step))
+
+    def action_promote(self) -> None:
+        history, table = self._history, self.query_one("#checkpoints", DataTable)
+        if history is None or table.row_count == 0:
+            self.notify("open a run (enter) and pick a checkpoint first", severity="warning")
+            return
+        step = int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        target = promote_checkpoint(history.run_dir, step, history.adapter_dir)
+        self.notify(f"step {step} is now {target}")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Apply a worker's result on the event loop, dropping one for a run no longer open."""
