@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON (schema in the README)")
     inspect.add_argument("--rows", action="store_true", help="with --json: add one row per example")
     inspect.add_argument("--no-cache", action="store_true", help="tokenise again; neither read nor write the cache")
+    inspect.add_argument("--run", metavar="RUN_DIR", help="also list the validation examples that run gets most wrong")
     return parser
 
 
@@ -108,11 +109,37 @@ def cmd_inspect(args) -> int:
     stage = _inspect_stage(args)
     progress = _show_progress if sys.stderr.isatty() else None
     stats = compute_stats(stage, progress=progress, use_cache=not args.no_cache)
+    worst = None
+    if args.run:
+        from .errors import UserError
+        from .runs import worst_validation
+
+        worst = worst_validation(args.run)
+        if worst is None:
+            raise UserError(f"{args.run}: no per-example validation there (eval_examples.json) yet")
     if args.json or args.rows:
-        print(json.dumps(stats_to_json(stats, rows=args.rows), indent=2, allow_nan=False))
+        data = stats_to_json(stats, rows=args.rows)
+        if worst is not None:
+            data["worst_valid"] = {"run": str(args.run), "step": worst[0], "examples": worst[1]}
+        print(json.dumps(data, indent=2, allow_nan=False))
     else:
         print(format_stats(stats))
+        if worst is not None:
+            print(format_worst(args.run, *worst))
     return 0
+
+
+def format_worst(run_dir, step: int, rows: list[dict]) -> str:
+    """The validation examples a run gets most wrong, with their length and Rg."""
+    lines = [f"\nworst validation examples of {run_dir} at step {step} (by completion loss):"]
+    for row in rows:
+        rg = f"{row['rg']:.3g}" if row["rg"] is not None else "—"
+        loss = f"{row['completion_loss']:.3f}" if row["completion_loss"] is not None else "—"
+        lines.append(
+            f"  {loss:>7}  acc {100 * (row['completion_accuracy'] or 0):5.1f}%  prompt {row['prompt_tokens']:>5}  "
+            f"completion {row['completion_tokens']:>5}  Rg {rg:>6}  {row['origin']}"
+        )
+    return "\n".join(lines)
 
 
 def _inspect_stage(args):

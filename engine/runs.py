@@ -292,3 +292,27 @@ def promote_checkpoint(run_dir: Path, step: int, adapter_dir: Path) -> Path:
     target = Path(adapter_dir) / "adapters.safetensors"
     atomic_write_bytes(target, source.read_bytes())
     return target
+
+
+EVAL_EXAMPLES = "eval_examples.json"  # written by the trainer at every validation
+
+
+def worst_validation(run_dir: Path, n: int = 10) -> tuple[int, list[dict]] | None:
+    """(step, the ``n`` validation examples with the highest completion loss) of a run's latest
+    evaluation, each with its Rg (completion / prompt target tokens); None before any eval."""
+    path = Path(run_dir) / EVAL_EXAMPLES
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    rows = []
+    for row in data.get("examples", [])[:n]:
+        prompt, completion = row.get("prompt_tokens") or 0, row.get("completion_tokens") or 0
+        rows.append({**row, "rg": completion / prompt if prompt else None})
+    return data.get("step", 0), rows
+
+
+def latest_evaluated_run(runs_dir: Path) -> Path | None:
+    """The run folder whose per-example validation was written most recently."""
+    found = [(p.stat().st_mtime, p.parent) for p in Path(runs_dir).glob(f"*/{EVAL_EXAMPLES}")]
+    return max(found)[1] if found else None

@@ -44,11 +44,10 @@ from .model import (
     write_adapter_config,
 )
 from .platform_check import blas_notice, device_name
-from .runs import MetricsWriter, atomic_save_safetensors, atomic_write_json, atomic_write_text, fan_out, new_run_dir
+from .runs import EVAL_EXAMPLES, MetricsWriter, atomic_save_safetensors, atomic_write_json, atomic_write_text, fan_out, new_run_dir
 from .tokenize import Example, tokenize_split
 
 Emit = Callable[[ev.Event], None]
-EVAL_EXAMPLES = "eval_examples.json"  # per-example losses of the latest validation
 STEP_SEED_STRIDE = 1_000_003
 OPTIMIZERS = {
     "adam": optim.Adam,

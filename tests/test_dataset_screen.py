@@ -97,7 +97,7 @@ class DatasetApp(App):
 def inject(monkeypatch, loaded=None, calls=None):
     """Serve made-up statistics and tokens; ``calls`` records each computation's use_cache."""
 
-    def load(chain, progress, use_cache):
+    def load(chain, progress, use_cache, runs_dir=None):
         for done in range(0, 101, 10):
             progress(done, 100)
         if calls is not None:

@@ -69,3 +69,29 @@ def test_bad_input_is_one_line():
     assert_user_error(tuner("inspect", REPO / "sample_configs" / "demo.yaml", "--max-seq-length", "1"),
                       "max_seq_length")
     assert_user_error(tuner("inspect", DEMO_DATA, "--model", "./no/such/model"), "model", "no such model folder")
+
+
+def test_inspect_lists_a_runs_worst_validation_examples(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from engine.config import load_stages
+    from engine.trainer import run_chain
+
+    from .conftest import REPO, write_config
+
+    config = write_config(tmp_path, iters=4, steps_per_eval=4, val_batches=2)
+    [result] = run_chain(load_stages([config]), lambda e: None)
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "inspect", str(config), "--run", str(result.run_dir), "--json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    worst = json.loads(out.stdout)["worst_valid"]
+    assert worst["step"] == 4 and len(worst["examples"]) == 10
+    losses = [row["completion_loss"] for row in worst["examples"]]
+    assert losses == sorted(losses, reverse=True)
+    first = worst["examples"][0]
+    assert first["rg"] == first["completion_tokens"] / first["prompt_tokens"]
+    text = subprocess.run([sys.executable, "-m", "engine.cli", "inspect", str(config), "--run", str(result.run_dir)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300).stdout
+    assert "worst validation examples" in text and first["origin"] in text

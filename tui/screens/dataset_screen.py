@@ -56,6 +56,7 @@ class Loaded:
 
     stage: Stage
     stats: DatasetStats
+    worst: str = ""  # the latest evaluated run's worst validation examples, as text
 
 
 @dataclass(frozen=True)
@@ -75,16 +76,23 @@ class Superseded(Exception):
     """
 
 
-def load_dataset(chain: list[Path], progress, use_cache: bool) -> Loaded:
+def load_dataset(chain: list[Path], progress, use_cache: bool, runs_dir: Path | None = None) -> Loaded:
     """Compute the statistics of the chain's last stage (on a worker thread).
 
-    The stages before it are loaded too, because a later stage inherits their keys.
+    The stages before it are loaded too, because a later stage inherits their keys. When a run
+    under ``runs_dir`` has evaluated, its worst validation examples come along.
     """
+    from engine.cli import format_worst
     from engine.config import load_stages
+    from engine.runs import latest_evaluated_run, worst_validation
     from engine.stats import compute_stats
 
     stage = load_stages(chain)[-1]
-    return Loaded(stage, compute_stats(stage, progress=progress, use_cache=use_cache))
+    stats = compute_stats(stage, progress=progress, use_cache=use_cache)
+    run = latest_evaluated_run(runs_dir) if runs_dir is not None else None
+    found = worst_validation(run) if run is not None else None
+    worst = format_worst(run, *found).strip() if found else ""
+    return Loaded(stage, stats, worst)
 
 
 def example_tokens(loaded: Loaded, split: str, index: int) -> list[TokenCell]:
@@ -272,6 +280,7 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
                     with Horizontal(id="dataset-rg-row"):
                         yield Histogram(id="dataset-rg")
                         yield Static("", id="dataset-rg-notes")
+                    yield Static("", id="dataset-worst")
             with TabPane("Examples", id="dataset-examples"):
                 yield Static("", id="dataset-table-note")
                 yield DataTable(cursor_type="row", zebra_stripes=True, id="dataset-table")
@@ -332,7 +341,7 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
                 self.app.call_from_thread(self._show_progress, done, total)
 
         try:
-            return load_dataset(chain, progress, use_cache)
+            return load_dataset(chain, progress, use_cache, getattr(self.app, "runs_dir", None))
         except Exception as error:  # shown on the screen; the app stays alive
             return _problem(error)
 
@@ -377,6 +386,9 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
             f"{self.config_label} · data {data} · tokenizer {stats.tokenizer} · "
             f"max_seq_length {stats.max_seq_length:,} · PLW {stats.prompt_loss_weight:g}{cached}"
         )
+        worst = self.query_one("#dataset-worst", Static)
+        worst.update(loaded.worst)
+        worst.display = bool(loaded.worst)
         self._show_split()
 
     def _show_split(self) -> None:
