@@ -70,7 +70,8 @@ class Source:
 
 
 # Strict so that YAML's own types count: "abc" is not an int, 0 is not false; ints still fit floats.
-_SCHEMA = ConfigDict(extra="forbid", frozen=True, strict=True)
+# .inf and .nan are YAML floats too, but no setting here means anything with them.
+_SCHEMA = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _all_or_positive(value: int) -> int:
@@ -285,25 +286,48 @@ def _dotted(path: KeyPath) -> str:
     return text
 
 
-def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) -> None:
-    """Note the 1-based line of every key (and list item) under ``node``.
+_MAX_NODES = 100_000  # YAML aliases can expand a few lines into billions of values
+_STR_TAG, _MERGE_TAG = "tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"
+
+
+def _record_lines(root: yaml.Node, lines: dict[KeyPath, int], file: str) -> None:
+    """Note the 1-based line of every key (and list item) in the document.
 
     PyYAML silently keeps the last of two equal keys, which hides edits; we refuse them instead.
+    Aliases are followed, so we also refuse a value that contains itself and aliases that expand
+    to more than ``_MAX_NODES`` values (a "billion laughs"), before anything walks the data.
     """
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                continue
-            key_path = (*path, key_node.value)
-            line = key_node.start_mark.line + 1
-            if key_path in lines:
-                raise ConfigError(f"duplicate key (first set on line {lines[key_path]})", file, line, _dotted(key_path))
-            lines[key_path] = line
-            _record_lines(value_node, key_path, lines, file)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines[(*path, index)] = item.start_mark.line + 1
-            _record_lines(item, (*path, index), lines, file)
+    visits = 0
+
+    def walk(node: yaml.Node, path: KeyPath, parents: tuple[yaml.Node, ...]) -> None:
+        nonlocal visits
+        visits += 1
+        line = node.start_mark.line + 1
+        if visits > _MAX_NODES:
+            raise ConfigError(f"more than {_MAX_NODES:,} values (YAML aliases that expand too far?)", file, line)
+        if any(node is parent for parent in parents):
+            raise ConfigError("a value contains itself (a recursive YAML alias)", file, line, _dotted(path) or None)
+        parents = (*parents, node)
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key_path = (*path, key_node.value)
+                key_line = key_node.start_mark.line + 1
+                if key_node.tag not in (_STR_TAG, _MERGE_TAG):  # 1:, true:, null: are keys only to YAML
+                    message = f"a key must be a name, got {key_node.value!r}"
+                    raise ConfigError(message, file, key_line, _dotted(path) or None)
+                if key_path in lines:
+                    message = f"duplicate key (first set on line {lines[key_path]})"
+                    raise ConfigError(message, file, key_line, _dotted(key_path))
+                lines[key_path] = key_line
+                walk(value_node, key_path, parents)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[(*path, index)] = item.start_mark.line + 1
+                walk(item, (*path, index), parents)
+
+    walk(root, (), ())
 
 
 def _read_yaml(path: Path, label: str, text: str | None = None) -> tuple[dict, dict[KeyPath, int]]:
@@ -316,21 +340,32 @@ def _read_yaml(path: Path, label: str, text: str | None = None) -> tuple[dict, d
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError("config file not found", label) from None
-        except (OSError, UnicodeDecodeError) as e:
+        except UnicodeDecodeError as e:
+            line = e.object.count(b"\n", 0, e.start) + 1
+            message = f"not UTF-8 text (byte 0x{e.object[e.start]:02x}); save it as UTF-8"
+            raise ConfigError(message, label, line) from None
+        except OSError as e:
             raise ConfigError(f"cannot read config file ({e})", label) from None
-    loader = _Loader(text)
+    loader = None
     lines: dict[KeyPath, int] = {}
     try:
+        loader = _Loader(text)  # refuses control characters such as NUL right away
         node = loader.get_single_node()
         if node is not None:
-            _record_lines(node, (), lines, label)  # before constructing: merge keys (<<) rewrite the node tree
+            _record_lines(node, lines, label)  # before constructing: merge keys (<<) rewrite the node tree
         data = {} if node is None else loader.construct_document(node)
+    except yaml.reader.ReaderError as e:
+        problem = str(e).splitlines()[0]
+        raise ConfigError(f"invalid YAML: {problem}", label, text.count("\n", 0, e.position) + 1) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"invalid YAML: {problem}", label, mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", label) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of keys to values, got a {type(data).__name__}", label, 1)
     return data, lines
@@ -353,6 +388,7 @@ def _show(value: Any) -> str:
 _EXPECTED = {
     "int_type": "an integer",
     "float_type": "a number",
+    "finite_number": "a finite number",
     "bool_type": "true or false",
     "string_type": "a string",
     "list_type": "a list",

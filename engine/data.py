@@ -20,6 +20,7 @@ and is skipped, so ``tuner inspect`` can report every bad row and still count th
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from dataclasses import dataclass, field
@@ -95,11 +96,20 @@ def parse_record(raw: Any, origin: str, features: Features = Features()) -> Reco
         return Record("alpaca", origin, messages=messages)
     if has(features.text):
         return Record("text", origin, text=_text_field(raw, features.text, origin))
-    keys = ", ".join(sorted(map(str, raw))) or "none"
+    fields = _listing(key for key, value in raw.items() if value is not None) or "none"
+    if nulls := _listing(key for key, value in raw.items() if value is None):
+        fields += f"; null: {nulls}"  # a null completion is why a prompt/completion row is not one
     raise DataError(
-        f"{origin}: unrecognised record (fields: {keys}); expected '{features.chat}', "
+        f"{origin}: unrecognised record (fields: {fields}); expected '{features.chat}', "
         f"'{features.prompt}'+'{features.completion}', 'instruction'+'output' or '{features.text}'"
     )
+
+
+def _listing(names, most: int = 10) -> str:
+    """Sorted field names, the first ``most`` of them: a record with 10,000 fields stays one short line."""
+    names = sorted(map(str, names))
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def _msg(role: str, content: str) -> dict:
@@ -132,11 +142,12 @@ def _chat_record(raw: dict, origin: str, key: str) -> Record:
         if not isinstance(turn, dict) or "role" not in turn:
             raise DataError(f"{where}: each message needs a 'role' and 'content'")
         role = turn["role"]
-        if role not in CHAT_ROLES:
+        if not isinstance(role, str) or role not in CHAT_ROLES:
             raise DataError(f"{where}: unknown role {role!r} (expected one of {sorted(CHAT_ROLES)})")
         content = turn.get("content")
         if isinstance(content, list):  # OpenAI-style content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            texts = [p.get("text", "") for p in content if isinstance(p, dict)]
+            content = "".join(texts) if all(isinstance(t, str) for t in texts) else texts
         if content is None and turn.get("tool_calls"):
             content = ""
         if not isinstance(content, str):
@@ -159,12 +170,38 @@ def _reject(message: str, errors: list[str] | None) -> None:
     errors.append(message)
 
 
+def _not_utf8(path: Path, line: int, byte: int) -> str:
+    return f"{path}:{line}: not UTF-8 text (byte 0x{byte:02x}); save it as UTF-8"
+
+
+def _open(path: Path):
+    try:
+        return open(path, "rb")
+    except OSError as e:  # a folder named train.jsonl, no permission, ...
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _read_text(path: Path) -> str:
+    """The file as text, without a byte-order mark; a DataError names the line of a bad byte."""
+    with _open(path) as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(_not_utf8(path, data.count(b"\n", 0, e.start) + 1, data[e.start])) from None
+
+
 def read_rows(path: Path, errors: list[str] | None = None) -> Iterator[tuple[Any, str]]:
     """Yield (row, origin) from a JSONL, JSON, CSV or Parquet file (see ``errors`` above)."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+        with _open(path) as f:
+            for n, raw in enumerate(f, 1):
+                try:  # line by line, so that one bad byte costs one row
+                    line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    _reject(_not_utf8(path, n, raw[e.start]), errors)
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -172,12 +209,17 @@ def read_rows(path: Path, errors: list[str] | None = None) -> Iterator[tuple[Any
                 except json.JSONDecodeError as e:
                     _reject(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})", errors)
                     continue
+                except RecursionError:
+                    _reject(f"{path}:{n}: JSON nested too deeply to read", errors)
+                    continue
                 yield row, f"{path}:{n}"
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_read_text(path))
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise DataError(f"{path}: JSON nested too deeply to read") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
@@ -185,14 +227,22 @@ def read_rows(path: Path, errors: list[str] | None = None) -> Iterator[tuple[Any
         for i, row in enumerate(data):
             yield row, f"{path}#{i}"
     elif suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                yield row, f"{path}:{reader.line_num}"
+        csv.field_size_limit(2**31 - 1)  # a long document is one field; the default stops at 128 KiB
+        reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+        try:
+            rows = [(row, reader.line_num) for row in reader]
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+        for row, n in rows:
+            yield row, f"{path}:{n}"
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        for i, row in enumerate(pq.read_table(path).to_pylist()):
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            raise DataError(f"{path}: cannot read as Parquet ({_first_line(e)})") from None
+        for i, row in enumerate(rows):
             yield row, f"{path}#{i}"
     else:
         raise DataError(f"{path}: unsupported file type (use {', '.join(FILE_SUFFIXES)})")
@@ -315,6 +365,7 @@ def looks_like_local_path(value: str) -> bool:
     """Paths and Hugging Face ids share the ``a/b`` shape; these hints say "a path"."""
     return (
         value.startswith((".", "/", "~"))
+        or value.endswith("/")
         or value.lower().endswith(FILE_SUFFIXES)
         or value.count("/") > 1
         or "\\" in value

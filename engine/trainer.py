@@ -600,5 +600,7 @@ def resume_run(run_dir: Path, emit: Emit, control: Control | None = None) -> Sta
     from .config import load_stages
 
     run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise UserError(f"{run_dir}: not a run folder (it has no config.yaml)")
     stage = load_stages([run_dir / "config.yaml"])[0]
     return Trainer(stage, emit, control, resume=latest_checkpoint(run_dir)).run()
