@@ -66,9 +66,6 @@ def load_base(stage) -> LoadedModel:
     except Exception as e:  # hub, file and format errors all reach the user as one line
         text = str(e).strip().splitlines()
         raise stage.error("model", f"could not load {path!r}: {text[0] if text else type(e).__name__}") from None
-    layers = len(getattr(model, "layers", ()))
-    if cfg.num_layers > layers:
-        raise stage.error("num_layers", f"{cfg.num_layers} is more than the model's {layers} layers")
     notes: list[str] = []
     dtype = choose_dtype(cfg.compute_dtype)
     if dtype is not None:

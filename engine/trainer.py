@@ -101,11 +101,13 @@ class Trainer:
         cfg = self.cfg
         loaded = load_base(self.stage)
         self.model, self.tokenizer, self.model_path = loaded.model, loaded.tokenizer, loaded.path
+        splits = load_splits(self.stage)
+        if cfg.num_layers > len(self.model.layers):  # after the data, whose errors come first
+            raise self.stage.error("num_layers", f"{cfg.num_layers} is more than the model's {len(self.model.layers)} layers")
         self.notes = [ev.Notice(message=note) for note in loaded.notes]  # emitted once the run starts
         if (slow := blas_notice()) is not None:
             self.notes.append(ev.Notice(message=slow, level="warning"))
 
-        splits = load_splits(self.stage)
         self.notes.extend(ev.Notice(message=note) for note in splits.notes)
         self.valid_records = splits.valid
         self.train_set = self._tokenize("train", splits.train)
