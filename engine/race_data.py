@@ -5,9 +5,9 @@ options in the prompt, one letter as the completion, so the generation ratio Rg 
 RACE itself is not available offline, so this module writes look-alike data: short made-up
 stories built from fixed pools of names, towns, animals, objects, colours, days and numbers, and
 questions whose answer is stated in the story. The three wrong options come from the same pool
-as the right one, and where the story mentions other members of that pool (a second person, say)
-those are preferred as distractors, so that the answer has to be read from the passage rather
-than guessed from which option "looks like" the story.
+as the right one. Where the story mentions another value of the kind asked about (a second
+person, a second job), that value is always one of the distractors, so the answer has to be read
+from the passage, not guessed from which option "looks like" the story.
 
 The prompt follows the article's RACE template (``Choose the correct option based on the
 context.`` / ``Context:`` / ``Question:`` / ``Options:``) with lettered options on one line; the

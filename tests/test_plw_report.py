@@ -35,7 +35,7 @@ def _fake_run(folder, plw: float, steps: list[int], torn: bool = False):
         write(ev.EvalReport(
             step=step, split="valid", prompt_loss=3.0 - 0.1 * i * plw, completion_loss=5.0 / (i + 1),
             full_loss=3.0, weighted_loss=3.0, completion_accuracy=min(1.0, 0.3 + 0.1 * i),
-            completion_perplexity=1.0, prompt_tokens=100, completion_tokens=3, examples=12, seconds=1.0,
+            completion_perplexity=1.0, prompt_tokens=1700, completion_tokens=36, examples=12, seconds=1.0,
         ))
     write(ev.EvalReport(  # a test-split evaluation must not become a point of the curves
         step=steps[-1], split="test", prompt_loss=9.0, completion_loss=9.0, full_loss=9.0, weighted_loss=9.0,
@@ -68,7 +68,7 @@ def runs(tmp_path):
 
 def test_one_polyline_per_run_with_one_point_per_eval(runs, tmp_path, capsys):
     out = tmp_path / "docs"
-    assert plw_report.main([str(p) for p in runs] + ["--out", str(out)]) == 0
+    assert plw_report.main([str(p) for p in runs] + ["--out", str(out), "--choices", "4"]) == 0
     svgs = sorted(out.glob("plw-*.svg"))
     assert [p.name for p in svgs] == ["plw-completion-accuracy.svg", "plw-completion-loss.svg", "plw-prompt-loss.svg"]
     for path in svgs:
@@ -88,6 +88,13 @@ def test_one_polyline_per_run_with_one_point_per_eval(runs, tmp_path, capsys):
     assert len(first_x) == 1
     table = capsys.readouterr().out
     assert table.count("\n| PLW ") == 3 and "| PLW 0.1 | 16 |" in table
+
+
+def test_chance_levels_follow_the_completion_length(runs):
+    refs = plw_report.chance_refs([plw_report.load_run(p) for p in runs], choices=4)
+    (loss,) = refs["completion_loss"]
+    assert loss[0] == pytest.approx(1.3863 / 3, abs=1e-4)  # ln 4 over 3 completion tokens
+    assert [y for y, _ in refs["completion_accuracy"]] == pytest.approx([2 / 3, 0.75])
 
 
 def test_falling_loss_is_drawn_falling(runs, tmp_path):
