@@ -226,9 +226,13 @@ def write_demo_dataset(
     The splits are consecutive slices of a single record stream, rather than
     separately seeded streams that would start out identical.
     """
+    write_splits(folder, demo_records(n_train + n_valid + n_test, seed), n_train, n_valid)
+
+
+def write_splits(folder: Path, records: list[dict], n_train: int, n_valid: int) -> None:
+    """``train/valid/test.jsonl``: consecutive slices of one record stream, the rest is test."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    records = demo_records(n_train + n_valid + n_test, seed)
     splits = {
         "train": records[:n_train],
         "valid": records[n_train:n_train + n_valid],

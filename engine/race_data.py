@@ -19,10 +19,11 @@ Run ``python -m engine.race_data OUT_DIR`` to (re)write the bundled files in
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from pathlib import Path
+
+from .demo_data import write_splits
 
 LETTERS = "ABCD"
 INSTRUCTION = "Choose the correct option based on the context."
@@ -146,17 +147,7 @@ def write_race_dataset(
     folder: Path, seed: int = 0, n_train: int = 600, n_valid: int = 100, n_test: int = 100
 ) -> None:
     """Write ``train/valid/test.jsonl`` into ``folder``: consecutive slices of one stream."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    records = race_records(n_train + n_valid + n_test, seed)
-    splits = {
-        "train": records[:n_train],
-        "valid": records[n_train:n_train + n_valid],
-        "test": records[n_train + n_valid:],
-    }
-    for name, rows in splits.items():
-        lines = "".join(json.dumps(row) + "\n" for row in rows)
-        (folder / f"{name}.jsonl").write_text(lines, encoding="utf-8")
+    write_splits(folder, race_records(n_train + n_valid + n_test, seed), n_train, n_valid)
 
 
 if __name__ == "__main__":
