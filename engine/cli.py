@@ -10,6 +10,7 @@ SIGTERM during training stops after the current step and saves; a second Ctrl-C 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"tuner: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `tuner validate x | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def cmd_import_gguf(args) -> int:

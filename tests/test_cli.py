@@ -114,3 +114,16 @@ def test_resume_a_stopped_run_from_the_command_line(tmp_path):
 
 def test_train_needs_configs_or_resume(tmp_path):
     assert_user_error(tuner("train"), "--resume")
+
+
+def test_output_piped_into_a_closed_reader_ends_quietly(tmp_path, monkeypatch):
+    """`tuner validate x | head -1`: the reader has gone, so writing raises BrokenPipeError."""
+    import os
+
+    from engine.cli import main
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    closed = os.fdopen(write_end, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", closed)
+    assert main(["validate", str(write_config(tmp_path))]) == 0
