@@ -403,9 +403,7 @@ class Trainer:
             emit(note)
 
         if cfg.grad_checkpoint:
-            from mlx_lm.tuner.trainer import grad_checkpoint
-
-            grad_checkpoint(self.model.layers[0])
+            checkpoint_layers(self.model)
         gradients, update = self._compile_steps()
         bad_batches = 0
         guard = MemoryGuard(cfg.memory_limit_percent, cfg.swap_growth_gb)
@@ -536,6 +534,20 @@ class Trainer:
                 elapsed=elapsed,
             )
         )
+
+
+def checkpoint_layers(model: nn.Module) -> None:
+    """Recompute each transformer block's activations in the backward pass.
+
+    mlx-lm's ``grad_checkpoint`` replaces ``__call__`` on the block's *class*, so a second run in
+    the same process (the app trains many) would wrap it again; the class is marked once done.
+    """
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    block = type(model.layers[0])
+    if not getattr(block, "_tuner_checkpointed", False):
+        grad_checkpoint(model.layers[0])
+        block._tuner_checkpointed = True
 
 
 def load_dtype_label(model: nn.Module) -> str:

@@ -1,6 +1,7 @@
 """Shared fixtures: the demo model is built once per session into a temporary cache."""
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,13 @@ def write_config(folder: Path, name: str = "run.yaml", **keys) -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(base))
     return path
+
+
+async def wait_until(pilot, predicate, seconds: float = 10.0) -> bool:
+    """Let a Textual app run until ``predicate()`` holds; False if it never does in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await pilot.pause(0.05)
+        if predicate():
+            return True
+    return False

@@ -7,15 +7,7 @@ from textual.widgets import DataTable, TextArea
 from engine import events as ev
 from tui.app import TunerApp
 
-from .conftest import write_config
-
-
-async def wait_for(pilot, predicate, seconds=60.0):
-    for _ in range(int(seconds * 10)):
-        await pilot.pause(0.1)
-        if predicate():
-            return True
-    return False
+from .conftest import wait_until, write_config
 
 
 def has(app, kind, **fields):
@@ -39,19 +31,19 @@ def test_config_edit_into_an_error_and_back(tmp_path, monkeypatch):
         async with app.run_test(size=(120, 40)) as pilot:
             screen = app.config_screen
             check = screen.query_one("#config-check")
-            assert await wait_for(pilot, lambda: "valid" in text_of(check))
+            assert await wait_until(pilot, lambda: "valid" in text_of(check), 60)
             area = screen.query_one(TextArea)
             original = area.text
             area.load_text(original.replace("batch_size: 8", "batch_size: many"))
             line = 1 + next(i for i, l in enumerate(area.text.splitlines()) if l.startswith("batch_size"))
-            assert await wait_for(pilot, lambda: "batch_size" in text_of(check) and "✗" in text_of(check))
+            assert await wait_until(pilot, lambda: "batch_size" in text_of(check) and "✗" in text_of(check), 60)
             assert f":{line}:" in text_of(check)
             assert screen.error_line == line
             await pilot.press("ctrl+g")
             assert area.cursor_location[0] == line - 1
             assert screen.dirty and "(modified)" in screen.sub_title
             area.load_text(original)
-            assert await wait_for(pilot, lambda: "✓" in text_of(check))
+            assert await wait_until(pilot, lambda: "✓" in text_of(check), 60)
             table = screen.query_one("#config-resolved", DataTable)
             assert table.row_count > 30
             assert "default" in str(table.get_row("optimizer")[2])
@@ -68,7 +60,7 @@ def test_save_writes_the_editor_text(tmp_path, monkeypatch):
         async with app.run_test(size=(120, 40)) as pilot:
             screen = app.config_screen
             area = screen.query_one(TextArea)
-            assert await wait_for(pilot, lambda: "iters" in area.text)
+            assert await wait_until(pilot, lambda: "iters" in area.text, 60)
             area.load_text(area.text.replace("iters: 20", "iters: 21"))
             await pilot.press("ctrl+s")
             await pilot.pause(0.2)
@@ -88,22 +80,22 @@ def test_train_start_pause_resume_stop_and_open_in_runs(tmp_path, monkeypatch):
             try:
                 await pilot.pause(0.5)
                 await pilot.press("t")  # one key, from the config screen
-                assert await wait_for(pilot, lambda: has(app, ev.TrainReport))
+                assert await wait_until(pilot, lambda: has(app, ev.TrainReport), 60)
                 assert app.current_mode == "train"
                 train = app.train_screen
                 assert "step" in text_of(train.query_one("#train-status"))
                 await pilot.press("p")
-                assert await wait_for(pilot, lambda: has(app, ev.StateChanged, state="paused"))
+                assert await wait_until(pilot, lambda: has(app, ev.StateChanged, state="paused"), 60)
                 assert app.run_state == "paused"
                 await pilot.press("p")
-                assert await wait_for(pilot, lambda: has(app, ev.StateChanged, state="running"))
+                assert await wait_until(pilot, lambda: has(app, ev.StateChanged, state="running"), 60)
                 await pilot.press("x")
-                assert await wait_for(pilot, lambda: has(app, ev.RunFinished, status="stopped"))
-                assert await wait_for(pilot, lambda: app.control is None, 10)
+                assert await wait_until(pilot, lambda: has(app, ev.RunFinished, status="stopped"), 60)
+                assert await wait_until(pilot, lambda: app.control is None, 10)
                 assert train.query_one("#train-loss").latest is not None
                 await pilot.press("4")
                 table = app.screen.query_one(DataTable)
-                assert await wait_for(pilot, lambda: table.row_count == 1, 10)
+                assert await wait_until(pilot, lambda: table.row_count == 1, 10)
                 assert "stopped" in str(table.get_row_at(0))
             finally:
                 if app.control is not None:
@@ -123,12 +115,12 @@ def test_quit_during_a_run_asks_then_stops_and_saves(tmp_path, monkeypatch):
             try:
                 await pilot.pause(0.5)
                 await pilot.press("t")
-                assert await wait_for(pilot, lambda: has(app, ev.TrainReport))
+                assert await wait_until(pilot, lambda: has(app, ev.TrainReport), 60)
                 await pilot.press("ctrl+q")
                 await pilot.pause(0.2)
                 assert type(app.screen).__name__ == "Confirm"
                 await pilot.press("y")
-                assert await wait_for(pilot, lambda: has(app, ev.RunFinished, status="stopped"))
+                assert await wait_until(pilot, lambda: has(app, ev.RunFinished, status="stopped"), 60)
             finally:
                 if app.control is not None:
                     app.control.stop()
@@ -188,19 +180,19 @@ def test_chain_of_configs_switch_stages_and_catch_a_shape_mismatch(tmp_path, mon
         async with app.run_test(size=(120, 40)) as pilot:
             screen = app.config_screen
             check = screen.query_one("#config-check")
-            assert await wait_for(pilot, lambda: "✓" in text_of(check))
+            assert await wait_until(pilot, lambda: "✓" in text_of(check), 60)
             assert "a.yaml" in text_of(screen.query_one("#config-chain"))
             await pilot.press("right_square_bracket")
             area = screen.query_one(TextArea)
-            assert await wait_for(pilot, lambda: area.text == "iters: 5\n")
+            assert await wait_until(pilot, lambda: area.text == "iters: 5\n", 60)
             table = screen.query_one("#config-resolved", DataTable)
-            assert await wait_for(pilot, lambda: "stage 1" in str(table.get_row("batch_size")[2]))
+            assert await wait_until(pilot, lambda: "stage 1" in str(table.get_row("batch_size")[2]), 60)
             area.load_text("iters: 5\nlora_parameters:\n  rank: 4\n")
-            assert await wait_for(pilot, lambda: "✗" in text_of(check) and "rank" in text_of(check))
+            assert await wait_until(pilot, lambda: "✗" in text_of(check) and "rank" in text_of(check), 60)
             await pilot.press("left_square_bracket")
-            assert await wait_for(pilot, lambda: "iters: 20" in area.text)
+            assert await wait_until(pilot, lambda: "iters: 20" in area.text, 60)
             await pilot.press("right_square_bracket")  # the unsaved edit of stage 2 survives
-            assert await wait_for(pilot, lambda: "rank: 4" in area.text)
+            assert await wait_until(pilot, lambda: "rank: 4" in area.text, 60)
             assert second.read_text() == "iters: 5\n"
 
     run(scenario)
@@ -223,9 +215,9 @@ def test_resume_a_stopped_run_from_the_runs_screen(tmp_path, monkeypatch):
             await pilot.pause(0.3)
             await pilot.press("escape", "4")
             table = app.screen.query_one(DataTable)
-            assert await wait_for(pilot, lambda: table.row_count == 1, 10)
+            assert await wait_until(pilot, lambda: table.row_count == 1, 10)
             await pilot.press("R")
-            assert await wait_for(pilot, lambda: has(app, ev.RunFinished, status="completed"))
+            assert await wait_until(pilot, lambda: has(app, ev.RunFinished, status="completed"), 60)
             started = [e for e in app.history if isinstance(e, ev.RunStarted)]
             assert started[0].run_dir == str(stopped.run_dir) and started[0].resumed_from == 0
 

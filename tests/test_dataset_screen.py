@@ -8,7 +8,6 @@ the real engine on the demo config.
 import asyncio
 import math
 import random
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,7 +22,7 @@ from tui.screens import dataset_screen
 from tui.screens.dataset_screen import DatasetScreen, Loaded, sorted_rows
 from tui.widgets.token_view import TokenView
 
-from .conftest import REPO
+from .conftest import REPO, wait_until
 
 DEMO_CONFIG = REPO / "sample_configs" / "demo.yaml"
 
@@ -107,14 +106,6 @@ def inject(monkeypatch, loaded=None, calls=None):
     monkeypatch.setattr(dataset_screen, "load_dataset", load)
     monkeypatch.setattr(dataset_screen, "example_tokens", fake_tokens)
 
-
-async def wait_until(pilot, predicate, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        await pilot.pause(0.05)
-        if predicate():
-            return True
-    return False
 
 
 def text(app, selector) -> str:

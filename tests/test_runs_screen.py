@@ -12,6 +12,7 @@ from engine import events as ev
 from engine.runs import MetricsWriter
 from tui.screens.runs_screen import RunsScreen
 
+from .conftest import wait_until
 from .test_runs import evaluation, make_old, started, write_run
 
 T0 = 1_700_000_000.0
@@ -53,14 +54,6 @@ class RunsApp(App):
     def on_mount(self) -> None:
         self.push_screen(RunsScreen(self.runs_dir))
 
-
-async def wait_until(pilot, predicate, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        await pilot.pause(0.05)
-        if predicate():
-            return True
-    return False
 
 
 def table_of(app) -> DataTable:
@@ -179,7 +172,7 @@ def test_promote_a_checkpoint_from_the_table(tmp_path):
     from engine.trainer import run_chain
     from tui.screens.runs_screen import RunsScreen
 
-    from .conftest import write_config
+    from .conftest import wait_until, write_config
 
     [result] = run_chain(load_stages([write_config(tmp_path, iters=6, save_every=2, steps_per_eval=2)]), lambda e: None)
 

@@ -200,3 +200,15 @@ def test_mlx_lm_fuse_accepts_the_adapter(demo_run, demo_model_dir, tmp_path):
     tuned, _ = load(str(demo_model_dir), adapter_path=str(result.adapter_dir))
     ids = mx.array([tokenizer.encode("The capital of Norvania is")])
     assert np.allclose(np.array(fused(ids)), np.array(tuned(ids)), atol=1e-4)
+
+
+def test_gradient_checkpointing_wraps_the_block_class_once(tmp_path):
+    from mlx_lm.models.llama import TransformerBlock
+
+    keys = dict(iters=2, steps_per_eval=100, val_batches=1, grad_checkpoint=True)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    train(tmp_path / "a", **keys)
+    wrapped = TransformerBlock.__call__
+    train(tmp_path / "b", **keys)  # a second run in the same process, as in the app
+    assert TransformerBlock.__call__ is wrapped
