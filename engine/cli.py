@@ -13,6 +13,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 
 from .platform_check import maybe_reexec_with_openblas
 
@@ -35,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key in every stage (repeatable), e.g. --set iters=50")
     train.add_argument("--quiet", action="store_true", help="print only evaluations and the result")
+    train.add_argument("--detach", action="store_true",
+                       help="train in a background process that outlives this terminal and SSH session; "
+                       "prints the run folder and returns")
+    train.add_argument("--announce", help=argparse.SUPPRESS)  # the detached child's handshake file
+    control = sub.add_parser("control", help="pause, resume, stop, save or evaluate a run training in another process")
+    control.add_argument("run_dir", metavar="RUN_DIR")
+    control.add_argument("action", choices=("pause", "resume", "stop", "save", "eval"))
+    control.add_argument("--wait", action="store_true",
+                         help="return once the run has acted on it (for stop: once its process has ended)")
     validate = sub.add_parser("validate", help="check configs and show every resolved value and its source")
     validate.add_argument("configs", nargs="+", metavar="CONFIG")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -55,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ("train", "validate", "inspect", "import-gguf")
+COMMANDS = ("train", "validate", "inspect", "import-gguf", "control")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_inspect(args)
         if args.command == "import-gguf":
             return cmd_import_gguf(args)
+        if args.command == "control":
+            return cmd_control(args)
         build_parser().print_help()
         return EXIT_USER_ERROR
     except UserError as e:
@@ -181,17 +193,24 @@ def cmd_train(args) -> int:
     from .control import Control
     from .printer import Printer
     from .errors import UserError
-    from .trainer import resume_run, run_chain
+    from .trainer import check_chain, resume_run, run_chain
 
     if bool(args.configs) == bool(args.resume):
         raise UserError("train: give config files, or --resume RUN_DIR (not both)")
     if args.resume:
+        if args.detach:
+            return detach_train(args, _check_resumable(Path(args.resume)))
         start = lambda emit, control: [resume_run(args.resume, emit, control)]  # noqa: E731
     else:
         stages = load_stages(args.configs, args.overrides)
+        if args.detach:
+            check_chain(stages)
+            return detach_train(args, Path(stages[0].config.runs_dir))
         start = lambda emit, control: run_chain(stages, emit, control)  # noqa: E731
     control = Control()
     printer = Printer(sys.stdout, quiet=args.quiet)
+    if args.announce:  # a detached child: tell the waiting parent where the run lives
+        printer = _announcing(printer, Path(args.announce))
     interrupts = {"n": 0}
 
     def on_signal(signum, frame):
@@ -212,6 +231,86 @@ def cmd_train(args) -> int:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
     return EXIT_CODES.get(results[-1].status, 0) if results else 0
+
+
+
+def _check_resumable(run_dir: Path) -> Path:
+    """The runs folder of a run that can be resumed in the background, or a UserError."""
+    from .errors import UserError
+    from .runs import live_pid
+    from .trainer import latest_checkpoint
+
+    if not (run_dir / "config.yaml").exists():
+        raise UserError(f"{run_dir}: not a run folder (it has no config.yaml)")
+    latest_checkpoint(run_dir)
+    if (pid := live_pid(run_dir)) is not None:
+        raise UserError(f"{run_dir}: still training in process {pid}")
+    return run_dir.resolve().parent
+
+
+def detach_train(args, runs_dir: Path) -> int:
+    """Start the same ``tuner train`` in the background and print how to follow and steer it."""
+    from .detach import start_detached
+
+    train_args = [str(Path(c).resolve()) for c in args.configs]
+    for override in args.overrides:
+        train_args += ["--set", override]
+    if args.resume:
+        train_args += ["--resume", str(Path(args.resume).resolve())]
+    if args.quiet:
+        train_args.append("--quiet")
+    print("starting a detached run (loading the model and data) ...", file=sys.stderr, flush=True)
+    try:
+        run = start_detached(train_args, runs_dir)
+    except KeyboardInterrupt:
+        print(f"\nstill starting in the background; its folder will appear under {runs_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"training in the background (pid {run.pid}): {run.run_dir}")
+    print(f"  watch it:   tuner attach {run.run_dir}   (or: tuner, then 4 for Runs)")
+    print(f"  steer it:   tuner control {run.run_dir} pause|resume|stop|save|eval")
+    print(f"  its output: {run.log}")
+    return 0
+
+
+def _announcing(printer, announce: Path):
+    """The printer, plus the handshake with a waiting ``--detach`` parent at the first RunStarted."""
+    from .detach import announce_run
+    from .events import RunStarted
+
+    announced = []
+
+    def emit(event) -> None:
+        if isinstance(event, RunStarted) and not announced:  # the first stage's folder only
+            announce_run(announce, Path(event.run_dir))
+            announced.append(event.run_dir)
+        printer(event)
+
+    return emit
+
+
+def cmd_control(args) -> int:
+    import time
+
+    from .control import send_request
+    from .errors import UserError
+    from .runs import live_pid
+
+    run_dir = Path(args.run_dir)
+    pid = live_pid(run_dir)
+    if pid is None:
+        raise UserError(f"{run_dir}: no run is training there now (tuner train --resume {run_dir} continues a stopped one)")
+    request = send_request(run_dir, args.action)
+    if args.wait:
+        while request.exists() and live_pid(run_dir) is not None:  # the loop deletes what it has read
+            time.sleep(0.1)
+        while args.action == "stop" and live_pid(run_dir) is not None:
+            time.sleep(0.2)
+    if not args.wait:
+        done = "it acts after the current step"
+    else:
+        done = "its process has ended" if args.action == "stop" else "the run has taken it"
+    print(f"{args.action}: sent to process {pid} training {run_dir}; {done}")
+    return 0
 
 
 if __name__ == "__main__":

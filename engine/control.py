@@ -1,12 +1,25 @@
-"""Requests from a UI or a signal handler to a training loop running elsewhere.
+"""Requests to a training loop: from a UI thread, a signal handler, or another process.
 
-Any thread may call the request methods; the loop reads them between steps, so a request never
-interrupts a step half-way and never waits on the UI.
+Any thread may call :class:`Control`'s request methods; the loop reads them between steps, so a
+request never interrupts a step half-way and never waits on the UI.
+
+Another process (the TUI attached to a detached run, or ``tuner control``) cannot reach that
+object, so every run also has an inbox: ``RUN_DIR/control/``. :func:`send_request` drops one
+small file there per request (written under a temporary name and renamed, so the loop never
+reads half a request); the loop's :meth:`Control.poll` applies and deletes them in the order
+they were sent. A folder of files needs no server, survives either side restarting, and works
+the same on macOS and Linux.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from pathlib import Path
+
+CONTROL_DIR = "control"
+ACTIONS = ("pause", "resume", "stop", "save", "eval")
 
 
 class Control:
@@ -20,6 +33,7 @@ class Control:
         self._stop = threading.Event()
         self._save = threading.Event()
         self._eval = threading.Event()
+        self._inbox: Path | None = None
 
     # ---- requests (any thread)
     def pause(self) -> None:
@@ -39,6 +53,33 @@ class Control:
     def eval_now(self) -> None:
         self._eval.set()
 
+    # ---- requests from other processes
+    def watch(self, run_dir: Path) -> None:
+        """Take requests from ``run_dir``'s inbox from now on.
+
+        Requests left there by an earlier process (a run killed before it read them) are
+        dropped: a stale "stop" must not end the run that resumes it.
+        """
+        inbox = Path(run_dir) / CONTROL_DIR
+        inbox.mkdir(parents=True, exist_ok=True)
+        for stale in inbox.iterdir():
+            stale.unlink(missing_ok=True)
+        self._inbox = inbox
+
+    def poll(self) -> None:
+        """Apply the requests waiting in the inbox, oldest first (a listdir when there are none)."""
+        if self._inbox is None:
+            return
+        try:
+            names = sorted(n for n in os.listdir(self._inbox) if n.endswith(".request"))
+        except OSError:
+            return
+        for name in names:
+            (self._inbox / name).unlink(missing_ok=True)
+            action = name.rsplit("-", 1)[-1].removesuffix(".request")
+            {"pause": self.pause, "resume": self.resume, "stop": self.stop,
+             "save": self.save_now, "eval": self.eval_now}.get(action, lambda: None)()
+
     # ---- what the loop reads
     @property
     def paused(self) -> bool:
@@ -57,6 +98,7 @@ class Control:
 
     def wait_for_resume(self, timeout: float) -> None:
         self._running.wait(timeout)
+        self.poll()
 
 
 def _take(flag: threading.Event) -> bool:
@@ -64,3 +106,41 @@ def _take(flag: threading.Event) -> bool:
         flag.clear()
         return True
     return False
+
+
+def send_request(run_dir: Path, action: str) -> Path:
+    """Ask the process training ``run_dir`` to pause, resume, stop, save or eval.
+
+    The name sorts by time, then sender, so the loop applies requests in the order they were sent.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown control action {action!r}; one of {', '.join(ACTIONS)}")
+    inbox = Path(run_dir) / CONTROL_DIR
+    inbox.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns():020d}-{os.getpid()}-{action}.request"
+    tmp = inbox / f".{name}.tmp"
+    tmp.write_text(action + "\n")
+    os.replace(tmp, inbox / name)
+    return inbox / name
+
+
+class RemoteControl:
+    """:class:`Control`'s request methods for a run trained by another process."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    def pause(self) -> None:
+        send_request(self.run_dir, "pause")
+
+    def resume(self) -> None:
+        send_request(self.run_dir, "resume")
+
+    def stop(self) -> None:
+        send_request(self.run_dir, "stop")
+
+    def save_now(self) -> None:
+        send_request(self.run_dir, "save")
+
+    def eval_now(self) -> None:
+        send_request(self.run_dir, "eval")

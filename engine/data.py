@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,6 +324,9 @@ def load_hf_id(
     """``datasets.load_dataset(id)`` with its train / valid(ation) / test splits."""
     import datasets
 
+    from .hub import offline_unless_reachable
+
+    offline_unless_reachable()
     dataset = datasets.load_dataset(data_id)
     splits = Splits()
     for split, names in SPLIT_NAMES.items():
@@ -341,6 +345,9 @@ def load_hf_list(entries, base: Features, errors: list[str] | None = None) -> Sp
     """mlx-lm / mlx-tuning-fork ``hf_dataset`` entries, concatenated split by split."""
     import datasets
 
+    from .hub import offline_unless_reachable
+
+    offline_unless_reachable()
     splits = Splits()
     for entry in entries:
         features = Features(
@@ -402,10 +409,13 @@ def load_splits(stage, errors: list[str] | None = None) -> Splits:
             except DataError:
                 raise
             except Exception as e:
+                why = _first_line(e)
+                if os.environ.get("HF_HUB_OFFLINE") == "1":
+                    why = "the hub cannot be reached from here and the dataset is not in the local cache"
                 raise stage.error(
                     "data",
                     f"{cfg.data!r} is not a local file or folder, and loading it as a Hugging Face "
-                    f"dataset failed: {_first_line(e)}",
+                    f"dataset failed: {why}",
                 ) from None
     if not splits.train:
         unread = f" ({len(errors)} rows could not be read; the first: {errors[0]})" if errors else ""

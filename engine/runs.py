@@ -12,15 +12,17 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .events import EvalReport, Event, RunFailed, RunFinished, RunStarted, event_from_dict
+from .events import EvalReport, Event, RunFailed, RunFinished, RunStarted, StateChanged, event_from_dict
 
 METRICS_FILE = "metrics.jsonl"
-LIVE_SECONDS = 120  # a run whose metrics file is older than this, unfinished, has died
+PROCESS_FILE = "process.json"  # which process trains the run; removed when it ends
+LIVE_SECONDS = 120  # a run with no process record whose metrics file is older than this has died
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -61,6 +63,45 @@ def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict | None = No
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_process_record(run_dir: Path) -> None:
+    """Record which process trains ``run_dir``, so other processes can tell it is alive."""
+    import psutil
+
+    me = psutil.Process()
+    atomic_write_json(Path(run_dir) / PROCESS_FILE, {
+        "pid": me.pid, "host": _host(), "created": me.create_time(), "argv": sys.argv,
+    })
+
+
+def clear_process_record(run_dir: Path) -> None:
+    (Path(run_dir) / PROCESS_FILE).unlink(missing_ok=True)
+
+
+def live_pid(run_dir: Path) -> int | None:
+    """The pid training ``run_dir`` when that process is alive on this machine, else None.
+
+    The process start time is compared too, so a pid reused by an unrelated process after the
+    trainer was killed does not count as the run being alive.
+    """
+    import psutil
+
+    try:
+        record = json.loads((Path(run_dir) / PROCESS_FILE).read_text(encoding="utf-8"))
+        if record.get("host") != _host():
+            return None
+        pid = int(record["pid"])
+        alive = abs(psutil.Process(pid).create_time() - float(record["created"])) < 1.0
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        return None
+    return pid if alive else None
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 def new_run_dir(runs_dir: str | Path, name: str | None, stem: str) -> Path:
@@ -156,7 +197,7 @@ class RunSummary:
 
     run_dir: Path
     name: str
-    status: str  # running | completed | stopped | failed | interrupted
+    status: str  # running | paused | completed | stopped | early_stopped | diverged | failed | interrupted
     stage: int
     stages: int
     step: int
@@ -167,6 +208,7 @@ class RunSummary:
     model: str
     plw: float
     config_file: str
+    loop_state: str = "running"  # the last StateChanged of an unfinished run: running | paused | stopping
 
 
 class RunTally:
@@ -181,14 +223,17 @@ class RunTally:
         self.total_steps = 0
         self.best_completion_loss = math.nan
         self.best_step = -1
+        self.loop_state = "running"
 
     def add(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self.started, self.total_steps = event, event.total_steps
+        if isinstance(event, RunStarted):  # also when a resume reopens a finished run
+            self.started, self.total_steps, self.final_status = event, event.total_steps, ""
         self.step = max(self.step, getattr(event, "step", 0))
         if isinstance(event, EvalReport) and event.split == "valid" and math.isfinite(event.completion_loss):
             if math.isnan(self.best_completion_loss) or event.completion_loss < self.best_completion_loss:
                 self.best_completion_loss, self.best_step = event.completion_loss, event.step
+        elif isinstance(event, StateChanged):
+            self.loop_state = event.state
         elif isinstance(event, RunFinished):
             self.final_status = event.status
         elif isinstance(event, RunFailed):
@@ -199,7 +244,7 @@ class RunTally:
         started = self.started
         if started is None:
             return None
-        status = self.final_status or _unfinished_status(self.run_dir / METRICS_FILE)
+        status = self.final_status or unfinished_status(self.run_dir, self.loop_state)
         return RunSummary(
             run_dir=self.run_dir,
             name=self.run_dir.name,
@@ -214,6 +259,7 @@ class RunTally:
             model=started.model,
             plw=started.prompt_loss_weight,
             config_file=started.config_file,
+            loop_state=self.loop_state,
         )
 
 
@@ -225,10 +271,19 @@ def summarize_run(run_dir: Path) -> RunSummary | None:
     return tally.summary()
 
 
-def _unfinished_status(metrics: Path) -> str:
-    """An unfinished run is alive only while its trainer keeps appending events."""
+def unfinished_status(run_dir: Path, loop_state: str = "running") -> str:
+    """running, paused or interrupted, for a run that has not finished.
+
+    A run with a process record is alive exactly while that process is; older runs (and runs
+    whose record could not be written) count as alive while their metrics file keeps changing.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / PROCESS_FILE).exists():
+        if live_pid(run_dir) is None:
+            return "interrupted"
+        return "paused" if loop_state == "paused" else "running"
     try:
-        age = time.time() - metrics.stat().st_mtime
+        age = time.time() - (run_dir / METRICS_FILE).stat().st_mtime
     except OSError:
         return "interrupted"
     return "running" if age < LIVE_SECONDS else "interrupted"
@@ -260,12 +315,55 @@ def list_runs(runs_dir: Path, cache: dict | None = None) -> list[RunSummary]:
         summary = entry[1]
         if summary is None:
             continue
-        if summary.status in ("running", "interrupted"):
-            summary = dataclasses.replace(summary, status=_unfinished_status(metrics))  # time moved on
+        if summary.status in ("running", "paused", "interrupted"):  # time moved on since the parse
+            summary = dataclasses.replace(summary, status=unfinished_status(folder, summary.loop_state))
         summaries.append(summary)
     for gone in cache.keys() - seen:
         del cache[gone]
     return sorted(summaries, key=lambda s: (s.started, s.name), reverse=True)
+
+
+def follow_run(run_dir: Path, emit: Callable[[Event], None], cancelled: Callable[[], bool],
+               poll_seconds: float = 0.5) -> str:
+    """Replay a run's events, then keep emitting new ones as another process trains it.
+
+    Follows a chain into its next stage's folder (the same process writes a record there) and
+    returns why it ended: "finished", "process ended" (killed without finishing), or "cancelled".
+    """
+    run_dir = Path(run_dir)
+    pid = live_pid(run_dir)
+    tail, tally = EventTail(run_dir), RunTally(run_dir)
+    while not cancelled():
+        alive = _pid_alive(pid)  # looked at before reading, so the last events of a death are read
+        for event in tail.read_new():
+            tally.add(event)
+            emit(event)
+        started = tally.started
+        if tally.final_status and not (tally.final_status == "completed" and started and started.stage < started.stages):
+            return "finished"
+        if not alive:
+            return "process ended"
+        if tally.final_status:  # a chain: the same process goes on in the next stage's folder
+            next_dir = _next_stage_dir(run_dir.parent, pid, exclude=run_dir)
+            if next_dir is not None:
+                run_dir, tail, tally = next_dir, EventTail(next_dir), RunTally(next_dir)
+                continue
+        time.sleep(poll_seconds)
+    return "cancelled"
+
+
+def _next_stage_dir(runs_dir: Path, pid: int, exclude: Path) -> Path | None:
+    """The folder the same process trains in now (the next stage of its chain), if any yet."""
+    for record in Path(runs_dir).glob(f"*/{PROCESS_FILE}"):
+        if record.parent != exclude and live_pid(record.parent) == pid:
+            return record.parent
+    return None
+
+
+def _pid_alive(pid: int | None) -> bool:
+    import psutil
+
+    return pid is not None and psutil.pid_exists(pid)
 
 
 def fan_out(*sinks: Callable[[Event], None]) -> Callable[[Event], None]:

@@ -44,7 +44,17 @@ from .model import (
     write_adapter_config,
 )
 from .platform_check import blas_notice, device_name
-from .runs import EVAL_EXAMPLES, MetricsWriter, atomic_save_safetensors, atomic_write_json, atomic_write_text, fan_out, new_run_dir
+from .runs import (
+    EVAL_EXAMPLES,
+    MetricsWriter,
+    atomic_save_safetensors,
+    atomic_write_json,
+    atomic_write_text,
+    clear_process_record,
+    fan_out,
+    new_run_dir,
+    write_process_record,
+)
 from .tokenize import Example, tokenize_split
 
 Emit = Callable[[ev.Event], None]
@@ -147,6 +157,8 @@ class Trainer:
         self.adapter_dir.mkdir(parents=True, exist_ok=True)
         self.writer = MetricsWriter(self.run_dir)
         self.emit = fan_out(self.writer, self._user_emit)
+        write_process_record(self.run_dir)
+        self.control.watch(self.run_dir)  # requests from other processes: tuner control, an attached app
         if not self.resume:
             import yaml
 
@@ -370,6 +382,7 @@ class Trainer:
             raise
         finally:
             self.writer.close()
+            clear_process_record(self.run_dir)
 
     def _loop(self) -> StageResult:
         cfg, emit, control = self.cfg, self.emit, self.control
@@ -500,6 +513,7 @@ class Trainer:
     def _obey_pause(self, step: int) -> float:
         """Block while paused (still serving save and eval requests); returns seconds paused."""
         control = self.control
+        control.poll()
         if not control.paused:
             return 0.0
         tic = time.perf_counter()

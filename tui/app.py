@@ -3,6 +3,11 @@
 The app owns the training session. Training runs in a thread worker that only puts engine
 events on a bounded queue; a 10 Hz timer drains it on the event loop and hands the events to the
 Train screen, so the training speed never waits on the UI. A 1 Hz timer reads system memory.
+
+A session is either trained here or *attached*: a run trained by another process (``tuner train
+--detach``, a headless run, another app) is followed from its ``metrics.jsonl`` by a thread that
+puts the same events on the same queue, and steered through the run's control inbox. Quitting
+leaves an attached run training.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 
 from engine import events as ev
-from engine.control import Control
+from engine.control import Control, RemoteControl
 from themes import APP_CSS, load_keymap, load_theme_choice, register_themes, save_theme_choice
 
 from .screens.config_screen import ConfigScreen
@@ -55,6 +60,7 @@ class TunerApp(App):
         config_paths: str | Path | list[str | Path] | None = None,
         runs_dir: str | Path = "runs",
         poll_memory: bool = True,
+        attach: str | Path | None = None,
     ):
         if config_paths is None:
             config_paths = [DEFAULT_CONFIG]
@@ -75,7 +81,10 @@ class TunerApp(App):
         super().__init__()
         self.events: queue.Queue[ev.Event] = queue.Queue(maxsize=QUEUE_LIMIT)
         self.history: deque[ev.Event] = deque(maxlen=HISTORY_LIMIT)  # the latest events shown
-        self.control: Control | None = None
+        self.control: Control | RemoteControl | None = None
+        self.attached: Path | None = None  # the run folder followed, when another process trains it
+        self.attached_pid: int | None = None
+        self.attach_on_start = Path(attach) if attach else None
         self.run_state = "idle"  # idle | running | paused | stopping
         self.quit_when_stopped = False
         self.machine_memory_gb = read_system_memory().total_gb
@@ -89,6 +98,8 @@ class TunerApp(App):
         self.set_interval(1 / DRAIN_HZ, self.drain_events)
         if self.poll_memory:
             self.set_interval(1.0, self.poll_system_memory)
+        if self.attach_on_start is not None:
+            self.attach_run(self.attach_on_start)
 
     def watch_theme(self, theme: str) -> None:
         """Remember the chosen theme; a read-only settings folder only costs the memory."""
@@ -110,6 +121,9 @@ class TunerApp(App):
         """The palette (ctrl+p) offers the training actions next to Textual's own commands."""
         yield from super().get_system_commands(screen)
         yield SystemCommand("Start training", "Train the open config", self.action_start_training)
+        yield SystemCommand("Start training detached", "In its own process, which outlives this app and SSH",
+                            self.action_start_detached)
+        yield SystemCommand("Leave the followed run", "Stop following; it goes on training", self.action_leave_run)
         yield SystemCommand("Pause or resume training", "Between steps", self.action_toggle_pause)
         yield SystemCommand("Stop training and save", "After the current step", self.action_stop_training)
         yield SystemCommand("Save a checkpoint now", "After the current step", self.action_save_now)
@@ -127,11 +141,13 @@ class TunerApp(App):
     def check_action(self, action: str, parameters) -> bool | None:
         if action == "switch_mode":  # the current screen's key is shown dimmed in the footer
             return parameters[0] != self.current_mode or None
-        running = self.control is not None
-        if action == "start_training":
-            return not running or None
+        busy = self.control is not None or self.run_state == "starting"
+        if action in ("start_training", "start_detached"):
+            return not busy or None
         if action in ("toggle_pause", "stop_training", "save_now", "eval_now"):
-            return running or None
+            return self.control is not None or None
+        if action == "leave_run":
+            return self.attached is not None or None
         return True
 
     def action_start_training(self) -> None:
@@ -139,12 +155,63 @@ class TunerApp(App):
             self.config_screen.save_all()
         self._launch(list(self.config_paths), None)
 
+    def action_start_detached(self) -> None:
+        """Train the open config in its own process, then follow it like any detached run."""
+        if self.config_screen.is_mounted:
+            self.config_screen.save_all()
+        self.set_state("starting")
+        self.notify("starting a detached run: loading the model and data ...")
+        self.launch_detached(list(self.config_paths))
+
+    @work(thread=True, exclusive=True, group="launch")
+    def launch_detached(self, config_paths: list[Path]) -> None:
+        from engine.config import load_stages
+        from engine.detach import start_detached
+        from engine.errors import UserError
+        from engine.trainer import check_chain
+
+        try:
+            stages = load_stages(config_paths)
+            check_chain(stages)
+            run = start_detached([str(p.resolve()) for p in config_paths], Path(stages[0].config.runs_dir))
+        except UserError as e:
+            self.call_from_thread(self._detach_failed, str(e))
+            return
+        self.call_from_thread(self._detached, run.run_dir, run.pid)
+
+    def _detach_failed(self, error: str) -> None:
+        self.set_state("idle")
+        self.notify(error, severity="error", timeout=10)
+
+    def _detached(self, run_dir: Path, pid: int) -> None:
+        self.set_state("idle")
+        self.notify(f"training in process {pid}, which outlives this app: {run_dir}")
+        self.attach_run(run_dir)
+
     def resume_run(self, run_dir: Path) -> None:
         """Continue a stopped run from its latest checkpoint (from the Runs screen)."""
         if self.control is not None:
             self.notify("a run is already in progress", severity="warning")
             return
         self._launch([], run_dir)
+
+    def attach_run(self, run_dir: Path) -> None:
+        """Follow a run another process trains, with pause, stop, save and eval working on it."""
+        if self.control is not None:
+            self.notify("leave the run shown first (l on the Train screen)", severity="warning")
+            return
+        from engine.runs import live_pid
+
+        self.control = RemoteControl(run_dir)
+        self.attached, self.attached_pid = Path(run_dir), live_pid(run_dir)
+        self.set_state("running")
+        self.switch_mode("train")
+        self.follow_run(Path(run_dir))
+
+    def action_leave_run(self) -> None:
+        if self.attached is not None:
+            self.workers.cancel_group(self, "training")
+            self.notify(f"{self.attached} goes on training; attach again from Runs (4)")
 
     def _launch(self, config_paths: list[Path], resume: Path | None) -> None:
         self.control = Control(pause_on_memory_pressure=True)  # a person can free memory and resume
@@ -155,7 +222,7 @@ class TunerApp(App):
     def action_toggle_pause(self) -> None:
         if self.control is None:
             return
-        if self.control.paused:
+        if self.run_state in ("paused", "pausing"):
             self.control.resume()
         else:
             self.control.pause()
@@ -175,7 +242,7 @@ class TunerApp(App):
             self.control.eval_now()
 
     async def action_quit(self) -> None:
-        if self.control is None:
+        if self.control is None or self.attached is not None:  # an attached run trains on
             self.exit()
             return
 
@@ -204,6 +271,21 @@ class TunerApp(App):
         finally:
             self._enqueue(ev.Notice(message=THREAD_ENDED))
 
+    @work(thread=True, exclusive=True, group="training")
+    def follow_run(self, run_dir: Path) -> None:
+        from textual.worker import get_current_worker
+
+        from engine.runs import follow_run
+
+        worker = get_current_worker()
+        try:
+            ended = follow_run(run_dir, self._enqueue, lambda: worker.is_cancelled)
+            if ended == "process ended":
+                self._enqueue(ev.Notice(message=f"the process training {run_dir} ended before the run finished",
+                                        level="warning"))
+        finally:
+            self._enqueue(ev.Notice(message=THREAD_ENDED))
+
     def _enqueue(self, event: ev.Event) -> None:
         """Called on the training thread; blocks only if the UI is 10,000 events behind."""
         self.events.put(event)
@@ -225,7 +307,7 @@ class TunerApp(App):
                 if isinstance(event, ev.StateChanged):
                     self.set_state(event.state)
                 if isinstance(event, ev.Notice) and event.message == THREAD_ENDED:
-                    self.control = None
+                    self.control = self.attached = self.attached_pid = None
                     self.set_state("idle")
                     if self.quit_when_stopped:
                         self.exit()
@@ -237,9 +319,10 @@ class TunerApp(App):
 
     def poll_system_memory(self) -> None:
         if self.train_screen.is_mounted:
-            self.train_screen.show_system_memory(read_system_memory())
+            self.train_screen.show_system_memory(read_system_memory(self.attached_pid))
 
 
-def run_app(config_paths: list[str] | None = None) -> int:
-    TunerApp(config_paths or None).run()
+def run_app(config_paths: list[str] | None = None, attach: str | None = None) -> int:
+    runs_dir = Path(attach).parent if attach else "runs"
+    TunerApp(config_paths or None, runs_dir=runs_dir, attach=attach).run()
     return 0

@@ -1,7 +1,9 @@
 """The ``tuner`` console entry point.
 
 ``tuner train ...`` and ``tuner validate ...`` run headless in :mod:`engine.cli`; ``tuner`` alone
-or ``tuner CONFIG.yaml [MORE.yaml ...]`` (a chain of stages) opens the terminal app. Textual is imported only for the app.
+or ``tuner CONFIG.yaml [MORE.yaml ...]`` (a chain of stages) opens the terminal app, and
+``tuner attach RUN_DIR`` opens it following a run another process trains. Textual is imported
+only for the app.
 """
 
 from __future__ import annotations
@@ -20,7 +22,26 @@ def main() -> int:
         return headless_main(argv)
     from .app import run_app
 
+    if argv and argv[0] == "attach":
+        return attach(argv[1:], run_app)
     return run_app(argv)
+
+
+def attach(argv: list[str], run_app) -> int:
+    """``tuner attach RUN_DIR``: the app, following a run another process trains."""
+    from pathlib import Path
+
+    from engine.runs import live_pid
+
+    if len(argv) != 1:
+        print("usage: tuner attach RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = Path(argv[0])
+    if live_pid(run_dir) is None:
+        print(f"tuner: error: {run_dir}: no run is training there now "
+              f"(open it in Runs, or: tuner train --resume {run_dir})", file=sys.stderr)
+        return 2
+    return run_app([str(run_dir / "config.yaml")], attach=run_dir)
 
 
 if __name__ == "__main__":

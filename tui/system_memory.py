@@ -1,4 +1,4 @@
-"""A snapshot of the machine's and this process's memory, for the monitor's gauges.
+"""A snapshot of the machine's and a process's memory, for the monitor's gauges.
 
 It reads only what the OS already keeps (psutil: ``/proc/meminfo`` on Linux, ``sysctl`` and
 ``host_statistics`` on macOS), so a UI timer can call it once or twice a second.
@@ -30,8 +30,9 @@ class SystemMemory:
     """Resident memory of this process (on Apple silicon it may not count all Metal buffers)."""
 
 
-def read_system_memory() -> SystemMemory:
-    """Read the current figures.
+def read_system_memory(pid: int | None = None) -> SystemMemory:
+    """Read the current figures; the process is this one, or ``pid`` (the trainer of a run the
+    app follows); a process that has gone counts 0.
 
     ``used_gb`` is derived from ``available`` rather than psutil's ``used``, whose meaning
     differs between macOS and Linux; ``available`` is what matters before an allocation fails.
@@ -44,5 +45,12 @@ def read_system_memory() -> SystemMemory:
         available_gb=vm.available / BYTES_PER_GB,
         swap_used_gb=swap.used / BYTES_PER_GB,
         swap_total_gb=swap.total / BYTES_PER_GB,
-        process_rss_gb=_PROCESS.memory_info().rss / BYTES_PER_GB,
+        process_rss_gb=_rss(pid) / BYTES_PER_GB,
     )
+
+
+def _rss(pid: int | None) -> int:
+    try:
+        return (_PROCESS if pid is None else psutil.Process(pid)).memory_info().rss
+    except psutil.Error:
+        return 0

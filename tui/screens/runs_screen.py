@@ -128,6 +128,8 @@ Every run folder under the runs folder, newest first; the list rescans itself ev
   accuracy at their step; **P** makes the selected one the run's final adapter
   (`adapters.safetensors`, what `mlx_lm.generate --adapter-path` loads).
 - **R** resumes a stopped run exactly from its latest checkpoint.
+- **a** attaches to a run that another process is training (`tuner train --detach`, a headless
+  run, another app): the Train screen follows it live, and pause, stop, save and eval act on it.
 
 A run is *interrupted* when it never finished and its metrics file has not changed for two minutes.
 """
@@ -144,6 +146,8 @@ A run is *interrupted* when it never finished and its metrics file has not chang
                 tooltip="Chart the selected run's losses and follow it while it trains"),
         Binding("R", "resume_run", "Resume", id="runs-resume",
                 tooltip="Continue the selected run exactly from its latest checkpoint"),
+        Binding("a", "attach_run", "Attach", id="runs-attach",
+                tooltip="Follow the selected run on the Train screen and steer it, though another process trains it"),
         Binding("P", "promote", "Promote", id="runs-promote",
                 tooltip="Make the checkpoint selected in the checkpoint table the run's final adapter"),
     ]
@@ -225,6 +229,17 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         key = self._selected_key()
         if key is not None:
             self.app.resume_run(Path(key))
+
+    def action_attach_run(self) -> None:
+        key = self._selected_key()
+        if key is None:
+            return
+        status = dict(self._rows)[key][COLUMNS.index("status")]
+        if status not in ("running", "paused"):
+            hint = "; R resumes it" if status in ("stopped", "interrupted", "diverged") else ""
+            self.notify(f"{Path(key).name} is {status}, not training{hint}", severity="warning")
+            return
+        self.app.attach_run(Path(key))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """A click on the selected row opens it, as enter does."""

@@ -53,15 +53,22 @@ class TrainScreen(Screen):
 
     BINDING_GROUP_TITLE = "Training"
     HELP = (
-        "Start a run of the open config with **t**. **p** pauses or resumes between steps, **x** stops and "
-        "saves, **s** saves a checkpoint now, **e** evaluates now, **c** opens a larger chart."
+        "Start a run of the open config with **t**, or with **d** in its own process, which goes on "
+        "training after you quit the app or your SSH connection drops (Runs, **a**, attaches to it "
+        "again). **p** pauses or resumes between steps, **x** stops and saves, **s** saves a checkpoint "
+        "now, **e** evaluates now, also on a run followed from another process; **l** leaves such a run "
+        "training and stops following it. **c** opens a larger chart."
     )
     BINDINGS = [
         Binding("t", "app.start_training", "Start", id="train-start", tooltip="Train the open config"),
+        Binding("d", "app.start_detached", "Detached", id="train-detached",
+                tooltip="Train the open config in its own process, which outlives this app and SSH"),
         Binding("p", "app.toggle_pause", "Pause", id="train-pause", tooltip="Pause or resume between steps"),
         Binding("x", "app.stop_training", "Stop", id="train-stop", tooltip="Stop after this step and save"),
         Binding("s", "app.save_now", "Save", id="train-save", tooltip="Write a checkpoint after this step"),
         Binding("e", "app.eval_now", "Eval", id="train-eval", tooltip="Validate after this step"),
+        Binding("l", "app.leave_run", "Leave", id="train-leave",
+                tooltip="Stop following the run another process trains; it goes on"),
         Binding("c", "chart", "Chart", id="train-chart", tooltip="Show one series as a large chart"),
     ]
 

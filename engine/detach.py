@@ -1,0 +1,95 @@
+"""``tuner train --detach``: the run as its own process, independent of the terminal.
+
+The child is a fresh ``tuner train`` in a new session (``setsid``): closing the SSH
+connection sends SIGHUP to the terminal's session, not to it, and its stdin, stdout and stderr
+are files, not the terminal. The parent checks the configs first (so mistakes still print one
+line and exit 2 in the foreground), then waits until the child announces its run folder, so it
+can print where to follow the run before returning the prompt.
+
+Until the run folder exists the child writes to ``RUNS_DIR/.launch/<id>.log``; once announced,
+the parent moves that file into the run folder as ``console.log`` (the child keeps writing to
+it: an open file survives a rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+LAUNCH_DIR = ".launch"
+CONSOLE_LOG = "console.log"
+
+
+@dataclass(frozen=True)
+class Detached:
+    pid: int
+    run_dir: Path
+    log: Path
+
+
+def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 0.2) -> Detached:
+    """Start ``tuner train TRAIN_ARGS`` as a detached process and wait for its run folder.
+
+    Raises :class:`UserError` with the child's own message when it exits before training starts
+    (a model that fails to load, a data file that vanished).
+    """
+    launch = Path(runs_dir) / LAUNCH_DIR
+    launch.mkdir(parents=True, exist_ok=True)
+    token = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    announce, log = launch / f"{token}.json", launch / f"{token}.log"
+    command = [sys.executable, "-m", "engine.cli", "train", *train_args, "--announce", str(announce)]
+    with open(log, "wb") as out:
+        child = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=os.getcwd(), env=_child_env(),
+        )
+    while not announce.exists():
+        if child.poll() is not None:
+            if announce.exists():  # announced, then ended at once: still a run to show
+                break
+            message = _last_error(log) or f"the detached run exited with status {child.returncode} before training"
+            log.unlink(missing_ok=True)
+            raise UserError(message)
+        time.sleep(poll_seconds)
+    run_dir = Path(json.loads(announce.read_text(encoding="utf-8"))["run_dir"])
+    announce.unlink(missing_ok=True)
+    console = run_dir / CONSOLE_LOG
+    try:
+        os.replace(log, console)
+    except OSError:  # another file system: the log stays where it is
+        console = log
+    return Detached(child.pid, run_dir, console)
+
+
+def announce_run(path: Path, run_dir: Path) -> None:
+    """The child's half of the handshake: say which folder it trains in."""
+    from .runs import atomic_write_json
+
+    atomic_write_json(path, {"run_dir": str(run_dir), "pid": os.getpid()})
+
+
+def _child_env() -> dict:
+    """The parent's environment, with the repository importable when run from a checkout."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _last_error(log: Path) -> str:
+    """The child's ``tuner: error: ...`` line (without the prefix), or its last line."""
+    try:
+        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith("tuner: error: "):
+            return line.removeprefix("tuner: error: ")
+    return lines[-1] if lines else ""
