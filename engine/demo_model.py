@@ -71,13 +71,22 @@ def _is_complete(folder: Path) -> bool:
 
 def ensure_demo_model(cache_dir: Path | None = None) -> Path:
     """Return the demo model folder under ``cache_dir``, building it if missing."""
-    target = Path(cache_dir or default_cache_dir()) / "models" / MODEL_DIRNAME
+    return build_once(MODEL_DIRNAME, _build, cache_dir)
+
+
+def build_once(dirname: str, build, cache_dir: Path | None = None) -> Path:
+    """``cache_dir/models/dirname``, made by ``build(folder)`` on first use.
+
+    It is built in a staging folder and renamed into place, so a crash or a second process
+    building at the same time never leaves half a model where a loader would find it.
+    """
+    target = Path(cache_dir or default_cache_dir()) / "models" / dirname
     if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{MODEL_DIRNAME}.", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{dirname}.", dir=target.parent))
     try:
-        _build(staging)
+        build(staging)
         if target.exists() and not _is_complete(target):
             # Left over from something other than our atomic rename; rebuild it.
             shutil.rmtree(target, ignore_errors=True)

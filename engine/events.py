@@ -65,6 +65,8 @@ class RunStarted(Event):
     compute_dtype: str
     config: dict = field(default_factory=dict)
     resumed_from: int = 0  # the step a resumed run continues after (0: a fresh run)
+    flops_per_token: float = 0.0  # model matmul FLOPs per trained token (engine/flops.py)
+    matmul_peak_flops: float = 0.0  # this machine's measured float32 matmul FLOP/s
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class TrainReport(Event):
     active_memory_gb: float
     cache_memory_gb: float
     elapsed: float
+    padding_efficiency: float = math.nan  # real tokens / padded positions of the window's batches
+    mfu: float = math.nan  # model FLOP/s achieved / the machine's matmul peak
 
 
 @dataclass(frozen=True)

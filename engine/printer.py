@@ -21,6 +21,11 @@ def fmt(value: float, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
+def mfu_text(report: ev.TrainReport) -> str:
+    """`` (MFU 23%)``, or nothing when the run could not tell (an older run's events)."""
+    return f" (MFU {report.mfu:.0%})" if math.isfinite(report.mfu) else ""
+
+
 def format_event(event: ev.Event) -> str | None:
     if isinstance(event, ev.RunStarted):
         return (
@@ -38,7 +43,7 @@ def format_event(event: ev.Event) -> str | None:
             f"step {event.step:>5}/{event.total_steps} ep {fmt(event.epoch, '.2f')} "
             f"loss {fmt(event.loss)} (prompt {fmt(event.prompt_loss)}, completion {fmt(event.completion_loss)}) "
             f"lr {fmt(event.learning_rate, '.2e')} |g| {fmt(event.grad_norm, '.3g')} "
-            f"|dW| {fmt(event.update_norm, '.3g')} {fmt(event.tokens_per_second, '.0f')} tok/s "
+            f"|dW| {fmt(event.update_norm, '.3g')} {fmt(event.tokens_per_second, '.0f')} tok/s{mfu_text(event)} "
             f"peak {fmt(event.peak_memory_gb, '.2f')} GB"
         )
     if isinstance(event, ev.EvalReport):

@@ -44,6 +44,7 @@ from .model import (
     write_adapter_config,
 )
 from .platform_check import blas_notice, device_name
+from .flops import matmul_peak, training_flops_per_token
 from .runs import (
     EVAL_EXAMPLES,
     MetricsWriter,
@@ -137,6 +138,9 @@ class Trainer:
             load_trained_weights(self.model, self.init_weights)
             self.notes.append(ev.Notice(message=f"continuing from {self.init_weights}"))
         self.trainable, self.total_params = count_parameters(self.model)
+        lengths = np.array([len(e) for e in self.train_set], dtype=np.float64)
+        self.flops_per_token = training_flops_per_token(self.model, float((lengths**2).sum() / lengths.sum()))
+        self.matmul_peak = matmul_peak()  # measured once per machine, then cached
         self.start_weights = {k: mx.array(v) for k, v in trainable_weights(self.model).items()}
 
         self.pad_id = self._pad_id()
@@ -410,6 +414,8 @@ class Trainer:
                 compute_dtype=load_dtype_label(self.model),
                 config=config_to_dict(cfg),
                 resumed_from=self.first_step - 1,
+                flops_per_token=self.flops_per_token,
+                matmul_peak_flops=self.matmul_peak,
             )
         )
         for note in self.notes:
@@ -423,7 +429,7 @@ class Trainer:
         accum = cfg.grad_accumulation_steps
         self.model.train()
         self.step_done = self.first_step - 1
-        window = {"loss": 0.0, "aux": np.zeros(5), "steps": 0, "tokens": 0, "seconds": 0.0}
+        window = new_window()
         grad_norm = float("nan")
         started = time.perf_counter()
         paused_for = 0.0
@@ -463,6 +469,7 @@ class Trainer:
             window["aux"] += np.array(aux.tolist())
             window["steps"] += 1
             window["tokens"] += batch.tokens
+            window["positions"] += batch.ids.size
             window["seconds"] += time.perf_counter() - tic
             self.trained_tokens += batch.tokens
             if do_update:
@@ -470,7 +477,7 @@ class Trainer:
 
             if step % cfg.steps_per_report == 0 or step == self.total:
                 self._report(step, window, grad_norm, time.perf_counter() - started - paused_for)
-                window = {"loss": 0.0, "aux": np.zeros(5), "steps": 0, "tokens": 0, "seconds": 0.0}
+                window = new_window()
             if self.valid_set and (step % self.steps_per_eval == 0 or step == self.total or control.take_eval()):
                 self._eval_event(step, "valid", self.valid_set, cfg.val_batches)
             if step % cfg.save_every == 0 and step != self.total:
@@ -529,6 +536,7 @@ class Trainer:
 
     def _report(self, step: int, window: dict, grad_norm: float, elapsed: float) -> None:
         wsum, p_ce, p_n, c_ce, c_n = window["aux"]
+        tokens_per_second = window["tokens"] / max(window["seconds"], 1e-9)
         self.emit(
             ev.TrainReport(
                 step=step,
@@ -540,14 +548,21 @@ class Trainer:
                 learning_rate=float(self.optimizer.learning_rate.item()),
                 grad_norm=grad_norm,
                 update_norm=self.update_norm(),
-                tokens_per_second=window["tokens"] / max(window["seconds"], 1e-9),
+                tokens_per_second=tokens_per_second,
                 trained_tokens=self.trained_tokens,
                 peak_memory_gb=mx.get_peak_memory() / 1e9,
                 active_memory_gb=mx.get_active_memory() / 1e9,
                 cache_memory_gb=mx.get_cache_memory() / 1e9,
                 elapsed=elapsed,
+                padding_efficiency=window["tokens"] / max(window["positions"], 1),
+                mfu=tokens_per_second * self.flops_per_token / self.matmul_peak if self.matmul_peak else math.nan,
             )
         )
+
+
+def new_window() -> dict:
+    """Sums over the steps since the last training report."""
+    return {"loss": 0.0, "aux": np.zeros(5), "steps": 0, "tokens": 0, "positions": 0, "seconds": 0.0}
 
 
 def checkpoint_layers(model: nn.Module) -> None:

@@ -57,6 +57,16 @@ def test_reports_carry_the_promised_fields(demo_run):
     assert any(isinstance(e, ev.SampleGenerated) for e in seen)
 
 
+def test_reports_say_how_full_the_batches_and_the_machine_are(demo_run):
+    result, seen = demo_run
+    started = seen[0]
+    assert started.flops_per_token > 4 * 900_000  # LoRA: about 4N per token, N ~ 0.9M block weights + head
+    assert started.matmul_peak_flops > 0
+    for r in (e for e in seen if isinstance(e, ev.TrainReport)):
+        assert 0.5 < r.padding_efficiency <= 1.0  # length-grouped batches waste little
+        assert r.mfu == pytest.approx(r.tokens_per_second * started.flops_per_token / started.matmul_peak_flops)
+
+
 def test_metrics_file_holds_the_same_events(demo_run):
     result, seen = demo_run
     on_disk = list(read_events(result.run_dir))

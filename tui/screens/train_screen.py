@@ -48,6 +48,16 @@ def clock(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
 
 
+def efficiency(r: ev.TrainReport) -> str:
+    """How close the run is to the machine (MFU) and how much of each batch is real tokens."""
+    parts = []
+    if math.isfinite(r.mfu):
+        parts.append(f"MFU {r.mfu:.0%}")
+    if math.isfinite(r.padding_efficiency):
+        parts.append(f"{r.padding_efficiency:.0%} of batch positions are real tokens")
+    return "".join(f" · {part}" for part in parts)
+
+
 class TrainScreen(Screen):
     """Live view of the current run; works the same for a run followed from a file."""
 
@@ -141,7 +151,7 @@ class TrainScreen(Screen):
         eta = r.elapsed / r.step * (r.total_steps - r.step) if r.step else float("nan")
         self.query_one("#train-status", Static).update(
             f"step {r.step}/{r.total_steps} · epoch {r.epoch:.2f} · elapsed {clock(r.elapsed)} · ETA {clock(eta)} "
-            f"· {fmt(r.tokens_per_second, '.0f')} tok/s"
+            f"· {fmt(r.tokens_per_second, '.0f')} tok/s{efficiency(r)}"
         )
         total = getattr(self.app, "machine_memory_gb", 0.0)
         for key, value in (("mem-active", r.active_memory_gb), ("mem-cache", r.cache_memory_gb), ("mem-peak", r.peak_memory_gb)):
