@@ -186,7 +186,11 @@ def run_tuner(spec: dict, workdir: Path) -> dict:
         "save_every": spec["iters"] + 1,  # only the final save, after the last report
         "runs_dir": str(workdir / "runs"),
         "name": "bench",
+        "grad_checkpoint": spec.get("grad_checkpoint", False),
     }
+    for override in spec.get("tuner_set", []):
+        key, _, value = override.partition("=")
+        config[key] = yaml.safe_load(value)
     path = workdir / "tuner.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -245,6 +249,7 @@ def run_mlx_lm(spec: dict, workdir: Path) -> dict:
         steps_per_save=spec["iters"] + 1,
         max_seq_length=spec["max_seq_length"],
         adapter_file=str(workdir / "adapters.safetensors"),
+        grad_checkpoint=spec.get("grad_checkpoint", False),
     )
 
     clock = Clock()
@@ -355,7 +360,9 @@ def table(result: dict) -> str:
         f"data   {spec['data']}",
         f"iters {spec['iters']}, batch {spec['batch_size']}, lr {spec['learning_rate']:g}, "
         f"LoRA rank {lora['rank']} scale {lora['scale']:g} layers {spec['num_layers']} keys {lora.get('keys') or 'default'}, "
-        f"max_seq_length {spec['max_seq_length']}, seed {spec['seed']}, {weighting}",
+        f"max_seq_length {spec['max_seq_length']}, seed {spec['seed']}, {weighting}"
+        + (", gradient checkpointing" if spec.get("grad_checkpoint") else "")
+        + "".join(f", tuner {kv}" for kv in spec.get("tuner_set", [])),
         f"fair:  {FAIRNESS}",
         f"runs:  {result['repeats']} per trainer, alternating; the best tokens/s and whole run of each are shown",
         f"peak:  {result['matmul_peak_flops'] / 1e9:,.1f} GFLOP/s "
@@ -418,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mask-prompt", action=argparse.BooleanOptionalAction, default=False,
                    help="PLW 0.0 vs mask_prompt true (default: PLW 1.0 vs mask_prompt false)")
+    p.add_argument("--grad-checkpoint", action="store_true", help="recompute activations in the backward pass, both sides")
+    p.add_argument("--tuner-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config key for tuner's side only, to measure one of its levers (repeatable)")
     p.add_argument("--repeats", type=int, default=2, help="alternate the trainers N times, keep each one's best")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--verbose", action="store_true", help="show the trainers' own output")
@@ -490,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
             "max_seq_length": args.max_seq_length,
             "seed": args.seed,
             "mask_prompt": args.mask_prompt,
+            "grad_checkpoint": args.grad_checkpoint,
+            "tuner_set": args.tuner_set,
         }
         result = compare(spec, args.repeats, args.verbose)
     if not args.json:

@@ -197,6 +197,7 @@ class TrainConfig(BaseModel):
     swap_growth_gb: float = Field(2.0, gt=0)  # swap growth during the run that does the same
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     grad_checkpoint: bool = False
+    sparse_logits: bool = True
     clear_cache_threshold: int = Field(0, ge=0)
     seed: int = 0
 

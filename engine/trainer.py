@@ -45,6 +45,7 @@ from .model import (
 )
 from .platform_check import blas_notice, device_name
 from .flops import matmul_peak, training_flops_per_token
+from .sparse_logits import eval_sums_chunked, plw_loss_selected, select_targets, split_model
 from .runs import (
     EVAL_EXAMPLES,
     MetricsWriter,
@@ -138,6 +139,10 @@ class Trainer:
             load_trained_weights(self.model, self.init_weights)
             self.notes.append(ev.Notice(message=f"continuing from {self.init_weights}"))
         self.trainable, self.total_params = count_parameters(self.model)
+        self.split = split_model(self.model) if cfg.sparse_logits else None
+        if cfg.sparse_logits and self.split is None:
+            self.notes.append(ev.Notice(message="this model's logits are not its head applied to its body; "
+                                        "the loss computes logits at every position (sparse_logits off)"))
         lengths = np.array([len(e) for e in self.train_set], dtype=np.float64)
         self.flops_per_token = training_flops_per_token(self.model, float((lengths**2).sum() / lengths.sum()))
         self.matmul_peak = matmul_peak()  # measured once per machine, then cached
@@ -219,12 +224,16 @@ class Trainer:
         model, optimizer, plw = self.model, self.optimizer, self.cfg.plw
         accum = self.cfg.grad_accumulation_steps
         max_norm = self.cfg.max_grad_norm
-        value_and_grad = nn.value_and_grad(model, lambda m, ids, roles: plw_loss(m, ids, roles, plw))
+        if self.split is not None:
+            split = self.split
+            value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss_selected(split, *inputs))
+        else:
+            value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss(m, *inputs, plw))
         state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def gradients(ids, roles, prev_grad, do_update):
-            (loss, aux), grad = value_and_grad(model, ids, roles)
+        def gradients(inputs, prev_grad, do_update):
+            (loss, aux), grad = value_and_grad(model, inputs)
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
             if not do_update:
@@ -243,6 +252,13 @@ class Trainer:
 
         self._state = state
         return gradients, update
+
+    def _loss_inputs(self, batch) -> tuple[mx.array, ...]:
+        """What the compiled step's loss takes: the batch, plus the selected targets when sparse."""
+        if self.split is None:
+            return mx.array(batch.ids), mx.array(batch.roles)
+        t = select_targets(batch.roles, self.cfg.plw)
+        return mx.array(batch.ids), mx.array(t.positions), mx.array(t.weights), mx.array(t.roles)
 
     def update_norm(self) -> float:
         total = 0.0
@@ -264,7 +280,8 @@ class Trainer:
         for i in range(0, len(subset), size):
             chunk = subset[i : i + size]
             batch = collate(chunk, self.pad_id)
-            sums = eval_sums(self.model, mx.array(batch.ids), mx.array(batch.roles))
+            ids, roles = mx.array(batch.ids), mx.array(batch.roles)
+            sums = eval_sums_chunked(self.split, ids, roles) if self.split else eval_sums(self.model, ids, roles)
             totals.add(sums, len(chunk))
             for example, (p_ce, p_n, c_ce, c_n, c_ok) in zip(chunk, sums.tolist()):
                 rows.append({
@@ -446,7 +463,7 @@ class Trainer:
             batch = self.stream.next()
             do_update = step % accum == 0 or step == self.total
             mx.random.seed(cfg.seed * STEP_SEED_STRIDE + step)  # dropout depends on (seed, step) only
-            loss, aux, grad, norm = gradients(mx.array(batch.ids), mx.array(batch.roles), self.pending_grad, do_update)
+            loss, aux, grad, norm = gradients(self._loss_inputs(batch), self.pending_grad, do_update)
             mx.eval(self._state, loss, aux, grad, norm)
             if not (math.isfinite(loss.item()) and math.isfinite(norm.item())):
                 bad_batches += 1
