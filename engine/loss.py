@@ -46,21 +46,19 @@ def plw_loss(model, ids: mx.array, roles: mx.array, plw: float):
     differentiated.
     """
     ce, _ = token_cross_entropy(model, ids)
-    w = token_weights(roles, plw)
-    target_roles = roles[:, 1:]
+    return weighted_objective(ce, token_weights(roles, plw), roles[:, 1:])
+
+
+def weighted_objective(ce: mx.array, weights: mx.array, target_roles: mx.array):
+    """(sum(w * ce) / sum(w), aux) from per-target cross entropies, weights and roles.
+
+    Shared by the plain loss and :mod:`engine.linear_ce`, which computes ``ce`` on fewer positions.
+    """
     is_prompt = (target_roles == PROMPT).astype(mx.float32)
     is_completion = (target_roles == COMPLETION).astype(mx.float32)
-    wsum = w.sum()
-    loss = (ce * w).sum() / mx.maximum(wsum, 1e-9)
-    aux = mx.stack(
-        [
-            wsum,
-            (ce * is_prompt).sum(),
-            is_prompt.sum(),
-            (ce * is_completion).sum(),
-            is_completion.sum(),
-        ]
-    )
+    wsum = weights.sum()
+    loss = (ce * weights).sum() / mx.maximum(wsum, 1e-9)
+    aux = mx.stack([wsum, (ce * is_prompt).sum(), is_prompt.sum(), (ce * is_completion).sum(), is_completion.sum()])
     return loss, aux
 
 
@@ -120,17 +118,21 @@ def eval_sums(model, ids: mx.array, roles: mx.array) -> mx.array:
     Kept per example (shape (B, 5)) so a run can list its worst validation examples.
     """
     ce, logits = token_cross_entropy(model, ids)
-    target_roles = roles[:, 1:]
+    hits = mx.argmax(logits, axis=-1) == ids[:, 1:]
+    return example_sums(ce, hits, roles[:, 1:])
+
+
+def example_sums(ce: mx.array, hits: mx.array, target_roles: mx.array) -> mx.array:
+    """:func:`eval_sums`' rows from per-target cross entropies and greedy hits, both (B, L-1)."""
     is_prompt = (target_roles == PROMPT).astype(mx.float32)
     is_completion = (target_roles == COMPLETION).astype(mx.float32)
-    hits = (mx.argmax(logits, axis=-1) == ids[:, 1:]).astype(mx.float32) * is_completion
     return mx.stack(
         [
             (ce * is_prompt).sum(axis=1),
             is_prompt.sum(axis=1),
             (ce * is_completion).sum(axis=1),
             is_completion.sum(axis=1),
-            hits.sum(axis=1),
+            (hits.astype(mx.float32) * is_completion).sum(axis=1),
         ],
         axis=1,
     )
