@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .control import ACTIONS
 from .platform_check import maybe_reexec_with_openblas
 
 EXIT_USER_ERROR = 2
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--announce", help=argparse.SUPPRESS)  # the detached child's handshake file
     control = sub.add_parser("control", help="pause, resume, stop, save or evaluate a run training in another process")
     control.add_argument("run_dir", metavar="RUN_DIR")
-    control.add_argument("action", choices=("pause", "resume", "stop", "save", "eval"))
+    control.add_argument("action", choices=tuple(ACTIONS))
     control.add_argument("--wait", action="store_true",
                          help="return once the run has acted on it (for stop: once its process has ended)")
     validate = sub.add_parser("validate", help="check configs and show every resolved value and its source")
@@ -193,19 +194,16 @@ def cmd_train(args) -> int:
     from .control import Control
     from .printer import Printer
     from .errors import UserError
-    from .trainer import check_chain, resume_run, run_chain
+    from .trainer import resume_run, run_chain
 
     if bool(args.configs) == bool(args.resume):
         raise UserError("train: give config files, or --resume RUN_DIR (not both)")
+    if args.detach:
+        return detach_train(args)
     if args.resume:
-        if args.detach:
-            return detach_train(args, _check_resumable(Path(args.resume)))
         start = lambda emit, control: [resume_run(args.resume, emit, control)]  # noqa: E731
     else:
         stages = load_stages(args.configs, args.overrides)
-        if args.detach:
-            check_chain(stages)
-            return detach_train(args, Path(stages[0].config.runs_dir))
         start = lambda emit, control: run_chain(stages, emit, control)  # noqa: E731
     control = Control()
     printer = Printer(sys.stdout, quiet=args.quiet)
@@ -233,37 +231,18 @@ def cmd_train(args) -> int:
     return EXIT_CODES.get(results[-1].status, 0) if results else 0
 
 
-
-def _check_resumable(run_dir: Path) -> Path:
-    """The runs folder of a run that can be resumed in the background, or a UserError."""
-    from .errors import UserError
-    from .runs import live_pid
-    from .trainer import latest_checkpoint
-
-    if not (run_dir / "config.yaml").exists():
-        raise UserError(f"{run_dir}: not a run folder (it has no config.yaml)")
-    latest_checkpoint(run_dir)
-    if (pid := live_pid(run_dir)) is not None:
-        raise UserError(f"{run_dir}: still training in process {pid}")
-    return run_dir.resolve().parent
-
-
-def detach_train(args, runs_dir: Path) -> int:
+def detach_train(args) -> int:
     """Start the same ``tuner train`` in the background and print how to follow and steer it."""
-    from .detach import start_detached
+    from .detach import detach_chain, detach_resume
 
-    train_args = [str(Path(c).resolve()) for c in args.configs]
-    for override in args.overrides:
-        train_args += ["--set", override]
-    if args.resume:
-        train_args += ["--resume", str(Path(args.resume).resolve())]
-    if args.quiet:
-        train_args.append("--quiet")
     print("starting a detached run (loading the model and data) ...", file=sys.stderr, flush=True)
     try:
-        run = start_detached(train_args, runs_dir)
+        if args.resume:
+            run = detach_resume(Path(args.resume), args.quiet)
+        else:
+            run = detach_chain(args.configs, args.overrides, args.quiet)
     except KeyboardInterrupt:
-        print(f"\nstill starting in the background; its folder will appear under {runs_dir}", file=sys.stderr)
+        print("\nstill starting in the background; its run folder will appear in the runs folder", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"training in the background (pid {run.pid}): {run.run_dir}")
     print(f"  watch it:   tuner attach {run.run_dir}   (or: tuner, then 4 for Runs)")

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 CONTROL_DIR = "control"
-ACTIONS = ("pause", "resume", "stop", "save", "eval")
+# what another process may ask for, and the Control method that does it
+ACTIONS = {"pause": "pause", "resume": "resume", "stop": "stop", "save": "save_now", "eval": "eval_now"}
 
 
 class Control:
@@ -76,9 +77,9 @@ class Control:
             return
         for name in names:
             (self._inbox / name).unlink(missing_ok=True)
-            action = name.rsplit("-", 1)[-1].removesuffix(".request")
-            {"pause": self.pause, "resume": self.resume, "stop": self.stop,
-             "save": self.save_now, "eval": self.eval_now}.get(action, lambda: None)()
+            method = ACTIONS.get(name.rsplit("-", 1)[-1].removesuffix(".request"))
+            if method is not None:
+                getattr(self, method)()
 
     # ---- what the loop reads
     @property

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -409,8 +408,10 @@ def load_splits(stage, errors: list[str] | None = None) -> Splits:
             except DataError:
                 raise
             except Exception as e:
+                from .hub import is_offline
+
                 why = _first_line(e)
-                if os.environ.get("HF_HUB_OFFLINE") == "1":
+                if is_offline():
                     why = "the hub cannot be reached from here and the dataset is not in the local cache"
                 raise stage.error(
                     "data",

@@ -34,6 +34,33 @@ class Detached:
     log: Path
 
 
+def detach_chain(config_paths: list, overrides: list[str] = (), quiet: bool = False) -> Detached:
+    """Check a chain of configs here, then train it in a detached process."""
+    from .config import load_stages
+    from .trainer import check_chain
+
+    stages = load_stages(config_paths, overrides)
+    check_chain(stages)
+    train_args = [str(Path(path).resolve()) for path in config_paths]
+    for override in overrides:
+        train_args += ["--set", override]
+    return start_detached(train_args + (["--quiet"] if quiet else []), Path(stages[0].config.runs_dir))
+
+
+def detach_resume(run_dir: Path, quiet: bool = False) -> Detached:
+    """Check that ``run_dir`` can be resumed (and is not training now), then resume it detached."""
+    from .runs import live_pid
+    from .trainer import latest_checkpoint
+
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / "config.yaml").exists():
+        raise UserError(f"{run_dir}: not a run folder (it has no config.yaml)")
+    latest_checkpoint(run_dir)
+    if (pid := live_pid(run_dir)) is not None:
+        raise UserError(f"{run_dir}: still training in process {pid}")
+    return start_detached(["--resume", str(run_dir)] + (["--quiet"] if quiet else []), run_dir.parent)
+
+
 def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 0.2) -> Detached:
     """Start ``tuner train TRAIN_ARGS`` as a detached process and wait for its run folder.
 

@@ -33,13 +33,18 @@ def hub_reachable(host: str | None = None, timeout: float = PROBE_SECONDS) -> bo
     return bool(result and result[0])
 
 
+def is_offline() -> bool:
+    """Whether the hub libraries are in offline mode (set by the user, or by us)."""
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+
+
 def offline_unless_reachable() -> bool:
     """Switch the hub libraries to offline mode when the hub cannot be reached; True if offline.
 
     An explicit ``HF_HUB_OFFLINE`` from the user is left alone.
     """
-    if os.environ.get("HF_HUB_OFFLINE") not in (None, ""):
-        return os.environ["HF_HUB_OFFLINE"] not in ("0", "false", "False")
+    if os.environ.get("HF_HUB_OFFLINE"):
+        return is_offline()
     if hub_reachable():
         return False
     os.environ["HF_HUB_OFFLINE"] = "1"

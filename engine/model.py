@@ -10,7 +10,6 @@ quantization), and checks that an adapter to continue from fits the layers we bu
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +56,9 @@ def load_base(stage) -> LoadedModel:
     local = Path(path).expanduser()
     if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
         raise stage.error("model", f"no such model folder: {path}")
-    if not local.exists():  # a hub id: without a network, fail (or use the cache) at once
-        from .hub import offline_unless_reachable
+    from .hub import is_offline, offline_unless_reachable
 
+    if not local.exists():  # a hub id: without a network, fail (or use the cache) at once
         offline_unless_reachable()
     try:
         model, tokenizer, config = load(
@@ -71,7 +70,7 @@ def load_base(stage) -> LoadedModel:
     except Exception as e:  # hub, file and format errors all reach the user as one line
         text = str(e).strip().splitlines()
         why = text[0] if text else type(e).__name__
-        if not local.exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+        if not local.exists() and is_offline():
             why = "the hub cannot be reached from here and the model is not in the local cache"
         raise stage.error("model", f"could not load {path!r}: {why}") from None
     notes: list[str] = []

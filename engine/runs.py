@@ -22,6 +22,7 @@ from .events import EvalReport, Event, RunFailed, RunFinished, RunStarted, State
 
 METRICS_FILE = "metrics.jsonl"
 PROCESS_FILE = "process.json"  # which process trains the run; removed when it ends
+NEXT_STAGE_FILE = "next_stage"  # in a chain: the folder of the stage that continues this one
 LIVE_SECONDS = 120  # a run with no process record whose metrics file is older than this has died
 
 
@@ -327,43 +328,54 @@ def follow_run(run_dir: Path, emit: Callable[[Event], None], cancelled: Callable
                poll_seconds: float = 0.5) -> str:
     """Replay a run's events, then keep emitting new ones as another process trains it.
 
-    Follows a chain into its next stage's folder (the same process writes a record there) and
-    returns why it ended: "finished", "process ended" (killed without finishing), or "cancelled".
+    Follows a chain into its next stage's folder (see :func:`link_next_stage`) and returns why it
+    ended: "finished", "process ended" (killed without finishing), or "cancelled".
     """
     run_dir = Path(run_dir)
-    pid = live_pid(run_dir)
+    pid, dead = live_pid(run_dir), False
     tail, tally = EventTail(run_dir), RunTally(run_dir)
     while not cancelled():
-        alive = _pid_alive(pid)  # looked at before reading, so the last events of a death are read
         for event in tail.read_new():
             tally.add(event)
             emit(event)
-        started = tally.started
-        if tally.final_status and not (tally.final_status == "completed" and started and started.stage < started.stages):
-            return "finished"
-        if not alive:
-            return "process ended"
-        if tally.final_status:  # a chain: the same process goes on in the next stage's folder
-            next_dir = _next_stage_dir(run_dir.parent, pid, exclude=run_dir)
-            if next_dir is not None:
+        if tally.started is not None:
+            pid = tally.started.pid or pid
+        if tally.final_status:
+            if not _more_stages(tally):
+                return "finished"
+            if (next_dir := next_stage_dir(run_dir)) is not None:  # the chain goes on there
                 run_dir, tail, tally = next_dir, EventTail(next_dir), RunTally(next_dir)
                 continue
-        time.sleep(poll_seconds)
+        if dead:  # and the read after seeing it dead found nothing more
+            return "process ended"
+        dead = not _pid_alive(pid)
+        if not dead:
+            time.sleep(poll_seconds)
     return "cancelled"
 
 
-def _next_stage_dir(runs_dir: Path, pid: int, exclude: Path) -> Path | None:
-    """The folder the same process trains in now (the next stage of its chain), if any yet."""
-    for record in Path(runs_dir).glob(f"*/{PROCESS_FILE}"):
-        if record.parent != exclude and live_pid(record.parent) == pid:
-            return record.parent
-    return None
+def _more_stages(tally: RunTally) -> bool:
+    """Whether a stage that just finished is followed by another one of its chain."""
+    started = tally.started
+    return tally.final_status == "completed" and started is not None and started.stage < started.stages
+
+
+def link_next_stage(run_dir: Path, next_dir: Path) -> None:
+    """Point a chain's stage folder at the folder of the stage after it."""
+    atomic_write_text(Path(run_dir) / NEXT_STAGE_FILE, str(Path(next_dir).resolve()) + "\n")
+
+
+def next_stage_dir(run_dir: Path) -> Path | None:
+    try:
+        return Path((Path(run_dir) / NEXT_STAGE_FILE).read_text(encoding="utf-8").strip())
+    except OSError:
+        return None
 
 
 def _pid_alive(pid: int | None) -> bool:
     import psutil
 
-    return pid is not None and psutil.pid_exists(pid)
+    return bool(pid) and psutil.pid_exists(pid)
 
 
 def fan_out(*sinks: Callable[[Event], None]) -> Callable[[Event], None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -45,7 +46,7 @@ from .model import (
 )
 from .platform_check import blas_notice, device_name
 from .flops import matmul_peak, training_flops_per_token
-from .sparse_logits import eval_sums_chunked, plw_loss_selected, select_targets, split_model
+from .linear_ce import eval_sums_fast, head_matches, plw_loss_fast, select_targets
 from .runs import (
     EVAL_EXAMPLES,
     MetricsWriter,
@@ -54,6 +55,7 @@ from .runs import (
     atomic_write_text,
     clear_process_record,
     fan_out,
+    link_next_stage,
     new_run_dir,
     write_process_record,
 )
@@ -94,7 +96,7 @@ class Trainer:
     """One stage of a run: prepared up front, then driven step by step by :meth:`run`."""
 
     def __init__(self, stage: Stage, emit: Emit, control: Control | None = None, *, stages: int = 1,
-                 init_weights: str | None = None, resume: Path | None = None):
+                 init_weights: str | None = None, resume: Path | None = None, after: Path | None = None):
         self.stage = stage
         self.cfg = stage.config
         self.control = control or Control()
@@ -102,6 +104,7 @@ class Trainer:
         self.stages = stages
         self.init_weights = init_weights
         self.resume = Path(resume) if resume else None  # a checkpoint folder to continue exactly
+        self.after = after  # the folder of the chain's previous stage, pointed at this one's
         self.first_step = 1
         self.trained_tokens = 0
         self.pending_grad = None  # gradients accumulated since the last optimizer update
@@ -139,8 +142,8 @@ class Trainer:
             load_trained_weights(self.model, self.init_weights)
             self.notes.append(ev.Notice(message=f"continuing from {self.init_weights}"))
         self.trainable, self.total_params = count_parameters(self.model)
-        self.split = split_model(self.model) if cfg.sparse_logits else None
-        if cfg.sparse_logits and self.split is None:
+        self.sparse = cfg.sparse_logits and head_matches(self.model)
+        if cfg.sparse_logits and not self.sparse:
             self.notes.append(ev.Notice(message="this model's logits are not its head applied to its body; "
                                         "the loss computes logits at every position (sparse_logits off)"))
         lengths = np.array([len(e) for e in self.train_set], dtype=np.float64)
@@ -166,8 +169,6 @@ class Trainer:
         self.adapter_dir.mkdir(parents=True, exist_ok=True)
         self.writer = MetricsWriter(self.run_dir)
         self.emit = fan_out(self.writer, self._user_emit)
-        write_process_record(self.run_dir)
-        self.control.watch(self.run_dir)  # requests from other processes: tuner control, an attached app
         if not self.resume:
             import yaml
 
@@ -224,9 +225,8 @@ class Trainer:
         model, optimizer, plw = self.model, self.optimizer, self.cfg.plw
         accum = self.cfg.grad_accumulation_steps
         max_norm = self.cfg.max_grad_norm
-        if self.split is not None:
-            split = self.split
-            value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss_selected(split, *inputs))
+        if self.sparse:
+            value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss_fast(m, *inputs))
         else:
             value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss(m, *inputs, plw))
         state = [model.state, optimizer.state, mx.random.state]
@@ -255,10 +255,9 @@ class Trainer:
 
     def _loss_inputs(self, batch) -> tuple[mx.array, ...]:
         """What the compiled step's loss takes: the batch, plus the selected targets when sparse."""
-        if self.split is None:
+        if not self.sparse:
             return mx.array(batch.ids), mx.array(batch.roles)
-        t = select_targets(batch.roles, self.cfg.plw)
-        return mx.array(batch.ids), mx.array(t.positions), mx.array(t.weights), mx.array(t.roles)
+        return mx.array(batch.ids), *select_targets(batch.roles, self.cfg.plw).arrays()
 
     def update_norm(self) -> float:
         total = 0.0
@@ -281,7 +280,7 @@ class Trainer:
             chunk = subset[i : i + size]
             batch = collate(chunk, self.pad_id)
             ids, roles = mx.array(batch.ids), mx.array(batch.roles)
-            sums = eval_sums_chunked(self.split, ids, roles) if self.split else eval_sums(self.model, ids, roles)
+            sums = eval_sums_fast(self.model, ids, roles) if self.sparse else eval_sums(self.model, ids, roles)
             totals.add(sums, len(chunk))
             for example, (p_ce, p_n, c_ce, c_n, c_ok) in zip(chunk, sums.tolist()):
                 rows.append({
@@ -396,6 +395,10 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run(self) -> StageResult:
         self.prepare()  # user errors surface here, before a run folder is half-written
+        write_process_record(self.run_dir)  # from here on other processes see it live
+        if self.after is not None:
+            link_next_stage(self.after, self.run_dir)
+        self.control.watch(self.run_dir)  # requests from other processes: tuner control, an attached app
         try:
             return self._loop()
         except Exception as e:
@@ -433,6 +436,7 @@ class Trainer:
                 resumed_from=self.first_step - 1,
                 flops_per_token=self.flops_per_token,
                 matmul_peak_flops=self.matmul_peak,
+                pid=os.getpid(),
             )
         )
         for note in self.notes:
@@ -640,7 +644,8 @@ def run_chain(stages: list[Stage], emit: Emit, control: Control | None = None) -
             init = str(results[-1].adapter_dir / "adapters.safetensors")
         if init and not Path(init).exists():
             raise stage.error("resume_adapter_file", f"no such file: {init}")
-        result = Trainer(stage, emit, control, stages=len(stages), init_weights=init).run()
+        after = results[-1].run_dir if results else None
+        result = Trainer(stage, emit, control, stages=len(stages), init_weights=init, after=after).run()
         results.append(result)
         if result.status != "completed":
             break

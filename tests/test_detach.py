@@ -161,6 +161,17 @@ def test_following_a_detached_chain_sees_both_stages_then_ends(tmp_path):
     assert [e.status for e in seen if isinstance(e, ev.RunFinished)] == ["completed", "completed"]
 
 
+def test_following_a_chain_that_already_finished_replays_every_stage(tmp_path):
+    from engine.config import load_stages
+    from engine.trainer import run_chain
+
+    stages = load_stages([write_config(tmp_path, "a.yaml", iters=5), write_config(tmp_path, "b.yaml", iters=5)])
+    first, _ = run_chain(stages, lambda e: None)
+    seen: list[ev.Event] = []
+    assert follow_run(first.run_dir, seen.append, lambda: False, poll_seconds=0.01) == "finished"
+    assert [e.stage for e in seen if isinstance(e, ev.RunStarted)] == [1, 2]
+
+
 def test_detached_resume_continues_where_the_run_stopped(tmp_path):
     config = write_config(tmp_path, iters=30, steps_per_eval=100, save_every=10)
     straight = tuner("train", str(config), "--set", "iters=10")
@@ -196,9 +207,9 @@ def test_the_app_starts_a_detached_run_steers_it_and_quitting_leaves_it_training
             await pilot.press("3", "d")
             assert await wait_until(pilot, lambda: app.attached is not None, 120)
             run_dir = shown["run_dir"] = app.attached
-            assert app.attached_pid is not None and app.attached_pid != os.getpid()
             screen = app.train_screen
             assert await wait_until(pilot, lambda: any(isinstance(e, ev.TrainReport) for e in app.history), 60)
+            assert app.attached_pid == live_pid(run_dir) and app.attached_pid != os.getpid()
             assert any(isinstance(e, ev.RunStarted) and e.run_dir == str(run_dir) for e in app.history)
             assert screen.query_one("#train-progress").progress > 0
             await pilot.press("p")

@@ -83,7 +83,7 @@ class TunerApp(App):
         self.history: deque[ev.Event] = deque(maxlen=HISTORY_LIMIT)  # the latest events shown
         self.control: Control | RemoteControl | None = None
         self.attached: Path | None = None  # the run folder followed, when another process trains it
-        self.attached_pid: int | None = None
+        self.attached_pid: int | None = None  # its trainer's process, from its RunStarted, for the RSS gauge
         self.attach_on_start = Path(attach) if attach else None
         self.run_state = "idle"  # idle | running | paused | stopping
         self.quit_when_stopped = False
@@ -165,15 +165,11 @@ class TunerApp(App):
 
     @work(thread=True, exclusive=True, group="launch")
     def launch_detached(self, config_paths: list[Path]) -> None:
-        from engine.config import load_stages
-        from engine.detach import start_detached
+        from engine.detach import detach_chain
         from engine.errors import UserError
-        from engine.trainer import check_chain
 
         try:
-            stages = load_stages(config_paths)
-            check_chain(stages)
-            run = start_detached([str(p.resolve()) for p in config_paths], Path(stages[0].config.runs_dir))
+            run = detach_chain(config_paths)
         except UserError as e:
             self.call_from_thread(self._detach_failed, str(e))
             return
@@ -200,10 +196,8 @@ class TunerApp(App):
         if self.control is not None:
             self.notify("leave the run shown first (l on the Train screen)", severity="warning")
             return
-        from engine.runs import live_pid
-
         self.control = RemoteControl(run_dir)
-        self.attached, self.attached_pid = Path(run_dir), live_pid(run_dir)
+        self.attached = Path(run_dir)
         self.set_state("running")
         self.switch_mode("train")
         self.follow_run(Path(run_dir))
@@ -306,6 +300,8 @@ class TunerApp(App):
                 self.history.append(event)
                 if isinstance(event, ev.StateChanged):
                     self.set_state(event.state)
+                if isinstance(event, ev.RunStarted) and self.attached is not None:
+                    self.attached_pid = event.pid or None
                 if isinstance(event, ev.Notice) and event.message == THREAD_ENDED:
                     self.control = self.attached = self.attached_pid = None
                     self.set_state("idle")
