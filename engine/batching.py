@@ -4,6 +4,10 @@ Examples are sorted by their token count and cut into consecutive groups of ``ba
 little compute goes to padding; the order of the groups is shuffled per epoch from
 (seed, epoch), so any position in the run can be rebuilt exactly when resuming. The last,
 smaller group of an epoch is trained too (mlx-lm drops it).
+
+In data-parallel training every rank draws the same groups and collates only its share
+(:meth:`engine.distributed.World.share`); the batch keeps the whole group, whose weights
+normalise the loss and whose tokens are the step's.
 """
 
 from __future__ import annotations
@@ -43,10 +47,23 @@ class Batch:
     ids: np.ndarray  # (B, L) int32, right-padded with pad_id
     roles: np.ndarray  # (B, L) int8, PAD where padded
     tokens: int  # real (non-pad) tokens
+    group: tuple[Example, ...] = ()  # the whole step's examples, of which these rows are a share
+
+    @property
+    def group_tokens(self) -> int:
+        """Real tokens of the whole step (all ranks' shares)."""
+        return sum(len(e) for e in self.group) if self.group else self.tokens
 
 
 def collate(examples: list[Example], pad_id: int = 0) -> Batch:
-    """Right-pad to the longest example, rounded up to a multiple of PAD_MULTIPLE."""
+    """Right-pad to the longest example, rounded up to a multiple of PAD_MULTIPLE.
+
+    No examples (a rank whose share of a short last group is empty) gives one row of padding:
+    it has no loss weight, so it adds nothing to the loss or the gradients, but the rank still
+    takes part in the step's collectives.
+    """
+    if not examples:
+        return Batch(np.full((1, PAD_MULTIPLE), pad_id, dtype=np.int32), np.full((1, PAD_MULTIPLE), PAD, dtype=np.int8), 0)
     longest = max(len(e) for e in examples)
     width = PAD_MULTIPLE * math.ceil(longest / PAD_MULTIPLE)
     ids = np.full((len(examples), width), pad_id, dtype=np.int32)
@@ -64,8 +81,9 @@ class BatchStream:
     sequence of batches.
     """
 
-    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int = 0):
+    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int = 0, share=list):
         self.examples = examples
+        self.share = share  # a group's part this process trains on (World.share), all of it by default
         self.batch_size = batch_size
         self.seed = seed
         self.pad_id = pad_id
@@ -89,6 +107,7 @@ class BatchStream:
     def next(self) -> Batch:
         if self.index >= len(self._plan):
             self.seek(self.epoch + 1, 0)
-        group = self._plan[self.index]
+        group = [self.examples[i] for i in self._plan[self.index]]
         self.index += 1
-        return collate([self.examples[i] for i in group], self.pad_id)
+        batch = collate(self.share(group), self.pad_id)
+        return Batch(batch.ids, batch.roles, batch.tokens, tuple(group))

@@ -5,6 +5,9 @@ everything else here, so the engine never imports the UI.
 
 User mistakes (configs, data, model paths) print one line and exit with code 2. Ctrl-C or
 SIGTERM during training stops after the current step and saves; a second Ctrl-C exits at once.
+
+Started by ``mlx.launch`` (directly, or through ``tuner train --hosts``), ``train`` is one rank of a
+data-parallel run: rank 0 prints and writes, the other ranks stay quiet.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--detach", action="store_true",
                        help="train in a background process that outlives this terminal and SSH session; "
                        "prints the run folder and returns")
+    train.add_argument("--hosts", metavar="HOSTFILE",
+                       help="train data-parallel on the hosts of an mlx.launch JSON hostfile (one rank per entry; "
+                       "rank 0 writes the run folder)")
     train.add_argument("--announce", help=argparse.SUPPRESS)  # the detached child's handshake file
     control = sub.add_parser("control", help="pause, resume, stop, save or evaluate a run training in another process")
     control.add_argument("run_dir", metavar="RUN_DIR")
@@ -200,14 +206,19 @@ def cmd_train(args) -> int:
         raise UserError("train: give config files, or --resume RUN_DIR (not both)")
     if args.detach:
         return detach_train(args)
+    if args.hosts:
+        return train_on_hosts(args)
+    from .distributed import current_world
+
+    world = current_world()
     if args.resume:
-        start = lambda emit, control: [resume_run(args.resume, emit, control)]  # noqa: E731
+        start = lambda emit, control: [resume_run(args.resume, emit, control, world)]  # noqa: E731
     else:
         stages = load_stages(args.configs, args.overrides)
-        start = lambda emit, control: run_chain(stages, emit, control)  # noqa: E731
+        start = lambda emit, control: run_chain(stages, emit, control, world)  # noqa: E731
     control = Control()
-    printer = Printer(sys.stdout, quiet=args.quiet)
-    if args.announce:  # a detached child: tell the waiting parent where the run lives
+    printer = Printer(sys.stdout, quiet=args.quiet) if world.is_main else (lambda event: None)
+    if args.announce and world.is_main:  # a detached child: tell the waiting parent where the run lives
         printer = _announcing(printer, Path(args.announce))
     interrupts = {"n": 0}
 
@@ -215,7 +226,8 @@ def cmd_train(args) -> int:
         interrupts["n"] += 1
         if interrupts["n"] > 1:
             raise KeyboardInterrupt
-        print("\nstopping after this step and saving (press Ctrl-C again to quit at once)", file=sys.stderr)
+        if world.is_main:
+            print("\nstopping after this step and saving (press Ctrl-C again to quit at once)", file=sys.stderr)
         control.stop()
 
     old_int = signal.signal(signal.SIGINT, on_signal)
@@ -231,16 +243,29 @@ def cmd_train(args) -> int:
     return EXIT_CODES.get(results[-1].status, 0) if results else 0
 
 
+def train_on_hosts(args) -> int:
+    """``tuner train --hosts HOSTFILE ...``: check here, then train through mlx.launch."""
+    from .detach import checked_chain, checked_resume
+    from .hosts import train_on_hosts as launch
+
+    if args.resume:
+        train_args, stages, runs_dir = checked_resume(Path(args.resume), args.quiet)
+    else:
+        train_args, stages, runs_dir = checked_chain(args.configs, args.overrides, args.quiet)
+    return launch(Path(args.hosts), train_args, stages, runs_dir)
+
+
 def detach_train(args) -> int:
     """Start the same ``tuner train`` in the background and print how to follow and steer it."""
     from .detach import detach_chain, detach_resume
 
+    hosts = Path(args.hosts) if args.hosts else None
     print("starting a detached run (loading the model and data) ...", file=sys.stderr, flush=True)
     try:
         if args.resume:
-            run = detach_resume(Path(args.resume), args.quiet)
+            run = detach_resume(Path(args.resume), args.quiet, hosts)
         else:
-            run = detach_chain(args.configs, args.overrides, args.quiet)
+            run = detach_chain(args.configs, args.overrides, args.quiet, hosts)
     except KeyboardInterrupt:
         print("\nstill starting in the background; its run folder will appear in the runs folder", file=sys.stderr)
         return EXIT_INTERRUPTED

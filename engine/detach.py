@@ -34,8 +34,9 @@ class Detached:
     log: Path
 
 
-def detach_chain(config_paths: list, overrides: list[str] = (), quiet: bool = False) -> Detached:
-    """Check a chain of configs here, then train it in a detached process."""
+def checked_chain(config_paths: list, overrides: list[str] = (), quiet: bool = False) -> tuple[list[str], list, Path]:
+    """Check a chain of configs here; (the ``tuner train`` arguments that run it elsewhere, its
+    stages, its runs folder)."""
     from .config import load_stages
     from .trainer import check_chain
 
@@ -44,11 +45,12 @@ def detach_chain(config_paths: list, overrides: list[str] = (), quiet: bool = Fa
     train_args = [str(Path(path).resolve()) for path in config_paths]
     for override in overrides:
         train_args += ["--set", override]
-    return start_detached(train_args + (["--quiet"] if quiet else []), Path(stages[0].config.runs_dir))
+    return train_args + (["--quiet"] if quiet else []), stages, Path(stages[0].config.runs_dir)
 
 
-def detach_resume(run_dir: Path, quiet: bool = False) -> Detached:
-    """Check that ``run_dir`` can be resumed (and is not training now), then resume it detached."""
+def checked_resume(run_dir: Path, quiet: bool = False) -> tuple[list[str], list, Path]:
+    """Check that ``run_dir`` can be resumed (and is not training now); like :func:`checked_chain`."""
+    from .config import load_stages
     from .runs import live_pid
     from .trainer import latest_checkpoint
 
@@ -58,11 +60,33 @@ def detach_resume(run_dir: Path, quiet: bool = False) -> Detached:
     latest_checkpoint(run_dir)
     if (pid := live_pid(run_dir)) is not None:
         raise UserError(f"{run_dir}: still training in process {pid}")
-    return start_detached(["--resume", str(run_dir)] + (["--quiet"] if quiet else []), run_dir.parent)
+    stages = load_stages([run_dir / "config.yaml"])
+    return ["--resume", str(run_dir)] + (["--quiet"] if quiet else []), stages, run_dir.parent
 
 
-def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 0.2) -> Detached:
+def detach_chain(config_paths: list, overrides: list[str] = (), quiet: bool = False, hosts: Path | None = None) -> Detached:
+    """Check a chain of configs here, then train it in a detached process (on ``hosts``' ranks when given)."""
+    return _detach(*checked_chain(config_paths, overrides, quiet), hosts)
+
+
+def detach_resume(run_dir: Path, quiet: bool = False, hosts: Path | None = None) -> Detached:
+    """Check that ``run_dir`` can be resumed, then resume it detached."""
+    return _detach(*checked_resume(run_dir, quiet), hosts)
+
+
+def _detach(train_args: list[str], stages: list, runs_dir: Path, hosts: Path | None) -> Detached:
+    if hosts is not None:
+        from .hosts import check_ranks
+
+        check_ranks(stages, hosts)
+    return start_detached(train_args, runs_dir, hosts=hosts)
+
+
+def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 0.2, hosts: Path | None = None) -> Detached:
     """Start ``tuner train TRAIN_ARGS`` as a detached process and wait for its run folder.
+
+    With ``hosts`` (an mlx.launch hostfile) the detached process is ``mlx.launch`` starting the
+    ranks, and rank 0 announces the run.
 
     Raises :class:`UserError` with the child's own message when it exits before training starts
     (a model that fails to load, a data file that vanished).
@@ -71,7 +95,13 @@ def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 
     launch.mkdir(parents=True, exist_ok=True)
     token = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     announce, log = launch / f"{token}.json", launch / f"{token}.log"
-    command = [sys.executable, "-m", "engine.cli", "train", *train_args, "--announce", str(announce)]
+    train_args = [*train_args, "--announce", str(announce)]
+    if hosts is None:
+        command = [sys.executable, "-m", "engine.cli", "train", *train_args]
+    else:
+        from .hosts import launch_command
+
+        command = launch_command(hosts, train_args)
     with open(log, "wb") as out:
         child = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -68,6 +68,7 @@ class RunStarted(Event):
     flops_per_token: float = 0.0  # model matmul FLOPs per trained token (engine/flops.py)
     matmul_peak_flops: float = 0.0  # this machine's measured float32 matmul FLOP/s
     pid: int = 0  # the training process, so a follower can tell when it is gone
+    world_size: int = 1  # processes training data-parallel (mlx.launch); rank 0 reports
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,8 @@ class TrainReport(Event):
     cache_memory_gb: float
     elapsed: float
     padding_efficiency: float = math.nan  # real tokens / padded positions of the window's batches
-    mfu: float = math.nan  # model FLOP/s achieved / the machine's matmul peak
+    mfu: float = math.nan  # model FLOP/s achieved / the matmul peak of the machine (times the ranks)
+    rank_tokens_per_second: tuple[float, ...] = ()  # each rank's own share, when data-parallel
 
 
 @dataclass(frozen=True)

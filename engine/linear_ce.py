@@ -193,12 +193,14 @@ def plw_loss_fast(
     positions: mx.array,
     weights: mx.array,
     target_roles: mx.array,
+    denominator: mx.array | None = None,
     *,
     chunk_elements: int = CHUNK_ELEMENTS,
 ):
     """:func:`engine.loss.plw_loss` over the :func:`select_targets` positions only: (loss, aux).
 
     ``positions``, ``weights``, ``target_roles`` are :meth:`Selection.arrays`; PLW is in the weights.
+    ``denominator``: see :func:`engine.loss.weighted_objective`.
     The loss and its gradients equal ``plw_loss``'s. aux = [sum of weights, prompt CE sum,
     prompt count, completion CE sum, completion count] over the selected positions: equal to
     ``plw_loss``'s when PLW > 0; at PLW 0 the prompt entries are 0 (see the module docstring).
@@ -214,7 +216,7 @@ def plw_loss_fast(
         ce = linear_cross_entropy(
             hidden, head.weight, targets, chunk_elements=chunk_elements, weight_grad=head.trainable
         )
-    return weighted_objective(ce, weights, target_roles)
+    return weighted_objective(ce, weights, target_roles, denominator)
 
 
 def eval_sums_fast(model: nn.Module, ids: mx.array, roles: mx.array, *, chunk_elements: int = CHUNK_ELEMENTS) -> mx.array:

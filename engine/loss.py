@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 PAD, PROMPT, COMPLETION = 0, 1, 2
 
@@ -38,28 +39,49 @@ def token_weights(roles: mx.array, plw: float) -> mx.array:
     ).astype(mx.float32)
 
 
-def plw_loss(model, ids: mx.array, roles: mx.array, plw: float):
+def plw_loss(model, ids: mx.array, roles: mx.array, plw: float, denominator: mx.array | None = None):
     """Training objective. Returns (loss, aux) where aux carries sums for reporting.
 
     aux = [sum of weights, prompt CE sum, prompt token count, completion CE sum,
     completion token count]; the first element of the return value is what gets
-    differentiated.
+    differentiated. ``denominator``: see :func:`weighted_objective`.
     """
     ce, _ = token_cross_entropy(model, ids)
-    return weighted_objective(ce, token_weights(roles, plw), roles[:, 1:])
+    return weighted_objective(ce, token_weights(roles, plw), roles[:, 1:], denominator)
 
 
-def weighted_objective(ce: mx.array, weights: mx.array, target_roles: mx.array):
+def weighted_objective(ce: mx.array, weights: mx.array, target_roles: mx.array, denominator: mx.array | None = None):
     """(sum(w * ce) / sum(w), aux) from per-target cross entropies, weights and roles.
 
     Shared by the plain loss and :mod:`engine.linear_ce`, which computes ``ce`` on fewer positions.
+    ``denominator`` replaces this batch's own sum(w): a rank that holds part of a global batch
+    divides by the global sum (over the number of ranks, see :func:`rank_denominator`), so the
+    ranks' averaged gradients are those of the whole batch, not an average of per-rank averages.
     """
     is_prompt = (target_roles == PROMPT).astype(mx.float32)
     is_completion = (target_roles == COMPLETION).astype(mx.float32)
     wsum = weights.sum()
-    loss = (ce * weights).sum() / mx.maximum(wsum, 1e-9)
+    loss = (ce * weights).sum() / mx.maximum(wsum if denominator is None else denominator, 1e-9)
     aux = mx.stack([wsum, (ce * is_prompt).sum(), is_prompt.sum(), (ce * is_completion).sum(), is_completion.sum()])
     return loss, aux
+
+
+def target_weight_sum(roles: list[np.ndarray], plw: float) -> float:
+    """sum(w) over the targets of these examples' role rows (each example's tokens 1..L-1)."""
+    total = 0.0
+    for row in roles:
+        targets = np.asarray(row[1:])
+        total += float((targets == COMPLETION).sum()) + plw * float((targets == PROMPT).sum())
+    return total
+
+
+def rank_denominator(global_roles: list[np.ndarray], plw: float, ranks: int) -> mx.array:
+    """What each of ``ranks`` ranks divides its weighted CE sum by: the global sum(w) / ranks.
+
+    Averaging the ranks' losses (and gradients) then gives sum over all ranks of sum(w * ce)
+    divided by the global sum(w): the PLW loss of the whole batch.
+    """
+    return mx.array(target_weight_sum(global_roles, plw) / ranks, dtype=mx.float32)
 
 
 @dataclass

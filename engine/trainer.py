@@ -8,6 +8,11 @@ on the main thread (CLI) or a worker thread (TUI).
 Units: a *step* is one batch (mlx-lm's "iteration"); ``iters``, ``steps_per_report``,
 ``steps_per_eval`` and ``save_every`` count steps. The optimizer updates once every
 ``grad_accumulation_steps`` steps, and learning-rate schedules (warmup included) count updates.
+
+Under ``mlx.launch`` several processes run this loop together, data-parallel (see
+:mod:`engine.distributed`): each trains on its share of every batch, and only rank 0 writes or
+reports. Every collective sits at a point all ranks reach in the same order, and every decision
+that ends or pauses the loop is taken from values all ranks share.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from .batching import BatchStream, collate, total_steps
 from .config import Stage, config_to_dict
 from .control import Control
 from .data import load_splits
+from .distributed import World
 from .errors import UserError
-from .loss import EvalTotals, eval_sums, plw_loss
+from .loss import EvalTotals, eval_sums, plw_loss, rank_denominator
 from .memory_guard import MemoryGuard
 from .model import (
     count_parameters,
@@ -63,6 +69,7 @@ from .tokenize import Example, tokenize_split
 
 Emit = Callable[[ev.Event], None]
 STEP_SEED_STRIDE = 1_000_003
+RANK_SEED_STRIDE = 2**40  # ranks draw different dropout masks for their different examples
 OPTIMIZERS = {
     "adam": optim.Adam,
     "adamw": optim.AdamW,
@@ -75,8 +82,8 @@ OPTIMIZERS = {
 @dataclass(frozen=True)
 class StageResult:
     status: str  # completed | stopped
-    run_dir: Path
-    adapter_dir: Path
+    run_dir: Path | None  # None on ranks other than 0, which write nothing
+    adapter_dir: Path | None
     step: int
 
 
@@ -96,8 +103,10 @@ class Trainer:
     """One stage of a run: prepared up front, then driven step by step by :meth:`run`."""
 
     def __init__(self, stage: Stage, emit: Emit, control: Control | None = None, *, stages: int = 1,
-                 init_weights: str | None = None, resume: Path | None = None, after: Path | None = None):
+                 init_weights: str | None = None, resume: Path | None = None, after: Path | None = None,
+                 world: World | None = None):
         self.stage = stage
+        self.world = world or World()
         self.cfg = stage.config
         self.control = control or Control()
         self._user_emit = emit
@@ -119,6 +128,9 @@ class Trainer:
         splits = load_splits(self.stage)
         if cfg.num_layers > len(self.model.layers):  # after the data, whose errors come first
             raise self.stage.error("num_layers", f"{cfg.num_layers} is more than the model's {len(self.model.layers)} layers")
+        if cfg.batch_size % self.world.size:
+            raise self.stage.error("batch_size", f"{cfg.batch_size} does not split evenly over {self.world.size} ranks; "
+                                   f"use a multiple of {self.world.size}")
         self.notes = [ev.Notice(message=note) for note in loaded.notes]  # emitted once the run starts
         if (slow := blas_notice()) is not None:
             self.notes.append(ev.Notice(message=slow, level="warning"))
@@ -138,7 +150,7 @@ class Trainer:
         mx.random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         setup_trainable(self.model, cfg)
-        if self.init_weights:
+        if self.init_weights and self.world.is_main:  # the other ranks receive rank 0's weights
             load_trained_weights(self.model, self.init_weights)
             self.notes.append(ev.Notice(message=f"continuing from {self.init_weights}"))
         self.trainable, self.total_params = count_parameters(self.model)
@@ -152,7 +164,7 @@ class Trainer:
         self.start_weights = {k: mx.array(v) for k, v in trainable_weights(self.model).items()}
 
         self.pad_id = self._pad_id()
-        self.stream = BatchStream(self.train_set, cfg.batch_size, cfg.seed, self.pad_id)
+        self.stream = BatchStream(self.train_set, cfg.batch_size, cfg.seed, self.pad_id, share=self.world.share)
         self.total = total_steps(len(self.train_set), cfg.batch_size, cfg.iters, cfg.epochs)
         if cfg.epochs is not None and cfg.evals_per_epoch:
             self.steps_per_eval = max(1, self.stream.per_epoch // cfg.evals_per_epoch)
@@ -160,6 +172,10 @@ class Trainer:
             self.steps_per_eval = cfg.steps_per_eval
         self.optimizer = build_optimizer(cfg)
 
+        if not self.world.is_main:  # writes nothing; rank 0 sends what it reads in _start_together
+            self.run_dir = self.adapter_dir = None
+            self.emit = lambda event: None
+            return
         if self.resume:
             self.run_dir = self.resume.parent.parent
             self._restore(self.resume)
@@ -222,24 +238,26 @@ class Trainer:
         Split so the loop can look at the loss and gradient norm before anything changes: a
         non-finite batch is skipped or stops the run while the weights are still good.
         """
-        model, optimizer, plw = self.model, self.optimizer, self.cfg.plw
+        model, optimizer, plw, world = self.model, self.optimizer, self.cfg.plw, self.world
         accum = self.cfg.grad_accumulation_steps
         max_norm = self.cfg.max_grad_norm
         if self.sparse:
             value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss_fast(m, *inputs))
         else:
-            value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss(m, *inputs, plw))
+            value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss(m, inputs[0], inputs[1], plw, *inputs[2:]))
         state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
         def gradients(inputs, prev_grad, do_update):
             (loss, aux), grad = value_and_grad(model, inputs)
+            loss, aux = world.sum(loss) / world.size, world.sum(aux)  # the whole batch's, on every rank
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
             if not do_update:
                 return loss, aux, grad, mx.array(0.0)
-            if accum > 1:
-                grad = tree_map(lambda g: g / accum, grad)
+            grad = world.sum_tree(grad)  # ranks accumulate their own shares; combined once per update
+            if accum * world.size > 1:
+                grad = tree_map(lambda g: g / (accum * world.size), grad)
             norm = mx.sqrt(sum(mx.sum(mx.square(g.astype(mx.float32))) for _, g in tree_flatten(grad)))
             return loss, aux, grad, norm
 
@@ -254,10 +272,15 @@ class Trainer:
         return gradients, update
 
     def _loss_inputs(self, batch) -> tuple[mx.array, ...]:
-        """What the compiled step's loss takes: the batch, plus the selected targets when sparse."""
+        """What the compiled step's loss takes: the batch, plus the selected targets when sparse,
+        plus, on one of several ranks, the whole batch's loss denominator."""
         if not self.sparse:
-            return mx.array(batch.ids), mx.array(batch.roles)
-        return mx.array(batch.ids), *select_targets(batch.roles, self.cfg.plw).arrays()
+            inputs = (mx.array(batch.ids), mx.array(batch.roles))
+        else:
+            inputs = (mx.array(batch.ids), *select_targets(batch.roles, self.cfg.plw).arrays())
+        if self.world.distributed:
+            inputs += (rank_denominator([e.roles for e in batch.group], self.cfg.plw, self.world.size),)
+        return inputs
 
     def update_norm(self) -> float:
         total = 0.0
@@ -269,7 +292,8 @@ class Trainer:
         """Deterministic pass over the first ``max_batches`` batches (-1: all), length-sorted.
 
         Returns the totals and one row per example (its losses and token counts), from which a
-        person can find the examples the model gets most wrong.
+        person can find the examples the model gets most wrong. Several ranks score their shares
+        of each batch and gather the rows, so every rank ends with the same totals.
         """
         size = self.cfg.batch_size
         subset = examples if max_batches == -1 else examples[: max_batches * size]
@@ -278,9 +302,11 @@ class Trainer:
         self.model.eval()
         for i in range(0, len(subset), size):
             chunk = subset[i : i + size]
-            batch = collate(chunk, self.pad_id)
+            share = self.world.share(chunk)
+            batch = collate(share, self.pad_id)
             ids, roles = mx.array(batch.ids), mx.array(batch.roles)
             sums = eval_sums_fast(self.model, ids, roles) if self.sparse else eval_sums(self.model, ids, roles)
+            sums = self._gather_rows(sums[: len(share)], len(chunk))
             totals.add(sums, len(chunk))
             for example, (p_ce, p_n, c_ce, c_n, c_ok) in zip(chunk, sums.tolist()):
                 rows.append({
@@ -294,10 +320,22 @@ class Trainer:
         self.model.train()
         return totals, rows
 
+    def _gather_rows(self, rows: mx.array, n: int) -> mx.array:
+        """All ranks' per-example rows of one batch of ``n`` examples, in the batch's order
+        (example j is row j // size of rank j % size)."""
+        world = self.world
+        if not world.distributed:
+            return rows
+        width = -(-n // world.size)
+        padded = mx.concatenate([rows, mx.zeros((width - rows.shape[0], rows.shape[1]), rows.dtype)])
+        gathered = world.gather(padded)
+        order = mx.array([(j % world.size) * width + j // world.size for j in range(n)])
+        return gathered[order]
+
     def _eval_event(self, step: int, split: str, examples, batches) -> None:
         tic = time.perf_counter()
         t, rows = self.evaluate(examples, batches)
-        if split == "valid":  # the latest validation, per example, worst completion loss first
+        if split == "valid" and self.world.is_main:  # the latest validation, per example, worst completion loss first
             rows.sort(key=lambda r: -(r["completion_loss"] or 0.0))
             atomic_write_json(self.run_dir / EVAL_EXAMPLES, {"step": step, "examples": rows})
         self.emit(
@@ -328,7 +366,8 @@ class Trainer:
             self.best, self.evals_since_best = (loss, step), 0
             if step > 0:
                 self.save(step, "best")
-                atomic_write_json(self.run_dir / "checkpoints" / "best.json", {"step": step, "completion_loss": loss, "checkpoint": f"step-{step:07d}"})
+                if self.world.is_main:
+                    atomic_write_json(self.run_dir / "checkpoints" / "best.json", {"step": step, "completion_loss": loss, "checkpoint": f"step-{step:07d}"})
         else:
             self.evals_since_best += 1
 
@@ -340,7 +379,7 @@ class Trainer:
     def _samples(self, step: int) -> None:
         """Greedy generations for the first validation prompts, to read beside the numbers."""
         n = self.cfg.samples_per_eval
-        if not n:
+        if not n or not self.world.is_main:
             return
         from mlx_lm.generate import generate
 
@@ -365,8 +404,12 @@ class Trainer:
 
         ``adapters.safetensors`` is always the latest weights; periodic saves also keep
         ``{step:07d}_adapters.safetensors`` beside it, as mlx-lm does. The checkpoint folder holds
-        the weights, the optimizer state and the data/RNG position.
+        the weights, the optimizer state and the data/RNG position. Every rank calls it (the
+        ranks' shares of pending gradients are summed into the checkpoint); rank 0 writes.
         """
+        pending = self.world.sum_tree(self.pending_grad) if self.pending_grad is not None else None
+        if not self.world.is_main:
+            return
         weights = trainable_weights(self.model)
         mx.eval(weights)
         atomic_save_safetensors(self.adapter_dir / "adapters.safetensors", weights)
@@ -376,8 +419,8 @@ class Trainer:
         atomic_save_safetensors(ckpt / "adapters.safetensors", weights)
         opt_state = dict(tree_flatten(self.optimizer.state))
         atomic_save_safetensors(ckpt / "optimizer.safetensors", opt_state)
-        if self.pending_grad is not None:  # saved between two updates of an accumulation
-            atomic_save_safetensors(ckpt / "pending_grad.safetensors", dict(tree_flatten(self.pending_grad)))
+        if pending is not None:  # saved between two updates of an accumulation
+            atomic_save_safetensors(ckpt / "pending_grad.safetensors", dict(tree_flatten(pending)))
         atomic_write_json(
             ckpt / "state.json",
             {
@@ -395,18 +438,47 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run(self) -> StageResult:
         self.prepare()  # user errors surface here, before a run folder is half-written
-        write_process_record(self.run_dir)  # from here on other processes see it live
-        if self.after is not None:
-            link_next_stage(self.after, self.run_dir)
-        self.control.watch(self.run_dir)  # requests from other processes: tuner control, an attached app
+        main = self.world.is_main
+        if main:
+            write_process_record(self.run_dir)  # from here on other processes see it live
+            if self.after is not None:
+                link_next_stage(self.after, self.run_dir)
+            self.control.watch(self.run_dir)  # requests from other processes: tuner control, an attached app
         try:
+            self._start_together()
             return self._loop()
         except Exception as e:
             self.emit(ev.RunFailed(step=getattr(self, "step_done", 0), error=f"{type(e).__name__}: {e}"))
             raise
         finally:
-            self.writer.close()
-            clear_process_record(self.run_dir)
+            if main:
+                self.writer.close()
+                clear_process_record(self.run_dir)
+
+    def _start_together(self) -> None:
+        """Give every rank rank 0's starting point, which only rank 0 may have been able to read:
+        the trainable weights and, when resuming, the optimizer state and the data position.
+
+        A rank other than 0 starts a resumed run with zero pending gradients: the checkpoint holds
+        the sum of every rank's share, and rank 0 carries it.
+        """
+        world = self.world
+        if not world.distributed:
+            return
+        self.model.update(world.from_main(self.model.trainable_parameters()))
+        if not self.resume:
+            return
+        if not world.is_main:
+            self.optimizer.init(self.model.trainable_parameters())
+        self.optimizer.state = world.from_main(self.optimizer.state)
+        step, epoch, index, tokens, pending = world.from_main_ints(
+            [self.first_step, self.stream.epoch, self.stream.index, self.trained_tokens, self.pending_grad is not None]
+        )
+        if not world.is_main:
+            self.first_step, self.trained_tokens = step, tokens
+            self.stream.seek(epoch, index)
+            if pending:
+                self.pending_grad = tree_map(mx.zeros_like, self.model.trainable_parameters())
 
     def _loop(self) -> StageResult:
         cfg, emit, control = self.cfg, self.emit, self.control
@@ -437,6 +509,7 @@ class Trainer:
                 flops_per_token=self.flops_per_token,
                 matmul_peak_flops=self.matmul_peak,
                 pid=os.getpid(),
+                world_size=self.world.size,
             )
         )
         for note in self.notes:
@@ -459,14 +532,16 @@ class Trainer:
 
         status, stop_reason = "completed", ""
         for step in range(self.first_step, self.total + 1):
-            paused_for += self._obey_pause(step - 1)
-            if control.stopping:
+            stop, paused = self._between_steps(step - 1)
+            paused_for += paused
+            if stop:
                 status = "stopped"
                 break
             tic = time.perf_counter()
             batch = self.stream.next()
             do_update = step % accum == 0 or step == self.total
-            mx.random.seed(cfg.seed * STEP_SEED_STRIDE + step)  # dropout depends on (seed, step) only
+            # dropout depends on (seed, step, rank) only
+            mx.random.seed(cfg.seed * STEP_SEED_STRIDE + step + self.world.rank * RANK_SEED_STRIDE)
             loss, aux, grad, norm = gradients(self._loss_inputs(batch), self.pending_grad, do_update)
             mx.eval(self._state, loss, aux, grad, norm)
             if not (math.isfinite(loss.item()) and math.isfinite(norm.item())):
@@ -489,23 +564,24 @@ class Trainer:
             window["loss"] += loss.item()
             window["aux"] += np.array(aux.tolist())
             window["steps"] += 1
-            window["tokens"] += batch.tokens
+            window["tokens"] += batch.group_tokens
+            window["rank_tokens"] += batch.tokens
             window["positions"] += batch.ids.size
             window["seconds"] += time.perf_counter() - tic
-            self.trained_tokens += batch.tokens
+            self.trained_tokens += batch.group_tokens
             if do_update:
                 grad_norm = norm.item()
 
             if step % cfg.steps_per_report == 0 or step == self.total:
                 self._report(step, window, grad_norm, time.perf_counter() - started - paused_for)
                 window = new_window()
-            if self.valid_set and (step % self.steps_per_eval == 0 or step == self.total or control.take_eval()):
+            if self.valid_set and (step % self.steps_per_eval == 0 or step == self.total):
                 self._eval_event(step, "valid", self.valid_set, cfg.val_batches)
             if step % cfg.save_every == 0 and step != self.total:
                 self.save(step, "periodic")
-            elif control.take_save():
-                self.save(step, "requested")
-            if (pressure := guard.check()) is not None and step != self.total:
+            pressure = guard.check()
+            if self.world.any(pressure is not None) and step != self.total:
+                pressure = pressure or "memory pressure on another rank"
                 self.save(step, "memory")
                 emit(ev.Notice(message=f"{pressure}: checkpoint saved at step {step}", level="warning"))
                 if not control.pause_on_memory_pressure:
@@ -524,7 +600,7 @@ class Trainer:
         if status == "completed" and self.test_set:
             self._eval_event(self.step_done, "test", self.test_set, cfg.test_batches)
         fused = ""
-        if cfg.fuse and status == "completed":
+        if cfg.fuse and status == "completed" and self.world.is_main:
             fused = str(fuse(self.model_path, self.adapter_dir, self.run_dir / "fused"))
         emit(
             ev.RunFinished(
@@ -538,26 +614,50 @@ class Trainer:
         )
         return StageResult(status, self.run_dir, self.adapter_dir, self.step_done)
 
-    def _obey_pause(self, step: int) -> float:
-        """Block while paused (still serving save and eval requests); returns seconds paused."""
+    def _between_steps(self, step: int) -> tuple[bool, float]:
+        """Act on the requests that came in during the last step: save, eval, and pause (still
+        serving save and eval requests while paused). Returns (stop, seconds paused).
+
+        Every rank calls this after every step and, while paused, once per turn of the wait; the
+        requests come from :meth:`World.agree`, so all ranks save, evaluate, pause and stop together.
+        """
+        stop, pause, save, evaluate = self._requests()
+        tic = time.perf_counter()
+        if pause and not stop:
+            self.emit(ev.StateChanged(state="paused", step=step))
+        was_paused = pause and not stop
+        while True:
+            if save:
+                self.save(step, "requested")
+            if evaluate and self.valid_set:
+                self._eval_event(step, "valid", self.valid_set, self.cfg.val_batches)
+            if not pause or stop:
+                break
+            if self.world.is_main:
+                self.control.wait_for_resume(0.2)
+            else:  # only rank 0 is paused and resumed; the others look again with it
+                time.sleep(0.2)
+            stop, pause, save, evaluate = self._requests()
+        if not was_paused:
+            return stop, 0.0
+        self.emit(ev.StateChanged(state="stopping" if stop else "running", step=step))
+        return stop, time.perf_counter() - tic
+
+    def _requests(self) -> tuple[bool, bool, bool, bool]:
+        """(stop, pause, save, eval) as every rank will act on them."""
         control = self.control
         control.poll()
-        if not control.paused:
-            return 0.0
-        tic = time.perf_counter()
-        self.emit(ev.StateChanged(state="paused", step=step))
-        while control.paused and not control.stopping:
-            control.wait_for_resume(0.2)
-            if control.take_save():
-                self.save(step, "requested")
-            if control.take_eval() and self.valid_set:
-                self._eval_event(step, "valid", self.valid_set, self.cfg.val_batches)
-        self.emit(ev.StateChanged(state="stopping" if control.stopping else "running", step=step))
-        return time.perf_counter() - tic
+        return self.world.agree(control.stopping, control.paused, control.take_save(), control.take_eval())
 
     def _report(self, step: int, window: dict, grad_norm: float, elapsed: float) -> None:
         wsum, p_ce, p_n, c_ce, c_n = window["aux"]
         tokens_per_second = window["tokens"] / max(window["seconds"], 1e-9)
+        per_rank = self.world.gather(
+            mx.array([[window["rank_tokens"], window["positions"], window["seconds"]]], dtype=mx.float32)
+        ).tolist()
+        rank_speeds = tuple(tokens / max(seconds, 1e-9) for tokens, _, seconds in per_rank)
+        real_share = sum(row[0] for row in per_rank) / max(sum(row[1] for row in per_rank), 1)
+        peak = self.matmul_peak * self.world.size
         self.emit(
             ev.TrainReport(
                 step=step,
@@ -575,15 +675,16 @@ class Trainer:
                 active_memory_gb=mx.get_active_memory() / 1e9,
                 cache_memory_gb=mx.get_cache_memory() / 1e9,
                 elapsed=elapsed,
-                padding_efficiency=window["tokens"] / max(window["positions"], 1),
-                mfu=tokens_per_second * self.flops_per_token / self.matmul_peak if self.matmul_peak else math.nan,
+                padding_efficiency=real_share,
+                mfu=tokens_per_second * self.flops_per_token / peak if peak else math.nan,
+                rank_tokens_per_second=rank_speeds if self.world.distributed else (),
             )
         )
 
 
 def new_window() -> dict:
     """Sums over the steps since the last training report."""
-    return {"loss": 0.0, "aux": np.zeros(5), "steps": 0, "tokens": 0, "positions": 0, "seconds": 0.0}
+    return {"loss": 0.0, "aux": np.zeros(5), "steps": 0, "tokens": 0, "rank_tokens": 0, "positions": 0, "seconds": 0.0}
 
 
 def checkpoint_layers(model: nn.Module) -> None:
@@ -633,19 +734,25 @@ def check_chain(stages: list[Stage]) -> None:
                     )
 
 
-def run_chain(stages: list[Stage], emit: Emit, control: Control | None = None) -> list[StageResult]:
-    """Run the stages in order, each starting from the previous stage's trained weights."""
+def run_chain(stages: list[Stage], emit: Emit, control: Control | None = None,
+              world: World | None = None) -> list[StageResult]:
+    """Run the stages in order, each starting from the previous stage's trained weights.
+
+    With several ranks only rank 0 reads those weights (the others have no run folders) and
+    hands them on when the stage starts.
+    """
     check_chain(stages)
     control = control or Control()
+    world = world or World()
     results: list[StageResult] = []
     for stage in stages:
         init = stage.config.resume_adapter_file
         if results and "resume_adapter_file" not in stage.explicit:
-            init = str(results[-1].adapter_dir / "adapters.safetensors")
-        if init and not Path(init).exists():
+            init = str(results[-1].adapter_dir / "adapters.safetensors") if world.is_main else None
+        if init and world.is_main and not Path(init).exists():
             raise stage.error("resume_adapter_file", f"no such file: {init}")
         after = results[-1].run_dir if results else None
-        result = Trainer(stage, emit, control, stages=len(stages), init_weights=init, after=after).run()
+        result = Trainer(stage, emit, control, stages=len(stages), init_weights=init, after=after, world=world).run()
         results.append(result)
         if result.status != "completed":
             break
@@ -660,7 +767,7 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return pointer.parent / pointer.read_text().strip()
 
 
-def resume_run(run_dir: Path, emit: Emit, control: Control | None = None) -> StageResult:
+def resume_run(run_dir: Path, emit: Emit, control: Control | None = None, world: World | None = None) -> StageResult:
     """Continue a run from its latest checkpoint, in its own folder, with its own config."""
     from .config import load_stages
 
@@ -668,4 +775,4 @@ def resume_run(run_dir: Path, emit: Emit, control: Control | None = None) -> Sta
     if not (run_dir / "config.yaml").exists():
         raise UserError(f"{run_dir}: not a run folder (it has no config.yaml)")
     stage = load_stages([run_dir / "config.yaml"])[0]
-    return Trainer(stage, emit, control, resume=latest_checkpoint(run_dir)).run()
+    return Trainer(stage, emit, control, resume=latest_checkpoint(run_dir), world=world).run()
