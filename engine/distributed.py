@@ -12,6 +12,10 @@ be agreed is exchanged with a collective at points every rank reaches in the sam
   from disk (a chain's previous stage, a checkpoint to resume);
 * evaluation sums, each rank scoring its share of every validation batch.
 
+MLX is lazy: a collective runs when its result is evaluated. Outside a compiled step every
+caller evaluates what these helpers return at once, on every rank, so that no rank leaves a
+collective unevaluated (its peers would wait for it forever) or runs two in a different order.
+
 Only rank 0 writes: the run folder, ``metrics.jsonl``, checkpoints and the adapter. A world of
 one (no launcher) makes every helper here the identity, so the single-process path is unchanged.
 """

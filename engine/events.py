@@ -189,5 +189,7 @@ def event_from_dict(data: dict[str, Any]) -> Event:
             value = data[f.name]
             if f.type == "float" and isinstance(value, str):
                 value = float(value)
+            elif f.type.startswith("tuple[float") and isinstance(value, list):
+                value = tuple(float(v) for v in value)
             kwargs[f.name] = value
     return cls(**kwargs)

@@ -407,7 +407,10 @@ class Trainer:
         the weights, the optimizer state and the data/RNG position. Every rank calls it (the
         ranks' shares of pending gradients are summed into the checkpoint); rank 0 writes.
         """
-        pending = self.world.sum_tree(self.pending_grad) if self.pending_grad is not None else None
+        pending = None
+        if self.pending_grad is not None:  # a rank's loss carries a factor of the ranks (rank_denominator)
+            pending = tree_map(lambda g: g / self.world.size, self.world.sum_tree(self.pending_grad))
+        mx.eval(pending)  # now, on every rank: a collective left lazy on one rank would never meet its peers
         if not self.world.is_main:
             return
         weights = trainable_weights(self.model)
@@ -460,21 +463,26 @@ class Trainer:
         the trainable weights and, when resuming, the optimizer state and the data position.
 
         A rank other than 0 starts a resumed run with zero pending gradients: the checkpoint holds
-        the sum of every rank's share, and rank 0 carries it.
+        the whole batch's, and rank 0 carries them (scaled like a rank's own, see :meth:`save`).
         """
         world = self.world
         if not world.distributed:
             return
         self.model.update(world.from_main(self.model.trainable_parameters()))
+        mx.eval(self.model.trainable_parameters())  # collectives run now, in the same order everywhere
         if not self.resume:
             return
         if not world.is_main:
             self.optimizer.init(self.model.trainable_parameters())
         self.optimizer.state = world.from_main(self.optimizer.state)
+        mx.eval(self.optimizer.state)
         step, epoch, index, tokens, pending = world.from_main_ints(
             [self.first_step, self.stream.epoch, self.stream.index, self.trained_tokens, self.pending_grad is not None]
         )
-        if not world.is_main:
+        if world.is_main:
+            if pending:
+                self.pending_grad = tree_map(lambda g: g * world.size, self.pending_grad)
+        else:
             self.first_step, self.trained_tokens = step, tokens
             self.stream.seek(epoch, index)
             if pending:

@@ -1,0 +1,229 @@
+"""Data-parallel training: two ranks under ``mlx.launch --backend ring`` on this machine must train
+what one process trains on the same global batches, to floating-point noise."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from engine import events as ev
+from engine.config import load_stages
+from engine.distributed import World
+from engine.hosts import read_hostfile
+from engine.runs import read_events
+from engine.trainer import run_chain
+
+from .conftest import DEMO_DATA, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCH = str(Path(sys.executable).parent / "mlx.launch")
+
+
+def small_data(folder: Path) -> Path:
+    """17 training examples (batches of 8, 8 and 1: one rank's share of the last is empty) and 5
+    validation examples (shares of 3 and 2)."""
+    data = folder / "data"
+    data.mkdir()
+    for split, n in (("train", 17), ("valid", 5)):
+        lines = (DEMO_DATA / f"{split}.jsonl").read_text().splitlines()[:n]
+        (data / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return data
+
+
+def config(folder: Path, **keys) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    base = dict(data=str(small_data(folder)), batch_size=8, iters=6, grad_accumulation_steps=2, optimizer="sgd",
+                learning_rate=0.5, prompt_loss_weight=0.1, steps_per_report=1, steps_per_eval=3, val_batches=-1,
+                save_every=3)
+    base.update(keys)
+    return write_config(folder, **base)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env() -> dict:
+    out = dict(os.environ)
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), out.get("PYTHONPATH", "")) if p)
+    return out
+
+
+def two_ranks(*train_args, cwd: Path) -> subprocess.CompletedProcess:
+    command = [LAUNCH, "-n", "2", "--backend", "ring", "-p", str(free_port()), "--",
+               sys.executable, "-m", "engine.cli", "train", *map(str, train_args)]
+    return subprocess.run(command, cwd=cwd, env=env(), capture_output=True, text=True, timeout=300)
+
+
+def only_run(runs: Path) -> Path:
+    (run,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    return run
+
+
+def events_of(run: Path, kind):
+    return [e for e in read_events(run) if isinstance(e, kind)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same config trained by one process and by two ranks."""
+    one = tmp_path_factory.mktemp("one-process")
+    run_chain(load_stages([config(one)]), lambda e: None)
+    two = tmp_path_factory.mktemp("two-ranks")
+    done = two_ranks(config(two), cwd=two)
+    assert done.returncode == 0, done.stderr
+    return only_run(one / "runs"), only_run(two / "runs"), done
+
+
+def test_two_ranks_train_what_one_process_trains(runs):
+    one, two, _ = runs
+    a, b = events_of(one, ev.TrainReport), events_of(two, ev.TrainReport)
+    assert [r.step for r in a] == [r.step for r in b] == list(range(1, 7))
+    for x, y in zip(a, b):
+        assert y.loss == pytest.approx(x.loss, rel=1e-5)
+        assert y.completion_loss == pytest.approx(x.completion_loss, rel=1e-5)
+        assert y.prompt_loss == pytest.approx(x.prompt_loss, rel=1e-5)
+        assert y.trained_tokens == x.trained_tokens
+        if not np.isnan(x.grad_norm):
+            assert y.grad_norm == pytest.approx(x.grad_norm, rel=1e-4)
+    wa, wb = (mx.load(str(r / "adapters" / "adapters.safetensors")) for r in (one, two))
+    assert wa.keys() == wb.keys()
+    moved = max(mx.abs(wa[k]).max().item() for k in wa if "lora_b" in k)
+    assert moved > 1e-3  # SGD moved the weights: the comparison below means something
+    for k in wa:
+        np.testing.assert_allclose(np.array(wb[k]), np.array(wa[k]), atol=1e-5, rtol=1e-4)
+
+
+def test_two_ranks_evaluate_every_example_once(runs):
+    one, two, _ = runs
+    a, b = events_of(one, ev.EvalReport), events_of(two, ev.EvalReport)
+    assert [e.step for e in a] == [e.step for e in b] == [0, 3, 6]
+    for x, y in zip(a, b):
+        assert (y.examples, y.prompt_tokens, y.completion_tokens) == (x.examples, x.prompt_tokens, x.completion_tokens) == (5, x.prompt_tokens, x.completion_tokens)
+        assert y.completion_loss == pytest.approx(x.completion_loss, rel=1e-5)
+        assert y.completion_accuracy == pytest.approx(x.completion_accuracy)
+    rows_a = json.loads((one / "eval_examples.json").read_text())["examples"]
+    rows_b = json.loads((two / "eval_examples.json").read_text())["examples"]
+    assert [Path(r["origin"]).name for r in rows_a] == [Path(r["origin"]).name for r in rows_b]
+    for x, y in zip(rows_a, rows_b):
+        assert y["completion_loss"] == pytest.approx(x["completion_loss"], rel=1e-5)
+
+
+def test_pending_gradients_in_a_checkpoint_are_the_whole_batch(runs):
+    one, two, _ = runs
+    # step 3 is the first step of an accumulation of 2: its gradients wait in the checkpoint
+    pa, pb = (mx.load(str(r / "checkpoints" / "step-0000003" / "pending_grad.safetensors")) for r in (one, two))
+    for k in pa:
+        np.testing.assert_allclose(np.array(pb[k]), np.array(pa[k]), atol=1e-6, rtol=1e-4)
+
+
+def test_rank_zero_alone_reports_and_says_how_many_ranks(runs):
+    one, two, done = runs
+    assert done.stdout.count("completed at step 6") == 1  # one printer, not one per rank
+    assert events_of(one, ev.RunStarted)[0].world_size == 1
+    assert events_of(two, ev.RunStarted)[0].world_size == 2
+    report = events_of(two, ev.TrainReport)[-1]
+    assert len(report.rank_tokens_per_second) == 2 and min(report.rank_tokens_per_second) > 0
+    assert events_of(one, ev.TrainReport)[-1].rank_tokens_per_second == ()
+
+
+def test_two_ranks_resume_where_they_stopped(runs, tmp_path):
+    """Resuming on two ranks from the step-3 checkpoint (mid-accumulation) ends where the straight run did."""
+    one, two, _ = runs
+    copy = tmp_path / "runs" / two.name
+    copy.parent.mkdir()
+    subprocess.run(["cp", "-r", str(two), str(copy)], check=True)
+    (copy / "checkpoints" / "latest").write_text("step-0000003\n")
+    done = two_ranks("--resume", copy, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    straight = mx.load(str(one / "adapters" / "adapters.safetensors"))
+    resumed = mx.load(str(copy / "adapters" / "adapters.safetensors"))
+    for k in straight:
+        np.testing.assert_allclose(np.array(resumed[k]), np.array(straight[k]), atol=1e-5, rtol=1e-4)
+
+
+def test_a_batch_that_does_not_split_over_the_ranks_is_refused(tmp_path):
+    done = two_ranks(config(tmp_path, batch_size=5), cwd=tmp_path)
+    assert "batch_size: 5 does not split evenly over 2 ranks" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def hostfile(folder: Path, ranks: int = 2) -> Path:
+    path = folder / "hosts.json"
+    path.write_text(json.dumps([{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}] * ranks))
+    return path
+
+
+def test_hosts_wrapper_stops_every_rank_on_ctrl_c(tmp_path):
+    """tuner train --hosts: Ctrl-C asks the run to stop; every rank stops after the same step,
+    rank 0 saves, and the exit status says the run was stopped."""
+    cfg = config(tmp_path, iters=100000, steps_per_eval=100000, save_every=100000, grad_accumulation_steps=1)
+    wrapper = subprocess.Popen([sys.executable, "-m", "engine.cli", "train", "--hosts", str(hostfile(tmp_path)), str(cfg)],
+                               cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    runs = tmp_path / "runs"
+    while not _trained(runs):
+        assert wrapper.poll() is None and time.time() < deadline, wrapper.communicate()
+        time.sleep(0.2)
+    wrapper.send_signal(signal.SIGINT)
+    out, err = wrapper.communicate(timeout=120)
+    assert wrapper.returncode == 130, err
+    run = only_run(runs)
+    finished = events_of(run, ev.RunFinished)
+    assert finished and finished[-1].status == "stopped"
+    saved = events_of(run, ev.CheckpointSaved)[-1]
+    assert saved.reason == "stopped" and saved.step == finished[-1].step
+    assert not (run / "process.json").exists()
+
+
+def _trained(runs: Path) -> bool:
+    return any(events_of(metrics.parent, ev.TrainReport) for metrics in runs.glob("*/metrics.jsonl"))
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such hostfile"),
+    ("[{\"ssh\": \"a\"},", "not valid JSON"),
+    ("[]", "hosts: expected a non-empty list"),
+    ("[{\"ips\": [\"10.0.0.1\"]}]", "hosts[0]: each host needs \"ssh\""),
+])
+def test_bad_hostfiles_get_one_line(tmp_path, content, message):
+    path = tmp_path / "hosts.json"
+    if content is not None:
+        path.write_text(content)
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "train", "--hosts", str(path), str(config(tmp_path))],
+                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert message in done.stderr and done.stderr.count("\n") == 1 and str(path) in done.stderr
+
+
+def test_hosts_wrapper_refuses_a_batch_that_does_not_split(tmp_path):
+    cfg = config(tmp_path, batch_size=5)
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "train", "--hosts", str(hostfile(tmp_path)), str(cfg)],
+                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "batch_size: 5 does not split evenly over the 2 hosts" in done.stderr and "run.yaml" in done.stderr
+
+
+def test_a_world_of_one_changes_nothing():
+    world = World()
+    tree = {"a": mx.arange(3)}
+    assert world.share([1, 2, 3]) == [1, 2, 3]
+    assert world.sum_tree(tree) is tree and world.from_main(tree) is tree
+    assert world.agree(True, False, True, False) == (True, False, True, False)
+    assert World(rank=1, size=3).share(list(range(8))) == [1, 4, 7]
+
+
+def test_read_hostfile_accepts_mlx_launch_formats(tmp_path):
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps({"backend": "ring", "hosts": [{"ssh": "m1", "ips": ["10.0.0.1"]}, {"ssh": "m2"}]}))
+    assert [h["ssh"] for h in read_hostfile(path)] == ["m1", "m2"]
