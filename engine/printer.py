@@ -26,6 +26,12 @@ def mfu_text(report: ev.TrainReport) -> str:
     return f" (MFU {report.mfu:.0%})" if math.isfinite(report.mfu) else ""
 
 
+def ranks_text(report: ev.TrainReport) -> str:
+    """`` (ranks 412 · 398 tok/s)``: each rank's own speed, so a slow Mac or link stands out."""
+    speeds = report.rank_tokens_per_second
+    return f" (ranks {' · '.join(fmt(v, '.0f') for v in speeds)} tok/s)" if speeds else ""
+
+
 def format_event(event: ev.Event) -> str | None:
     if isinstance(event, ev.RunStarted):
         return (
@@ -35,6 +41,7 @@ def format_event(event: ev.Event) -> str | None:
             f"{event.train_examples} train / {event.valid_examples} valid examples, "
             f"{event.trainable_params:,} of {event.total_params:,} parameters trained, "
             f"{event.device} {event.compute_dtype}"
+            + (f", data-parallel on {event.world_size} ranks" if event.world_size > 1 else "")
         )
     if isinstance(event, ev.Notice):
         return f"{'warning' if event.level == 'warning' else 'note'}: {event.message}"
@@ -43,7 +50,7 @@ def format_event(event: ev.Event) -> str | None:
             f"step {event.step:>5}/{event.total_steps} ep {fmt(event.epoch, '.2f')} "
             f"loss {fmt(event.loss)} (prompt {fmt(event.prompt_loss)}, completion {fmt(event.completion_loss)}) "
             f"lr {fmt(event.learning_rate, '.2e')} |g| {fmt(event.grad_norm, '.3g')} "
-            f"|dW| {fmt(event.update_norm, '.3g')} {fmt(event.tokens_per_second, '.0f')} tok/s{mfu_text(event)} "
+            f"|dW| {fmt(event.update_norm, '.3g')} {fmt(event.tokens_per_second, '.0f')} tok/s{mfu_text(event)}{ranks_text(event)} "
             f"peak {fmt(event.peak_memory_gb, '.2f')} GB"
         )
     if isinstance(event, ev.EvalReport):

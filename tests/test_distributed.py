@@ -62,7 +62,14 @@ def env() -> dict:
 def two_ranks(*train_args, cwd: Path) -> subprocess.CompletedProcess:
     command = [LAUNCH, "-n", "2", "--backend", "ring", "-p", str(free_port()), "--",
                sys.executable, "-m", "engine.cli", "train", *map(str, train_args)]
-    return subprocess.run(command, cwd=cwd, env=env(), capture_output=True, text=True, timeout=300)
+    launcher = subprocess.Popen(command, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+    try:
+        out, err = launcher.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # a hung collective: take the ranks down with the launcher
+        os.killpg(launcher.pid, signal.SIGKILL)
+        raise
+    return subprocess.CompletedProcess(command, launcher.returncode, out, err)
 
 
 def only_run(runs: Path) -> Path:
@@ -227,3 +234,60 @@ def test_read_hostfile_accepts_mlx_launch_formats(tmp_path):
     path = tmp_path / "h.json"
     path.write_text(json.dumps({"backend": "ring", "hosts": [{"ssh": "m1", "ips": ["10.0.0.1"]}, {"ssh": "m2"}]}))
     assert [h["ssh"] for h in read_hostfile(path)] == ["m1", "m2"]
+
+
+def test_the_app_attached_to_a_detached_two_rank_run_shows_the_ranks_and_steers_them(tmp_path, monkeypatch):
+    """tuner train --detach --hosts, then the app attaches: it shows the world size and each
+    rank's tokens/s, and pause, resume and stop reach every rank through rank 0's inbox."""
+    import asyncio
+
+    from engine.detach import detach_chain
+    from engine.runs import live_pid
+    from tui.app import TunerApp
+
+    from .conftest import wait_until
+
+    monkeypatch.setenv("TUNER_CONFIG_DIR", str(tmp_path / "settings"))
+    monkeypatch.chdir(ROOT)
+    cfg = config(tmp_path, iters=100000, steps_per_eval=100000, save_every=100000, steps_per_report=2,
+                 grad_accumulation_steps=1)
+    run = detach_chain([cfg], hosts=hostfile(tmp_path))
+    seen: dict = {}
+
+    def text(widget) -> str:
+        return str(widget.render())
+
+    async def scenario():
+        app = TunerApp(cfg, runs_dir=tmp_path / "runs", poll_memory=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            app.attach_run(run.run_dir)
+            status = lambda: text(app.train_screen.query_one("#train-status"))  # noqa: E731
+            assert await wait_until(pilot, lambda: app.screen is app.train_screen and "on 2 ranks" in status(), 120)
+            seen["status"] = status()
+            await pilot.press("p")
+            assert await wait_until(pilot, lambda: app.run_state == "paused", 60)
+            await pilot.press("p")
+            assert await wait_until(pilot, lambda: app.run_state == "running", 60)
+            await pilot.press("x")
+            assert await wait_until(pilot, lambda: any(isinstance(e, ev.RunFinished) for e in app.history), 60)
+
+    try:
+        asyncio.run(scenario())
+    finally:  # never leave ranks behind, whatever failed
+        if live_pid(run.run_dir) is not None and "status" not in seen:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert "tok/s on 2 ranks (" in seen["status"]
+    assert [e.status for e in events_of(run.run_dir, ev.RunFinished)] == ["stopped"]
+    assert events_of(run.run_dir, ev.RunStarted)[0].world_size == 2
+    deadline = time.time() + 60
+    while time.time() < deadline and _alive(run.pid):
+        time.sleep(0.2)
+    assert not _alive(run.pid)  # mlx.launch and both ranks are gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # our child: reap it if it has ended
+        return waited == 0
+    except ChildProcessError:
+        return False

@@ -48,6 +48,14 @@ def clock(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
 
 
+def ranks(r: ev.TrainReport) -> str:
+    """`` on 2 ranks (412 · 398)``: a data-parallel run's world size and each rank's own tokens/s."""
+    speeds = r.rank_tokens_per_second
+    if not speeds:
+        return ""
+    return f" on {len(speeds)} ranks ({' · '.join(fmt(v, '.0f') for v in speeds)})"
+
+
 def efficiency(r: ev.TrainReport) -> str:
     """How close the run is to the machine (MFU) and how much of each batch is real tokens."""
     parts = []
@@ -138,7 +146,8 @@ class TrainScreen(Screen):
         self.query_one("#train-progress", ProgressBar).update(total=event.total_steps, progress=0)
         self.query_one("#train-status", Static).update(
             f"stage {event.stage}/{event.stages} · {event.model} · {event.fine_tune_type} · PLW {fmt(event.prompt_loss_weight, 'g')} "
-            f"· {event.run_dir}"
+            + (f"· {event.world_size} ranks " if event.world_size > 1 else "")
+            + f"· {event.run_dir}"
         )
 
     def _train_report(self, r: ev.TrainReport) -> None:
@@ -151,7 +160,7 @@ class TrainScreen(Screen):
         eta = r.elapsed / r.step * (r.total_steps - r.step) if r.step else float("nan")
         self.query_one("#train-status", Static).update(
             f"step {r.step}/{r.total_steps} · epoch {r.epoch:.2f} · elapsed {clock(r.elapsed)} · ETA {clock(eta)} "
-            f"· {fmt(r.tokens_per_second, '.0f')} tok/s{efficiency(r)}"
+            f"· {fmt(r.tokens_per_second, '.0f')} tok/s{ranks(r)}{efficiency(r)}"
         )
         total = getattr(self.app, "machine_memory_gb", 0.0)
         for key, value in (("mem-active", r.active_memory_gb), ("mem-cache", r.cache_memory_gb), ("mem-peak", r.peak_memory_gb)):
