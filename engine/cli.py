@@ -237,6 +237,14 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:
         print("tuner: interrupted; the last saved checkpoint is kept", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except RuntimeError as e:
+        if not world.distributed:
+            raise
+        # another rank died (its own error is above): the run failed, its checkpoints stay
+        if world.is_main:
+            print(f"tuner: error: rank {world.rank} of {world.size}: {e}; the last saved checkpoint is kept "
+                  "(resume with: tuner train --hosts HOSTFILE --resume RUN_DIR)", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)

@@ -193,6 +193,30 @@ def test_hosts_wrapper_stops_every_rank_on_ctrl_c(tmp_path):
     assert not (run / "process.json").exists()
 
 
+def test_a_rank_that_dies_fails_the_run_on_every_rank(tmp_path):
+    """Rank 1 killed mid-run: rank 0 records the failure (no traceback), and the wrapper exits 1."""
+    import psutil
+
+    cfg = config(tmp_path, iters=100000, steps_per_eval=100000, save_every=4, grad_accumulation_steps=1)
+    wrapper = subprocess.Popen([sys.executable, "-m", "engine.cli", "train", "--hosts", str(hostfile(tmp_path)), str(cfg)],
+                               cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = tmp_path / "runs"
+    deadline = time.time() + 120
+    while not any(events_of(m.parent, ev.CheckpointSaved) for m in runs.glob("*/metrics.jsonl")):
+        assert wrapper.poll() is None and time.time() < deadline, wrapper.communicate()
+        time.sleep(0.2)
+    ranks = [p for p in psutil.Process(wrapper.pid).children(recursive=True) if p.environ().get("MLX_RANK") == "1"]
+    assert len(ranks) == 1
+    ranks[0].kill()
+    out, err = wrapper.communicate(timeout=120)
+    assert wrapper.returncode == 1
+    assert "Traceback" not in err and "tuner: error: rank 0 of 2:" in err
+    run = only_run(runs)
+    assert events_of(run, ev.RunFailed)
+    assert (run / "checkpoints" / "latest").exists()  # what was saved stays
+    assert not (run / "process.json").exists()
+
+
 def _trained(runs: Path) -> bool:
     return any(events_of(metrics.parent, ev.TrainReport) for metrics in runs.glob("*/metrics.jsonl"))
 
