@@ -144,3 +144,18 @@ def test_big_vocab_model_has_qwens_vocabulary_and_loads(tmp_path):
     tokenizer = load_tokenizer(folder)
     assert len(tokenizer.encode("What is the capital of Norvania?")) > 0
     assert len(tokenizer.get_vocab()) < 2048  # the demo tokenizer: ids never reach the top rows
+
+
+def test_distributed_scaling_measures_both_sides(demo_model_dir):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "distributed_scaling.py"), "--json", "--model", str(demo_model_dir),
+         "--iters", "6", "--steps-per-report", "2"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    one, many = result["one_process"], result["ranks"]
+    assert (one["world_size"], many["world_size"]) == (1, 2)
+    assert one["tokens_per_second"] > 0 and len(many["rank_tokens_per_second"]) == 2
+    assert result["scaling"] == pytest.approx(many["tokens_per_second"] / one["tokens_per_second"])
+    assert many["final_loss"] == pytest.approx(one["final_loss"], rel=1e-4)  # the same training
