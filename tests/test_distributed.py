@@ -159,6 +159,16 @@ def test_two_ranks_resume_where_they_stopped(runs, tmp_path):
         np.testing.assert_allclose(np.array(resumed[k]), np.array(straight[k]), atol=1e-5, rtol=1e-4)
 
 
+def test_every_rank_stops_on_the_same_diverged_step(tmp_path):
+    """A learning rate that blows up: the ranks agree on the non-finite loss and all stop there."""
+    done = two_ranks(config(tmp_path, learning_rate=1e9, iters=50, grad_accumulation_steps=1), cwd=tmp_path)
+    assert "Traceback" not in done.stderr
+    run = only_run(tmp_path / "runs")
+    (finished,) = events_of(run, ev.RunFinished)
+    assert finished.status == "diverged" and finished.step < 50
+    assert "non-finite" in finished.message
+
+
 def test_a_batch_that_does_not_split_over_the_ranks_is_refused(tmp_path):
     done = two_ranks(config(tmp_path, batch_size=5), cwd=tmp_path)
     assert "batch_size: 5 does not split evenly over 2 ranks" in done.stderr
