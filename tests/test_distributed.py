@@ -161,7 +161,7 @@ def test_two_ranks_resume_where_they_stopped(runs, tmp_path):
 
 def test_every_rank_stops_on_the_same_diverged_step(tmp_path):
     """A learning rate that blows up: the ranks agree on the non-finite loss and all stop there."""
-    done = two_ranks(config(tmp_path, learning_rate=1e9, iters=50, grad_accumulation_steps=1), cwd=tmp_path)
+    done = two_ranks(config(tmp_path, learning_rate=1e30, iters=50, grad_accumulation_steps=1), cwd=tmp_path)
     assert "Traceback" not in done.stderr
     run = only_run(tmp_path / "runs")
     (finished,) = events_of(run, ev.RunFinished)
