@@ -222,3 +222,28 @@ def test_resume_a_stopped_run_from_the_runs_screen(tmp_path, monkeypatch):
             assert started[0].run_dir == str(stopped.run_dir) and started[0].resumed_from == 0
 
     run(scenario)
+
+
+def test_events_that_arrive_before_the_train_screen_opens_are_shown_when_it_does(tmp_path, monkeypatch):
+    """Attaching from the command line starts following before the Train screen exists: the
+    evaluation at step 0 and the reports so far must still reach its charts."""
+    from .test_screens_snapshot import fake_run, make_app
+
+    app = make_app(tmp_path, monkeypatch)
+    events = fake_run()
+
+    async def scenario():
+        async with app.run_test(size=(120, 40)) as pilot:
+            for event in events:
+                app.events.put(event)
+            assert await wait_until(pilot, lambda: len(app.history) >= len(events), 10)
+            assert not app.train_screen.is_mounted
+            app.switch_mode("train")
+            await pilot.pause(0.3)
+            screen = app.train_screen
+            last_eval = [e for e in events if isinstance(e, ev.EvalReport)][-1]
+            assert screen.query_one("#val-completion").latest == last_eval.completion_loss
+            assert len(screen.query_one("#train-loss").history) == 12  # each report once; the NaN one is not drawn
+            assert "step 65/100" in text_of(screen.query_one("#train-status"))
+
+    run(scenario)

@@ -118,6 +118,14 @@ class TrainScreen(Screen):
                 yield Static("samples appear at each evaluation", id="train-samples")
         yield Footer(compact=True, show_command_palette=False)
 
+    def on_mount(self) -> None:
+        """Show the current run's events that arrived before this screen existed (attaching
+        from the command line opens the app and starts following before the screen mounts)."""
+        events = list(getattr(self.app, "history", ()))
+        starts = [i for i, e in enumerate(events) if isinstance(e, ev.RunStarted)]
+        for event in events[starts[-1]:] if starts else events:
+            self.apply(event)
+
     # ------------------------------------------------------------------ events in
     def apply(self, event: ev.Event) -> None:
         """Show one engine event. Called on the event loop by the app's drain timer."""
