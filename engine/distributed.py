@@ -29,6 +29,8 @@ from typing import Any, Sequence
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from .errors import UserError
+
 # set by mlx.launch (ring, JACCL) or by mpirun for its ranks
 LAUNCHER_VARIABLES = ("MLX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 
@@ -111,9 +113,23 @@ class World:
 
 def current_world() -> World:
     """The world ``mlx.launch`` (or ``mpirun``) set up for this process, else a world of one."""
-    if not any(name in os.environ for name in LAUNCHER_VARIABLES):
+    if not any(name in os.environ for name in LAUNCHER_VARIABLES) or _ring_of_one():
         return World()
-    group = mx.distributed.init()
+    try:
+        group = mx.distributed.init()
+    except RuntimeError as e:
+        raise UserError(f"the ranks could not connect ({e}); check the hostfile's IPs and that its ports are open") from None
     if group.size() == 1:
         return World()
     return World(rank=group.rank(), size=group.size(), group=group)
+
+
+def _ring_of_one() -> bool:
+    """mlx.launch on a single host hands the ring an empty hostfile, which MLX cannot parse."""
+    path = os.environ.get("MLX_HOSTFILE")
+    if path is None:
+        return False
+    try:
+        return not open(path, encoding="utf-8").read().strip()
+    except OSError:
+        return False

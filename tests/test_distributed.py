@@ -247,6 +247,15 @@ def test_bad_hostfiles_get_one_line(tmp_path, content, message):
     assert message in done.stderr and done.stderr.count("\n") == 1 and str(path) in done.stderr
 
 
+def test_a_hostfile_of_one_host_trains_as_one_process(tmp_path):
+    """mlx.launch gives a single rank an empty ring hostfile; that is a world of one, not an error."""
+    cfg = config(tmp_path, iters=2)
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "train", "--hosts", str(hostfile(tmp_path, ranks=1)), str(cfg)],
+                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert events_of(only_run(tmp_path / "runs"), ev.RunStarted)[0].world_size == 1
+
+
 def test_hosts_wrapper_refuses_a_batch_that_does_not_split(tmp_path):
     cfg = config(tmp_path, batch_size=5)
     done = subprocess.run([sys.executable, "-m", "engine.cli", "train", "--hosts", str(hostfile(tmp_path)), str(cfg)],
