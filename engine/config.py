@@ -198,6 +198,7 @@ class TrainConfig(BaseModel):
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     grad_checkpoint: bool = False
     sparse_logits: bool = True
+    fast_silu: bool = True
     clear_cache_threshold: int = Field(0, ge=0)
     seed: int = 0
 

@@ -51,6 +51,7 @@ from .model import (
     write_adapter_config,
 )
 from .platform_check import blas_notice, device_name
+from .fast_silu import speed_up_mlps
 from .flops import matmul_peak, training_flops_per_token
 from .linear_ce import eval_sums_fast, head_matches, plw_loss_fast, select_targets
 from .runs import (
@@ -145,6 +146,9 @@ class Trainer:
         if cfg.test and not self.test_set:
             raise self.stage.error("test", "test: true but the dataset has no test split")
 
+        if cfg.fast_silu and (switched := speed_up_mlps(self.model)):
+            self.notes.append(ev.Notice(message=f"the SiLU of {switched} MLPs uses a polynomial exponential "
+                                        "(MLX's CPU exp is scalar; same values to float32 rounding)"))
         # seeded right before anything random (LoRA init, then dropout): loading a model may
         # itself draw from the global generator (the demo model is built on first use)
         mx.random.seed(cfg.seed)
