@@ -13,6 +13,7 @@ from collections import deque
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, RichLog, Static
 
@@ -179,9 +180,14 @@ class TrainScreen(Screen):
         self.query_one(f"#{key}", MetricSparkline).push(value)
 
     def show_system_memory(self, mem: SystemMemory) -> None:
-        self.query_one("#mem-rss", MemoryGauge).update_gauge(mem.process_rss_gb, mem.total_gb)
-        self.query_one("#mem-system", MemoryGauge).update_gauge(mem.used_gb, mem.total_gb)
-        self.query_one("#mem-swap", MemoryGauge).update_gauge(mem.swap_used_gb, max(mem.swap_total_gb, 1e-9))
+        try:
+            gauges = [self.query_one(f"#{key}", MemoryGauge) for key in ("mem-rss", "mem-system", "mem-swap")]
+        except NoMatches:  # the app's memory timer can fire while this screen is being taken down
+            return
+        rss, system, swap = gauges
+        rss.update_gauge(mem.process_rss_gb, mem.total_gb)
+        system.update_gauge(mem.used_gb, mem.total_gb)
+        swap.update_gauge(mem.swap_used_gb, max(mem.swap_total_gb, 1e-9))
 
     def show_state(self, state: str) -> None:
         self.sub_title = state
