@@ -240,10 +240,9 @@ def cmd_train(args) -> int:
     except RuntimeError as e:
         if not world.distributed:
             raise
-        # another rank died (its own error is above): the run failed, its checkpoints stay
-        if world.is_main:
-            print(f"tuner: error: rank {world.rank} of {world.size}: {e}; the last saved checkpoint is kept "
-                  "(resume with: tuner train --hosts HOSTFILE --resume RUN_DIR)", file=sys.stderr)
+        # this rank's own failure, or a peer's (then the peer says why): the run failed, its checkpoints stay
+        print(f"tuner: error: rank {world.rank} of {world.size}: {e}; the last saved checkpoint is kept "
+              "(resume with: tuner train --hosts HOSTFILE --resume RUN_DIR)", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGINT, old_int)
@@ -305,9 +304,9 @@ def cmd_control(args) -> int:
 
     from .control import send_request
     from .errors import UserError
-    from .runs import live_pid
+    from .runs import current_stage_dir, live_pid
 
-    run_dir = Path(args.run_dir)
+    run_dir = current_stage_dir(Path(args.run_dir))  # a chain: the stage training now
     pid = live_pid(run_dir)
     if pid is None:
         raise UserError(f"{run_dir}: no run is training there now (tuner train --resume {run_dir} continues a stopped one)")

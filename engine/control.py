@@ -114,9 +114,11 @@ def send_request(run_dir: Path, action: str) -> Path:
 
     The name sorts by time, then sender, so the loop applies requests in the order they were sent.
     """
+    from .runs import current_stage_dir
+
     if action not in ACTIONS:
         raise ValueError(f"unknown control action {action!r}; one of {', '.join(ACTIONS)}")
-    inbox = Path(run_dir) / CONTROL_DIR
+    inbox = current_stage_dir(run_dir) / CONTROL_DIR  # a chain's later stage reads its own inbox
     inbox.mkdir(parents=True, exist_ok=True)
     name = f"{time.time_ns():020d}-{os.getpid()}-{action}.request"
     tmp = inbox / f".{name}.tmp"

@@ -91,10 +91,7 @@ def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 
     Raises :class:`UserError` with the child's own message when it exits before training starts
     (a model that fails to load, a data file that vanished).
     """
-    launch = Path(runs_dir) / LAUNCH_DIR
-    launch.mkdir(parents=True, exist_ok=True)
-    token = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    announce, log = launch / f"{token}.json", launch / f"{token}.log"
+    announce, log = launch_files(runs_dir)
     train_args = [*train_args, "--announce", str(announce)]
     if hosts is None:
         command = [sys.executable, "-m", "engine.cli", "train", *train_args]
@@ -105,7 +102,7 @@ def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 
     with open(log, "wb") as out:
         child = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=os.getcwd(), env=_child_env(),
+            start_new_session=True, cwd=os.getcwd(), env=child_env(),
         )
     while not announce.exists():
         if child.poll() is not None:
@@ -115,7 +112,7 @@ def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 
             log.unlink(missing_ok=True)
             raise UserError(message)
         time.sleep(poll_seconds)
-    run_dir = Path(json.loads(announce.read_text(encoding="utf-8"))["run_dir"])
+    run_dir = announced_run(announce)
     announce.unlink(missing_ok=True)
     console = run_dir / CONSOLE_LOG
     try:
@@ -125,6 +122,22 @@ def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 
     return Detached(child.pid, run_dir, console)
 
 
+def launch_files(runs_dir: Path) -> tuple[Path, Path]:
+    """(announce file, console log) for a run about to start, in ``RUNS_DIR/.launch/``."""
+    launch = Path(runs_dir) / LAUNCH_DIR
+    launch.mkdir(parents=True, exist_ok=True)
+    token = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    return launch / f"{token}.json", launch / f"{token}.log"
+
+
+def announced_run(path: Path) -> Path | None:
+    """The run folder a child has announced in ``path``, or None before it has."""
+    try:
+        return Path(json.loads(path.read_text(encoding="utf-8"))["run_dir"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def announce_run(path: Path, run_dir: Path) -> None:
     """The child's half of the handshake: say which folder it trains in."""
     from .runs import atomic_write_json
@@ -132,7 +145,7 @@ def announce_run(path: Path, run_dir: Path) -> None:
     atomic_write_json(path, {"run_dir": str(run_dir), "pid": os.getpid()})
 
 
-def _child_env() -> dict:
+def child_env() -> dict:
     """The parent's environment, with the repository importable when run from a checkout."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)

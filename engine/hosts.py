@@ -76,21 +76,19 @@ def train_on_hosts(hostfile: Path, train_args: list[str], stages: list, runs_dir
     """Run ``tuner train TRAIN_ARGS`` on the hostfile's ranks, in the foreground. Returns the exit status."""
     from .cli import EXIT_CODES, EXIT_INTERRUPTED
     from .control import send_request
-    from .detach import LAUNCH_DIR, _child_env
+    from .detach import announced_run, child_env, launch_files
 
     ranks = check_ranks(stages, hostfile)
-    launch = Path(runs_dir) / LAUNCH_DIR
-    launch.mkdir(parents=True, exist_ok=True)
-    announce = launch / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json"
+    announce, _ = launch_files(runs_dir)  # the ranks print to this terminal, not to a log
     command = launch_command(hostfile, [*train_args, "--announce", str(announce)])
     print(f"training on {ranks} ranks with mlx.launch (hostfile {hostfile})", file=sys.stderr, flush=True)
-    child = subprocess.Popen(command, start_new_session=True, env=_child_env())
+    child = subprocess.Popen(command, start_new_session=True, env=child_env())
     interrupts = 0
 
     def on_interrupt(signum, frame):
         nonlocal interrupts
         interrupts += 1
-        run_dir = _announced(announce)
+        run_dir = announced_run(announce)
         if interrupts == 1 and run_dir is not None:
             print("\nstopping every rank after this step and saving (press Ctrl-C again to quit at once)",
                   file=sys.stderr, flush=True)
@@ -106,9 +104,11 @@ def train_on_hosts(hostfile: Path, train_args: list[str], stages: list, runs_dir
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    run_dir = _announced(announce)
+    run_dir = announced_run(announce)
     announce.unlink(missing_ok=True)
     if run_dir is None:
+        if interrupts:
+            return EXIT_INTERRUPTED
         print("tuner: error: the ranks ended before training started (their messages are above)", file=sys.stderr)
         return 1
     status = final_status(run_dir)
@@ -119,22 +119,12 @@ def train_on_hosts(hostfile: Path, train_args: list[str], stages: list, runs_dir
 
 def final_status(run_dir: Path) -> str:
     """How the last stage reached from ``run_dir`` (following a chain's links) ended, or ``failed``."""
-    from .runs import next_stage_dir, summarize_run
+    from .runs import current_stage_dir, summarize_run
 
-    run_dir = Path(run_dir)
-    while (following := next_stage_dir(run_dir)) is not None and following.exists():
-        run_dir = following
-    summary = summarize_run(run_dir)
+    summary = summarize_run(current_stage_dir(run_dir))
     if summary is None or summary.status in ("running", "paused", "interrupted"):
         return "failed"
     return summary.status
-
-
-def _announced(announce: Path) -> Path | None:
-    try:
-        return Path(json.loads(announce.read_text(encoding="utf-8"))["run_dir"])
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def _kill_group(child: subprocess.Popen, how: int) -> None:

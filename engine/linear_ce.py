@@ -41,7 +41,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .loss import COMPLETION, PROMPT, example_sums, weighted_objective
+from .loss import example_sums, target_weights_np, weighted_objective
 
 CHUNK_ELEMENTS = 1 << 22  # logits computed at once: 16 MB of float32 (MLX keeps ~10 in flight)
 MIN_SELECTED = 64
@@ -75,7 +75,7 @@ def select_targets(roles: np.ndarray, plw: float, minimum: int = MIN_SELECTED) -
     Padding targets are never selected, at any PLW. Under ``mx.compile`` every new pair of
     (batch shape, selection size) is one more trace; the buckets keep the second factor small."""
     target_roles = roles[:, 1:].reshape(-1)
-    weights = np.where(target_roles == COMPLETION, 1.0, np.where(target_roles == PROMPT, plw, 0.0))
+    weights = target_weights_np(target_roles, plw)
     keep = np.flatnonzero(weights)
     pad = (0, bucket_size(len(keep), minimum) - len(keep))
     return Selection(

@@ -66,13 +66,9 @@ def weighted_objective(ce: mx.array, weights: mx.array, target_roles: mx.array, 
     return loss, aux
 
 
-def target_weight_sum(roles: list[np.ndarray], plw: float) -> float:
-    """sum(w) over the targets of these examples' role rows (each example's tokens 1..L-1)."""
-    total = 0.0
-    for row in roles:
-        targets = np.asarray(row[1:])
-        total += float((targets == COMPLETION).sum()) + plw * float((targets == PROMPT).sum())
-    return total
+def target_weights_np(target_roles: np.ndarray, plw: float) -> np.ndarray:
+    """:func:`token_weights` in numpy, for roles already shifted to the targets."""
+    return np.where(target_roles == COMPLETION, 1.0, np.where(target_roles == PROMPT, plw, 0.0))
 
 
 def rank_denominator(global_roles: list[np.ndarray], plw: float, ranks: int) -> mx.array:
@@ -81,7 +77,8 @@ def rank_denominator(global_roles: list[np.ndarray], plw: float, ranks: int) -> 
     Averaging the ranks' losses (and gradients) then gives sum over all ranks of sum(w * ce)
     divided by the global sum(w): the PLW loss of the whole batch.
     """
-    return mx.array(target_weight_sum(global_roles, plw) / ranks, dtype=mx.float32)
+    total = sum(float(target_weights_np(np.asarray(roles[1:]), plw).sum()) for roles in global_roles)
+    return mx.array(total / ranks, dtype=mx.float32)
 
 
 @dataclass

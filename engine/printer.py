@@ -27,9 +27,12 @@ def mfu_text(report: ev.TrainReport) -> str:
 
 
 def ranks_text(report: ev.TrainReport) -> str:
-    """`` (ranks 412 · 398 tok/s)``: each rank's own speed, so a slow Mac or link stands out."""
+    """`` on 2 ranks (412 · 398)``, after the tokens/s: each rank's own speed, so a slow Mac or
+    link stands out; nothing for a single process."""
     speeds = report.rank_tokens_per_second
-    return f" (ranks {' · '.join(fmt(v, '.0f') for v in speeds)} tok/s)" if speeds else ""
+    if not speeds:
+        return ""
+    return f" on {len(speeds)} ranks ({' · '.join(fmt(v, '.0f') for v in speeds)})"
 
 
 def format_event(event: ev.Event) -> str | None:
@@ -50,7 +53,7 @@ def format_event(event: ev.Event) -> str | None:
             f"step {event.step:>5}/{event.total_steps} ep {fmt(event.epoch, '.2f')} "
             f"loss {fmt(event.loss)} (prompt {fmt(event.prompt_loss)}, completion {fmt(event.completion_loss)}) "
             f"lr {fmt(event.learning_rate, '.2e')} |g| {fmt(event.grad_norm, '.3g')} "
-            f"|dW| {fmt(event.update_norm, '.3g')} {fmt(event.tokens_per_second, '.0f')} tok/s{mfu_text(event)}{ranks_text(event)} "
+            f"|dW| {fmt(event.update_norm, '.3g')} {fmt(event.tokens_per_second, '.0f')} tok/s{ranks_text(event)}{mfu_text(event)} "
             f"peak {fmt(event.peak_memory_gb, '.2f')} GB"
         )
     if isinstance(event, ev.EvalReport):

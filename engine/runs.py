@@ -365,6 +365,15 @@ def link_next_stage(run_dir: Path, next_dir: Path) -> None:
     atomic_write_text(Path(run_dir) / NEXT_STAGE_FILE, str(Path(next_dir).resolve()) + "\n")
 
 
+def current_stage_dir(run_dir: Path) -> Path:
+    """The folder of the latest stage reached from ``run_dir`` by a chain's ``next_stage`` links
+    (``run_dir`` itself for a single stage): where a chain's live process reads its inbox."""
+    run_dir = Path(run_dir)
+    while (following := next_stage_dir(run_dir)) is not None and following.exists():
+        run_dir = following
+    return run_dir
+
+
 def next_stage_dir(run_dir: Path) -> Path | None:
     try:
         return Path((Path(run_dir) / NEXT_STAGE_FILE).read_text(encoding="utf-8").strip())

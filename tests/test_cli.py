@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import pytest
 
 from .conftest import DEMO_DATA, REPO, write_config
 

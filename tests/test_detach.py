@@ -232,3 +232,22 @@ def test_the_app_starts_a_detached_run_steers_it_and_quitting_leaves_it_training
     assert shown["pid_after_quit"] is not None  # still training after the app has gone
     assert tuner("control", str(run_dir), "stop", "--wait").returncode == 0
     assert [e.status for e in events_of(run_dir, ev.RunFinished)] == ["stopped"]
+
+
+def test_requests_to_a_chain_reach_the_stage_training_now(tmp_path):
+    """Ctrl-C through --hosts, tuner control and an attached app all hold the first stage's
+    folder; once the chain has moved on, its requests belong in the later stage's inbox."""
+    from engine.runs import current_stage_dir, link_next_stage
+
+    first, second = tmp_path / "stage-1", tmp_path / "stage-2"
+    first.mkdir()
+    second.mkdir()
+    assert current_stage_dir(first) == first
+    link_next_stage(first, second)
+    assert current_stage_dir(first) == second.resolve()
+    control = Control()
+    control.watch(second)
+    send_request(first, "stop")
+    control.poll()
+    assert control.stopping
+    assert not (first / "control").exists()

@@ -172,7 +172,7 @@ def test_promote_a_checkpoint_from_the_table(tmp_path):
     from engine.trainer import run_chain
     from tui.screens.runs_screen import RunsScreen
 
-    from .conftest import wait_until, write_config
+    from .conftest import write_config
 
     [result] = run_chain(load_stages([write_config(tmp_path, iters=6, save_every=2, steps_per_eval=2)]), lambda e: None)
 

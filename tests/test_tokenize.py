@@ -1,7 +1,6 @@
 """Role masks: completion tokens are exactly the assistant turns of the rendered chat template."""
 
 import numpy as np
-import pytest
 
 from engine.data import Features, parse_record
 from engine.loss import COMPLETION, PROMPT

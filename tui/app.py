@@ -218,6 +218,7 @@ class TunerApp(App):
             return
         if self.run_state in ("paused", "pausing"):
             self.control.resume()
+            self.set_state("running")  # a pause taken back before the step ended sends no event
         else:
             self.control.pause()
             self.set_state("pausing")
@@ -297,7 +298,6 @@ class TunerApp(App):
                     event = self.events.get_nowait()
                 except queue.Empty:
                     break
-                self.history.append(event)
                 if isinstance(event, ev.StateChanged):
                     self.set_state(event.state)
                 if isinstance(event, ev.RunStarted) and self.attached is not None:
@@ -308,14 +308,20 @@ class TunerApp(App):
                     if self.quit_when_stopped:
                         self.exit()
                     continue
+                self.history.append(event)  # what the Train screen replays when it opens
                 if isinstance(event, ev.RunFailed):
                     self.notify(event.error, severity="error", timeout=10)
-                if train.is_mounted:
+                if self._train_screen_live():
                     train.apply(event)
 
     def poll_system_memory(self) -> None:
-        if self.train_screen.is_mounted:
+        if self._train_screen_live():
             self.train_screen.show_system_memory(read_system_memory(self.attached_pid))
+
+    def _train_screen_live(self) -> bool:
+        """Whether the Train screen's widgets can take updates: it is mounted and the app is not
+        closing (the timers still fire while the screens are being taken down)."""
+        return self.train_screen.is_mounted and not self._exit
 
 
 def run_app(config_paths: list[str] | None = None, attach: str | None = None) -> int:

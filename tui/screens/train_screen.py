@@ -13,12 +13,11 @@ from collections import deque
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
-from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, RichLog, Static
 
 from engine import events as ev
-from engine.printer import fmt, format_event
+from engine.printer import fmt, format_event, ranks_text
 
 from ..system_memory import BYTES_PER_GB, SystemMemory
 from ..widgets.memory_gauge import MemoryGauge
@@ -47,14 +46,6 @@ def clock(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
-
-
-def ranks(r: ev.TrainReport) -> str:
-    """`` on 2 ranks (412 · 398)``: a data-parallel run's world size and each rank's own tokens/s."""
-    speeds = r.rank_tokens_per_second
-    if not speeds:
-        return ""
-    return f" on {len(speeds)} ranks ({' · '.join(fmt(v, '.0f') for v in speeds)})"
 
 
 def efficiency(r: ev.TrainReport) -> str:
@@ -169,7 +160,7 @@ class TrainScreen(Screen):
         eta = r.elapsed / r.step * (r.total_steps - r.step) if r.step else float("nan")
         self.query_one("#train-status", Static).update(
             f"step {r.step}/{r.total_steps} · epoch {r.epoch:.2f} · elapsed {clock(r.elapsed)} · ETA {clock(eta)} "
-            f"· {fmt(r.tokens_per_second, '.0f')} tok/s{ranks(r)}{efficiency(r)}"
+            f"· {fmt(r.tokens_per_second, '.0f')} tok/s{ranks_text(r)}{efficiency(r)}"
         )
         total = getattr(self.app, "machine_memory_gb", 0.0)
         for key, value in (("mem-active", r.active_memory_gb), ("mem-cache", r.cache_memory_gb), ("mem-peak", r.peak_memory_gb)):
@@ -180,14 +171,9 @@ class TrainScreen(Screen):
         self.query_one(f"#{key}", MetricSparkline).push(value)
 
     def show_system_memory(self, mem: SystemMemory) -> None:
-        try:
-            gauges = [self.query_one(f"#{key}", MemoryGauge) for key in ("mem-rss", "mem-system", "mem-swap")]
-        except NoMatches:  # the app's memory timer can fire while this screen is being taken down
-            return
-        rss, system, swap = gauges
-        rss.update_gauge(mem.process_rss_gb, mem.total_gb)
-        system.update_gauge(mem.used_gb, mem.total_gb)
-        swap.update_gauge(mem.swap_used_gb, max(mem.swap_total_gb, 1e-9))
+        self.query_one("#mem-rss", MemoryGauge).update_gauge(mem.process_rss_gb, mem.total_gb)
+        self.query_one("#mem-system", MemoryGauge).update_gauge(mem.used_gb, mem.total_gb)
+        self.query_one("#mem-swap", MemoryGauge).update_gauge(mem.swap_used_gb, max(mem.swap_total_gb, 1e-9))
 
     def show_state(self, state: str) -> None:
         self.sub_title = state
