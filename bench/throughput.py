@@ -43,16 +43,15 @@ Fairness rules (also printed with the results):
   callback (tuner's ``TrainReport`` event, mlx-lm's ``on_train_loss_report``). The first
   ``steps_per_report`` steps, which include compiling the step, are left out and shown apart as
   warm-up. Everything inside the window counts: the step, batching, padding, the trainer's own
-  reporting and bookkeeping. No validation or checkpoint falls inside the window: mlx-lm gets no
-  validation set, and both save only after the last step. (tuner always evaluates before the
-  first and after the last step; it is given one validation batch, and both evals are outside.)
+  reporting and bookkeeping. No validation or checkpoint falls inside the window: neither trainer
+  validates (mlx-lm gets no validation set, tuner ``val_batches: 0``), and both save only after
+  the last step. ``--tuner-set val_batches=1`` adds tuner's evaluations before the first and after
+  the last step, outside the window, to see what they cost.
 * Memory: ``mx.get_peak_memory()`` at the end of the subprocess, reset after the model, data and
   LoRA layers are set up (tuner: when its RunStarted event arrives), and the process' max RSS.
 * Whole run: the subprocess' wall time, start to exit, timed by the parent: interpreter start,
   imports, model load, data loading and tokenization, LoRA set-up, every step, the final save.
-  This is what a person waits for, and what short runs are dominated by. mlx-lm gets no
-  validation set, tuner evaluates one batch before and after training, so tuner's run is the
-  one that does more.
+  This is what a person waits for, and what short runs are dominated by. Neither side validates.
 * MFU: model FLOPs per real token (engine/flops.py, the same formula for both sides: matmuls
   only, logits at every position as mlx-lm computes them, so fewer logits would not count as
   fewer useful FLOPs) x steady tokens/s / the float32 matmul peak measured just before the runs.
@@ -90,7 +89,7 @@ FAIRNESS = (
     "tokens/s = real (non-pad) tokens / wall time from the first to the last train report "
     "(first report window = warm-up with compilation, excluded); no eval or save inside the window; "
     "each trainer in its own subprocess; whole run = that subprocess' wall time, start to exit "
-    "(load, data, train, final save; tuner also evaluates one batch before and after); "
+    "(load, data, train, final save; neither validates); "
     "MFU = model FLOPs/token (same formula both sides, all-position logits) x tokens/s / measured matmul peak"
 )
 
@@ -180,8 +179,7 @@ def run_tuner(spec: dict, workdir: Path) -> dict:
         "max_seq_length": spec["max_seq_length"],
         "seed": spec["seed"],
         "steps_per_report": spec["steps_per_report"],
-        "steps_per_eval": spec["iters"] + 1,  # only the evals tuner always does, before and after
-        "val_batches": 1,
+        "val_batches": 0,  # no validation, as mlx-lm gets no validation set
         "save_every": spec["iters"] + 1,  # only the final save, after the last report
         "runs_dir": str(workdir / "runs"),
         "name": "bench",
@@ -209,7 +207,7 @@ def run_tuner(spec: dict, workdir: Path) -> dict:
         if isinstance(event, ev.TrainReport):
             clock.report(event.loss)
         elif not clock.times:
-            clock.start = time.perf_counter()  # last event before training: the step-0 eval
+            clock.start = time.perf_counter()  # last event before training (the step-0 eval, if any)
 
     run_chain(load_stages([path]), on_event)
     return clock.result("tuner")

@@ -199,6 +199,7 @@ class TrainConfig(BaseModel):
     grad_checkpoint: bool = False
     sparse_logits: bool = True
     fast_silu: bool = True
+    fast_attention: bool = True
     clear_cache_threshold: int = Field(0, ge=0)
     seed: int = 0
 
@@ -206,7 +207,7 @@ class TrainConfig(BaseModel):
     steps_per_report: int = Field(10, ge=1)
     steps_per_eval: int = Field(200, ge=1)
     evals_per_epoch: int | None = Field(None, ge=1)
-    val_batches: AllOrCount = 25
+    val_batches: int = Field(25, ge=-1)  # -1: the whole split; 0: no validation
     samples_per_eval: int = Field(0, ge=0)
     sample_max_tokens: int = Field(48, ge=1)
     save_every: int = Field(100, ge=1)

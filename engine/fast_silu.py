@@ -1,13 +1,10 @@
 """A faster SwiGLU for MLX's CPU backend, where ``exp`` is the slowest thing in a training step.
 
-MLX's CPU backend computes transcendental functions one value at a time on x86: measured on
-the 2-core test machine, ``mx.exp`` over 1.2M float32 values takes 15 ms where a multiply takes
-0.5 ms, so the MLP's SiLU (``gate * sigmoid(gate)``) costs about a third of SmolLM2's block
-forward. Here the sigmoid's exponential is ``2**y`` split into an integer power, built directly
-in the float's exponent bits, times a degree-7 polynomial for the rest (at most a half): only multiplies and
-adds, which MLX runs vectorised and fuses under ``mx.compile``. Relative error about 1e-7, the
-float32 rounding of the plain function; the gradient is written out, not traced through the
-bit manipulation.
+MLX's CPU backend computes ``exp`` one value at a time on x86, so the MLP's SiLU
+(``gate * sigmoid(gate)``) cost about a third of SmolLM2's block forward. Here the sigmoid's
+exponential comes from :func:`engine.fast_exp.polynomial_exp` (multiplies and adds that MLX vectorises and
+fuses under ``mx.compile``; float32 rounding), and the gradient is written out, not traced
+through the bit manipulation.
 
 Only the MLPs that compute exactly ``down_proj(silu(gate_proj(x)) * up_proj(x))`` are switched,
 and only after checking that on a probe (:func:`speed_up_mlps`), so a model whose MLP does
@@ -19,28 +16,10 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-LOG2_E = 1.4426950408889634
-# 2**f for |f| <= 1/2: Taylor coefficients of exp(f ln 2); the first left out is below 1e-8 there
-EXP2_COEFFICIENTS = (
-    1.0, 0.6931471805599453, 0.2402265069591007, 0.05550410866482158,
-    0.009618129107628477, 0.0013333558146428443, 0.00015403530393381606, 1.525273380405984e-05,
-)
-
-
-def exp2(y: mx.array) -> mx.array:
-    """2**y for float32 ``y`` (clipped to the normal range, so never inf or a denormal)."""
-    y = mx.clip(y, -126.0, 126.0)
-    whole = mx.round(y)
-    fraction = y - whole  # in [-0.5, 0.5], where the polynomial's error is far below float32's
-    poly = EXP2_COEFFICIENTS[-1]
-    for c in reversed(EXP2_COEFFICIENTS[:-1]):
-        poly = poly * fraction + c
-    scale = ((whole.astype(mx.int32) + 127) << 23).view(mx.float32)  # 2**whole, from its bits
-    return poly * scale
-
+from .fast_exp import polynomial_exp
 
 def sigmoid(x: mx.array) -> mx.array:
-    return 1.0 / (1.0 + exp2(-LOG2_E * x))
+    return 1.0 / (1.0 + polynomial_exp(-x))
 
 
 @mx.custom_function

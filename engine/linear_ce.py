@@ -15,7 +15,8 @@ training memory on a large vocabulary. Two levers:
    entropy, from which the backward pass gets the logsumexp back), the backward pass recomputes
    each slice's logits and turns them straight into ``(softmax - onehot) * w``. The
    slices are chained with ``mx.depends`` so MLX cannot schedule them side by side; peak memory
-   follows ``chunk_elements``, not positions x vocabulary.
+   follows ``chunk_elements``, not positions x vocabulary. On the CPU backend their exponentials
+   come from :mod:`engine.fast_exp` (MLX's CPU ``exp`` is scalar; same values to float32 rounding).
 
 :func:`plw_loss_fast` puts both together as a drop-in for ``plw_loss``; :func:`eval_sums_fast`
 is ``loss.eval_sums`` a slice of positions at a time (validation needs every position).
@@ -41,6 +42,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .fast_exp import exp, logsumexp
 from .loss import example_sums, target_weights_np, weighted_objective
 
 CHUNK_ELEMENTS = 1 << 22  # logits computed at once: 16 MB of float32 (MLX keeps ~10 in flight)
@@ -117,8 +119,8 @@ def linear_cross_entropy(
         lse = []
         for a, b in slices:
             hs = mx.depends(h, lse[-1]) if lse else h
-            lse.append(mx.logsumexp((hs @ w[a:b].T).astype(mx.float32), axis=-1))
-        total = lse[0] if len(lse) == 1 else mx.logsumexp(mx.stack(lse, axis=1), axis=1)
+            lse.append(logsumexp((hs @ w[a:b].T).astype(mx.float32)))
+        total = lse[0] if len(lse) == 1 else logsumexp(mx.stack(lse, axis=1))
         return total - target_logit(h, w, t)
 
     @cross_entropy.vjp
@@ -129,7 +131,7 @@ def linear_cross_entropy(
         dh, dw = mx.zeros(h.shape, mx.float32), []
         for a, b in slices:
             hs = mx.depends(h, [dh, *dw[-1:]])  # this slice after the previous one
-            softmax = mx.exp((hs @ w[a:b].T).astype(mx.float32) - lse)
+            softmax = exp((hs @ w[a:b].T).astype(mx.float32) - lse)
             onehot = mx.arange(a, b)[None, :] == t[:, None]
             g = ((softmax - onehot) * c).astype(w.dtype)
             dh = dh + (g @ w[a:b]).astype(mx.float32)
@@ -238,7 +240,7 @@ def eval_sums_fast(model: nn.Module, ids: mx.array, roles: mx.array, *, chunk_el
         h = mx.depends(hidden[a : a + rows], parts[-1]) if parts else hidden[a : a + rows]
         logits = head.logits(h).astype(mx.float32)
         t = targets[a : a + rows]
-        ce = nn.losses.cross_entropy(logits, t, reduction="none")
+        ce = logsumexp(logits) - mx.take_along_axis(logits, t[:, None], axis=-1).squeeze(-1)
         hit = (mx.argmax(logits, axis=-1) == t).astype(mx.float32)
         parts.append(mx.stack([ce, hit], axis=1))  # one array per slice, so the slice's logits go at once
     per_target = mx.concatenate(parts).reshape(batch, length, 2)

@@ -9,6 +9,7 @@ is missing.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 from pathlib import Path
@@ -58,6 +59,30 @@ def blas_notice() -> str | None:
         "MLX is using the reference BLAS that ships with the Linux mlx[cpu] wheel: "
         "matmuls run ~30x slower than they can. To fix it, " + HOW_TO_FIX + "."
     )
+
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+KEPT_FREE_HEAP = 1 << 30  # free memory at the heap's top kept for the next step, not handed back
+MMAP_THRESHOLD = 32 << 20  # glibc's largest: smaller blocks come from the heap
+
+
+def keep_freed_memory() -> bool:
+    """On Linux with glibc, keep the memory a training step frees for the next step.
+
+    By default glibc hands large freed blocks back to the kernel, so every step faults the same
+    pages in again and the kernel zeroes each one: profiled on a SmolLM2 step on the CPU backend,
+    2-3% of all samples were the kernel's page clearing. With these two settings the heap keeps
+    them; the process' resident memory then stays near its peak, which a training run reaches
+    every step anyway. Returns whether glibc took both settings.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, KEPT_FREE_HEAP))
 
 
 def device_name() -> str:

@@ -216,7 +216,7 @@ def test_bad_overrides(tmp_path, override, expected):
 def test_relative_paths_resolve_against_config_folder(tmp_path, monkeypatch):
     folder = tmp_path / "configs"
     (folder / "data").mkdir(parents=True)
-    path = write(folder, "c.yaml", "model: builtin:tiny-llama\ndata: data\nresume_adapter_file: missing.safetensors\n")
+    write(folder, "c.yaml", "model: builtin:tiny-llama\ndata: data\nresume_adapter_file: missing.safetensors\n")
     monkeypatch.chdir(tmp_path)
     cfg = load_config("configs/c.yaml").config
     assert cfg.data == str((folder / "data").resolve())

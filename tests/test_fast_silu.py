@@ -7,17 +7,9 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from engine.fast_silu import exp2, speed_up_mlps, swiglu
+from engine.fast_silu import speed_up_mlps, swiglu
 from engine.linear_ce import plw_loss_fast, select_targets
 from engine.loss import plw_loss
-
-
-def test_exp2_matches_numpy_over_the_float32_range():
-    y = np.linspace(-120, 120, 200_001, dtype=np.float32)
-    got = np.array(exp2(mx.array(y))).astype(np.float64)
-    want = np.exp2(y.astype(np.float64))
-    assert np.max(np.abs(got - want) / want) < np.finfo(np.float32).eps  # within float32 rounding
-    assert np.isfinite(np.array(exp2(mx.array([-1e4, 1e4])))).all()  # clipped, never inf or 0
 
 
 def silu_reference(g: np.ndarray) -> np.ndarray:

@@ -222,3 +222,17 @@ def test_gradient_checkpointing_wraps_the_block_class_once(tmp_path):
     wrapped = TransformerBlock.__call__
     train(tmp_path / "b", **keys)  # a second run in the same process, as in the app
     assert TransformerBlock.__call__ is wrapped
+
+
+def test_val_batches_0_trains_without_validation(tmp_path):
+    result, seen = train(tmp_path, iters=3, steps_per_report=1, steps_per_eval=1, val_batches=0)
+    assert not [e for e in seen if isinstance(e, ev.EvalReport)]
+    assert any(isinstance(e, ev.Notice) and "no validation" in e.message for e in seen)
+    assert seen[0].valid_examples == 0 and seen[-1].step == 3
+
+
+def test_early_stopping_without_validation_is_a_config_error(tmp_path):
+    from engine.errors import UserError
+
+    with pytest.raises(UserError, match="early_stopping_patience.*val_batches is 0"):
+        train(tmp_path, iters=3, val_batches=0, early_stopping_patience=2)
