@@ -92,6 +92,47 @@ def _dtype_name(dtype) -> str:
     return next(name for name, d in DTYPES.items() if d == dtype)
 
 
+def _affine_float32(module) -> mx.array | None:
+    """The float32 weight of an affine-quantized layer, ``scale * q + bias`` computed in float32;
+    None where the packing is not one this reads (bit widths that do not divide 32, other modes).
+
+    ``mx.dequantize`` computes in the scales' dtype (float16 for GGUF imports), which rounds the
+    weights to float16 and then needs a second pass to cast them; computing in float32 at once
+    gives the values llama.cpp itself uses, in about half the time.
+    """
+    bits, group = module.bits, module.group_size
+    if getattr(module, "mode", "affine") != "affine" or 32 % bits:
+        return None
+    packed = module.weight  # uint32 words, each holding 32 / bits values, lowest bits first
+    q = (packed[..., None] >> mx.arange(0, 32, bits, dtype=mx.uint32)) & ((1 << bits) - 1)
+    q = q.reshape(*packed.shape[:-1], -1, group).astype(mx.float32)
+    w = q * module.scales[..., None].astype(mx.float32) + module.biases[..., None].astype(mx.float32)
+    return w.reshape(*packed.shape[:-1], -1)
+
+
+def _dequantize_float32(model: nn.Module) -> None:
+    """Swap affine-quantized linear and embedding layers for float32 ones (see :func:`_affine_float32`)."""
+    from mlx.utils import tree_unflatten
+
+    swapped = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            continue
+        weight = _affine_float32(module)
+        if weight is None:
+            continue
+        if isinstance(module, nn.QuantizedEmbedding):
+            plain = nn.Embedding(*weight.shape)
+        else:
+            plain = nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in module)
+            if "bias" in module:
+                plain.bias = module.bias
+        plain.weight = weight
+        swapped.append((name, plain))
+    if swapped:
+        model.update_modules(tree_unflatten(swapped))
+
+
 def cast_model(model: nn.Module, dtype) -> list[str]:
     """Dequantize quantized layers (if computing in float) and cast floating weights."""
     from mlx_lm.utils import dequantize_model
@@ -101,7 +142,9 @@ def cast_model(model: nn.Module, dtype) -> list[str]:
         isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules()
     )
     if quantized:
-        dequantize_model(model)
+        if dtype == mx.float32:
+            _dequantize_float32(model)
+        dequantize_model(model)  # whatever is left: other modes, bit widths, MoE switch layers
         notes.append(
             f"dequantized {quantized} quantized layers to compute in {_dtype_name(dtype)} "
             "(on the CPU backend quantized matmuls are far slower than float32 ones)"

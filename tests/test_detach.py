@@ -108,7 +108,7 @@ def test_a_detached_run_outlives_its_terminal_and_obeys_tuner_control(tmp_path):
     out, err = shell.communicate(timeout=180)
     assert shell.returncode == 0, err
     [run_dir] = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
-    assert f"training in the background (pid" in out and str(run_dir) in out
+    assert "training in the background (pid" in out and str(run_dir) in out
     pid = live_pid(run_dir)
     assert pid is not None and os.getsid(pid) != os.getsid(0)
     try:
