@@ -200,6 +200,7 @@ class TrainConfig(BaseModel):
     sparse_logits: bool = True
     fast_silu: bool = True
     fast_attention: bool = True
+    fast_lora: bool = True
     clear_cache_threshold: int = Field(0, ge=0)
     seed: int = 0
 

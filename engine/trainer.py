@@ -52,6 +52,7 @@ from .model import (
 )
 from .platform_check import blas_notice, device_name, keep_freed_memory
 from .fast_attention import speed_up_attention
+from .fast_lora import speed_up_lora
 from .fast_silu import speed_up_mlps
 from .flops import matmul_peak, training_flops_per_token
 from .linear_ce import eval_sums_fast, head_matches, plw_loss_fast, select_targets
@@ -164,6 +165,9 @@ class Trainer:
         mx.random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         setup_trainable(self.model, cfg)
+        if cfg.fast_lora and (switched := speed_up_lora(self.model)):
+            self.notes.append(ev.Notice(message=f"{switched} LoRA layers add their update inside the matmul "
+                                        "(fewer passes over the outputs; same values to float32 rounding)"))
         if self.init_weights and self.world.is_main:  # the other ranks receive rank 0's weights
             load_trained_weights(self.model, self.init_weights)
             self.notes.append(ev.Notice(message=f"continuing from {self.init_weights}"))
