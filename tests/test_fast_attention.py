@@ -4,12 +4,13 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
 
-from engine.fast_attention import attention, scaled_dot_product_attention, speed_up_attention
-from engine.linear_ce import plw_loss_fast, select_targets
-from engine.loss import plw_loss
-from tests.test_fast_silu import load_demo, lora
+from engine.fast_attention import (
+    attention,
+    scaled_dot_product_attention,
+    speed_up_attention,
+)
+from tests.switched_models import assert_trains_like, load_demo, lora
 
 
 def inputs(heads, kv_heads, length, span, dim=8, seed=0):
@@ -74,23 +75,7 @@ def test_a_switched_model_trains_as_the_plain_one(demo_model_dir, plw):
     assert speed_up_attention(fast) == len(fast.layers)
     assert all(type(layer.self_attn).__name__.startswith("FastSoftmax") for layer in fast.layers)
     assert speed_up_attention(fast) == len(fast.layers)  # a second call changes nothing
-    plain, fast = lora(plain), lora(fast)
-    rng = np.random.default_rng(2)
-    ids = rng.integers(3, 500, (3, 24)).astype(np.int32)
-    roles = np.ones((3, 24), np.int8)
-    roles[:, 12:] = 2
-    roles[2, 20:] = 0
-    np.testing.assert_allclose(np.array(fast(mx.array(ids))), np.array(plain(mx.array(ids))), rtol=1e-4, atol=1e-5)
-    for loss_fn in (lambda m: plw_loss(m, mx.array(ids), mx.array(roles), plw),
-                    lambda m: plw_loss_fast(m, mx.array(ids), *select_targets(roles, plw).arrays())):
-        (lp, _), gp = nn.value_and_grad(plain, loss_fn)(plain)
-        (lf, _), gf = nn.value_and_grad(fast, loss_fn)(fast)
-        assert lf.item() == pytest.approx(lp.item(), rel=1e-5)
-        flat_p, flat_f = dict(tree_flatten(gp)), dict(tree_flatten(gf))
-        attention_grads = [k for k in flat_p if ".self_attn.q_proj.lora_a" in k]
-        assert attention_grads and max(mx.abs(flat_p[k]).max().item() for k in attention_grads) > 0
-        for k in flat_p:
-            np.testing.assert_allclose(np.array(flat_f[k]), np.array(flat_p[k]), rtol=1e-3, atol=1e-6)
+    assert_trains_like(lora(plain), lora(fast), plw, flowing=".self_attn.q_proj.lora_a")
 
 
 def test_generation_with_a_cache_keeps_mlx_lms_attention(demo_model_dir):

@@ -9,9 +9,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.tuner.lora import LoRALinear
 
 from engine.fast_lora import FastLoRALinear, speed_up_lora
-from engine.linear_ce import plw_loss_fast, select_targets
-from engine.loss import plw_loss
-from tests.test_fast_silu import load_demo, lora
+from tests.switched_models import assert_trains_like, load_demo, lora
 
 
 def layer(bias: bool, seed: int = 0) -> LoRALinear:
@@ -73,22 +71,7 @@ def test_a_switched_model_trains_as_the_plain_one(demo_model_dir, plw):
     assert speed_up_lora(fast) == len(loras) > 0
     assert all(type(m) is FastLoRALinear for m in loras)
     assert speed_up_lora(fast) == len(loras)  # a second call changes nothing
-    rng = np.random.default_rng(2)
-    ids = rng.integers(3, 500, (3, 24)).astype(np.int32)
-    roles = np.ones((3, 24), np.int8)
-    roles[:, 12:] = 2
-    roles[2, 20:] = 0
-    np.testing.assert_allclose(np.array(fast(mx.array(ids))), np.array(plain(mx.array(ids))), rtol=1e-4, atol=1e-5)
-    for loss_fn in (lambda m: plw_loss(m, mx.array(ids), mx.array(roles), plw),
-                    lambda m: plw_loss_fast(m, mx.array(ids), *select_targets(roles, plw).arrays())):
-        (lp, _), gp = nn.value_and_grad(plain, loss_fn)(plain)
-        (lf, _), gf = nn.value_and_grad(fast, loss_fn)(fast)
-        assert lf.item() == pytest.approx(lp.item(), rel=1e-5)
-        flat_p, flat_f = dict(tree_flatten(gp)), dict(tree_flatten(gf))
-        assert sorted(flat_f) == sorted(flat_p)
-        assert max(mx.abs(g).max().item() for k, g in flat_p.items() if "lora_a" in k) > 0
-        for k in flat_p:
-            np.testing.assert_allclose(np.array(flat_f[k]), np.array(flat_p[k]), rtol=1e-3, atol=1e-6, err_msg=k)
+    assert_trains_like(plain, fast, plw, flowing="lora_a")
 
 
 def test_the_switched_layer_saves_and_fuses_as_mlx_lms(demo_model_dir):

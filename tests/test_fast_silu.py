@@ -5,11 +5,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
 
 from engine.fast_silu import speed_up_mlps, swiglu
-from engine.linear_ce import plw_loss_fast, select_targets
-from engine.loss import plw_loss
+from tests.switched_models import assert_trains_like, load_demo, lora
 
 
 def silu_reference(g: np.ndarray) -> np.ndarray:
@@ -36,50 +34,12 @@ def test_swiglu_gradients_match_numpy():
     np.testing.assert_allclose(np.array(du), w64 * g64 * s, rtol=1e-5, atol=1e-6)
 
 
-def load_demo(path):
-    from mlx_lm.utils import load
-
-    model, _ = load(str(path))
-    return model
-
-
-def lora(model):
-    """LoRA on every layer, B drawn non-zero so that gradients flow through every MLP; the same
-    draws for every model (seeded)."""
-    from mlx.utils import tree_unflatten
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    model.freeze()
-    mx.random.seed(0)
-    linear_to_lora_layers(model, len(model.layers), {"rank": 4, "scale": 4.0, "dropout": 0.0})
-    mx.random.seed(1)
-    b = [(k, mx.random.normal(v.shape) * 0.05) for k, v in tree_flatten(model.trainable_parameters()) if "lora_b" in k]
-    model.update(tree_unflatten(b))
-    return model
-
-
 @pytest.mark.parametrize("plw", [0.0, 0.1, 1.0])
 def test_a_switched_model_trains_as_the_plain_one(demo_model_dir, plw):
     plain, fast = load_demo(demo_model_dir), load_demo(demo_model_dir)
     assert speed_up_mlps(fast) == len(fast.layers)
     assert all(type(layer.mlp).__name__.startswith("FastSiLU") for layer in fast.layers)
-    plain, fast = lora(plain), lora(fast)
-    rng = np.random.default_rng(2)
-    ids = rng.integers(3, 500, (3, 24)).astype(np.int32)
-    roles = np.ones((3, 24), np.int8)
-    roles[:, 12:] = 2
-    roles[2, 20:] = 0
-    np.testing.assert_allclose(np.array(fast(mx.array(ids))), np.array(plain(mx.array(ids))), rtol=1e-4, atol=1e-5)
-    for loss_fn in (lambda m: plw_loss(m, mx.array(ids), mx.array(roles), plw),
-                    lambda m: plw_loss_fast(m, mx.array(ids), *select_targets(roles, plw).arrays())):
-        (lp, _), gp = nn.value_and_grad(plain, loss_fn)(plain)
-        (lf, _), gf = nn.value_and_grad(fast, loss_fn)(fast)
-        assert lf.item() == pytest.approx(lp.item(), rel=1e-5)
-        flat_p, flat_f = dict(tree_flatten(gp)), dict(tree_flatten(gf))
-        mlp_grads = [k for k in flat_p if ".mlp." in k]
-        assert mlp_grads and max(mx.abs(flat_p[k]).max().item() for k in mlp_grads) > 0
-        for k in flat_p:
-            np.testing.assert_allclose(np.array(flat_f[k]), np.array(flat_p[k]), rtol=1e-3, atol=1e-6)
+    assert_trains_like(lora(plain), lora(fast), plw, flowing=".mlp.")
 
 
 class GeluMLP(nn.Module):
