@@ -30,7 +30,7 @@ from mlx_lm.tuner.lora import LoRALinear
 PEAK_CACHE_FILE = "matmul_peak.json"
 
 
-def training_flops_per_token(model: nn.Module, seq_len: float, head_fraction: float = 1.0) -> float:
+def training_flops_per_token(model: nn.Module, seq_len: float) -> float:
     """Matmul FLOPs of one training step, per real token, for ``model`` as set up for training.
 
     The model is read as it will train (after ``setup_trainable``): LoRA/DoRA layers and which
@@ -41,12 +41,12 @@ def training_flops_per_token(model: nn.Module, seq_len: float, head_fraction: fl
     layers are not counted.
 
     With N the weights of the block matmuls (a LoRA layer: its base plus ``r*(in+out)``), H = D*V
-    the head, f = ``head_fraction`` (the share of positions that get logits; 1 when every
-    position does, as in mlx-lm), S = ``seq_len`` and d the attention width (heads x head_dim)
-    over n_layers blocks:
+    the head (counted at every position, as mlx-lm computes it, so skipping logits never counts
+    as fewer useful FLOPs), S = ``seq_len`` and d the attention width (heads x head_dim) over
+    n_layers blocks:
 
-        forward         2N + 2fH + 4*S*d*n_layers          (scores QK^T and values AV: 2*S*d each)
-        input grads     2N + 2fH + 8*S*d*n_layers          (attention: grads of both operands)
+        forward         2N + 2H + 4*S*d*n_layers           (scores QK^T and values AV: 2*S*d each)
+        input grads     2N + 2H + 8*S*d*n_layers           (attention: grads of both operands)
         weight grads    2 x (trained matmul weights)       (LoRA: the adapters only, tiny)
 
     so LoRA costs about 4N per token (2N forward, 2N backward input grads) and full fine-tuning
@@ -65,7 +65,7 @@ def training_flops_per_token(model: nn.Module, seq_len: float, head_fraction: fl
     heads = [m for m in outside if isinstance(m, (nn.Linear, nn.QuantizedLinear))] or [embedding]
 
     per_block = [_matmul_flops(m for _, m in block.named_modules()) for block in blocks]  # (forward, weight grads)
-    head, head_weight_grads = (head_fraction * x for x in _matmul_flops(heads))
+    head, head_weight_grads = _matmul_flops(heads)
     attention = 4 * seq_len * _attention_width(model)
 
     trained = [i for i, block in enumerate(blocks) if tree_flatten(block.trainable_parameters())]

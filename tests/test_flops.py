@@ -77,12 +77,6 @@ def test_frozen_blocks_below_the_adapters_only_run_forward():
     assert training_flops_per_token(model, S) == pytest.approx(forward + input_grads + 2 * ADAPTERS)
 
 
-def test_head_fraction_scales_only_the_head():
-    model = with_lora(tiny_llama(False))
-    full, quarter = training_flops_per_token(model, S), training_flops_per_token(model, S, head_fraction=0.25)
-    assert full - quarter == pytest.approx(0.75 * (2 * HEAD + 2 * HEAD))  # forward and input grads
-
-
 def test_quantized_layers_count_their_unpacked_size():
     plain = with_lora(tiny_llama(True))
     quantized = tiny_llama(True)
