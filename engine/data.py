@@ -393,7 +393,9 @@ def load_splits(stage, errors: list[str] | None = None) -> Splits:
         except DataError:
             raise
         except Exception as e:  # the hub raises many types; the user needs one line
-            raise stage.error("hf_dataset", f"could not load: {_first_line(e)}") from None
+            from .hub import explain_failure
+
+            raise stage.error("hf_dataset", f"could not load: {explain_failure(e, 'dataset')}") from None
     elif cfg.data is None:
         raise stage.error("data", "no dataset: set 'data' (a folder, a file or a Hugging Face id) or 'hf_dataset'")
     else:
@@ -408,11 +410,9 @@ def load_splits(stage, errors: list[str] | None = None) -> Splits:
             except DataError:
                 raise
             except Exception as e:
-                from .hub import is_offline
+                from .hub import explain_failure
 
-                why = _first_line(e)
-                if is_offline():
-                    why = "the hub cannot be reached from here and the dataset is not in the local cache"
+                why = explain_failure(e, "dataset")
                 raise stage.error(
                     "data",
                     f"{cfg.data!r} is not a local file or folder, and loading it as a Hugging Face "

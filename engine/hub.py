@@ -11,18 +11,39 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from urllib.parse import urlsplit
 
 HUB_HOST = "huggingface.co"
 PROBE_SECONDS = 3.0
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+_switched_by_us = False  # offline mode that we set, and may take back when the hub is back
 
 
-def hub_reachable(host: str | None = None, timeout: float = PROBE_SECONDS) -> bool:
-    """Whether a TCP connection to the hub opens within ``timeout`` (DNS included)."""
+def probe_address() -> tuple[str, int]:
+    """Where a request to the hub would first connect: the proxy when one is set, else the
+    ``HF_ENDPOINT`` mirror when one is set, else huggingface.co; (host, port)."""
+    for name in PROXY_VARIABLES:
+        if os.environ.get(name):
+            url = urlsplit(os.environ[name] if "://" in os.environ[name] else "http://" + os.environ[name])
+            if url.hostname:
+                return url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", ""))
+    if endpoint.hostname:
+        return endpoint.hostname, endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    return HUB_HOST, 443
+
+
+def hub_reachable(host: str | None = None, timeout: float = PROBE_SECONDS, port: int = 443) -> bool:
+    """Whether a TCP connection to ``host`` (default: :func:`probe_address`) opens within
+    ``timeout`` (DNS included)."""
+    if host is None:
+        host, port = probe_address()
     result: list[bool] = []
 
     def probe() -> None:  # getaddrinfo has no timeout of its own, hence the thread
         try:
-            socket.create_connection((host or HUB_HOST, 443), timeout=timeout).close()
+            socket.create_connection((host, port), timeout=timeout).close()
             result.append(True)
         except OSError:
             result.append(False)
@@ -38,23 +59,58 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
 
 
-def offline_unless_reachable() -> bool:
-    """Switch the hub libraries to offline mode when the hub cannot be reached; True if offline.
-
-    An explicit ``HF_HUB_OFFLINE`` from the user is left alone.
-    """
-    if os.environ.get("HF_HUB_OFFLINE"):
-        return is_offline()
-    if hub_reachable():
-        return False
-    os.environ["HF_HUB_OFFLINE"] = "1"
+def _set_libraries_offline(offline: bool) -> None:
     import huggingface_hub.constants
 
-    huggingface_hub.constants.HF_HUB_OFFLINE = True  # the libraries read the variable at import
+    huggingface_hub.constants.HF_HUB_OFFLINE = offline  # the libraries read the variable at import
     try:
         import datasets.config
 
-        datasets.config.HF_HUB_OFFLINE = True
+        datasets.config.HF_HUB_OFFLINE = offline
     except ImportError:
         pass
-    return True
+
+
+def offline_unless_reachable() -> bool:
+    """Switch the hub libraries to offline mode when the hub cannot be reached; True if offline.
+
+    Probed on every call, so a long-lived app that went offline goes back online once the
+    network returns. An explicit ``HF_HUB_OFFLINE`` from the user is left alone.
+    """
+    global _switched_by_us
+    if os.environ.get("HF_HUB_OFFLINE") and not _switched_by_us:
+        return is_offline()
+    reachable = hub_reachable()
+    if reachable and _switched_by_us:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+        _set_libraries_offline(False)
+        _switched_by_us = False
+    elif not reachable and not _switched_by_us:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        _set_libraries_offline(True)
+        _switched_by_us = True
+    return not reachable
+
+
+def _missing_from_cache(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says the files are not in the local cache."""
+    seen = 0
+    while error is not None and seen < 8:
+        text = f"{type(error).__name__} {error}"
+        if any(mark in text for mark in ("LocalEntryNotFound", "OfflineModeIsEnabled", "cached snapshot folder")):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+def explain_failure(error: BaseException, what: str) -> str:
+    """One line on why loading ``what`` (a model, a dataset) from the hub failed; in offline mode
+    it says that only the local cache was looked at, and why."""
+    lines = str(error).strip().splitlines()
+    why = lines[0] if lines else type(error).__name__
+    if not is_offline():
+        return why
+    reason = "the hub cannot be reached from here" if _switched_by_us else "HF_HUB_OFFLINE is set"
+    if _missing_from_cache(error):
+        return f"the {what} is not in the local cache, and {reason}"
+    return f"{why} ({reason}, so only the local cache was tried)"

@@ -56,7 +56,7 @@ def load_base(stage) -> LoadedModel:
     local = Path(path).expanduser()
     if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
         raise stage.error("model", f"no such model folder: {path}")
-    from .hub import is_offline, offline_unless_reachable
+    from .hub import explain_failure, offline_unless_reachable
 
     if not local.exists():  # a hub id: without a network, fail (or use the cache) at once
         offline_unless_reachable()
@@ -69,9 +69,7 @@ def load_base(stage) -> LoadedModel:
         )
     except Exception as e:  # hub, file and format errors all reach the user as one line
         text = str(e).strip().splitlines()
-        why = text[0] if text else type(e).__name__
-        if not local.exists() and is_offline():
-            why = "the hub cannot be reached from here and the model is not in the local cache"
+        why = (text[0] if text else type(e).__name__) if local.exists() else explain_failure(e, "model")
         raise stage.error("model", f"could not load {path!r}: {why}") from None
     notes: list[str] = []
     dtype = choose_dtype(cfg.compute_dtype)
