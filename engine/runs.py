@@ -86,17 +86,31 @@ def live_pid(run_dir: Path) -> int | None:
     The process start time is compared too, so a pid reused by an unrelated process after the
     trainer was killed does not count as the run being alive.
     """
-    import psutil
+    identity = _process_record(run_dir)
+    return identity[0] if identity is not None and _running(identity) else None
 
+
+def _process_record(run_dir: Path) -> tuple[int, float] | None:
+    """(pid, start time) of the process recorded as training ``run_dir`` on this machine."""
     try:
         record = json.loads((Path(run_dir) / PROCESS_FILE).read_text(encoding="utf-8"))
         if record.get("host") != _host():
             return None
-        pid = int(record["pid"])
-        alive = abs(psutil.Process(pid).create_time() - float(record["created"])) < 1.0
-    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        return int(record["pid"]), float(record["created"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return pid if alive else None
+
+
+def _running(identity: tuple[int, float]) -> bool:
+    """Whether the process (pid, start time) still runs: the same pid started at another time
+    is another process."""
+    import psutil
+
+    pid, created = identity
+    try:
+        return abs(psutil.Process(pid).create_time() - created) < 1.0
+    except psutil.Error:
+        return False
 
 
 def _host() -> str:
@@ -332,14 +346,12 @@ def follow_run(run_dir: Path, emit: Callable[[Event], None], cancelled: Callable
     ended: "finished", "process ended" (killed without finishing), or "cancelled".
     """
     run_dir = Path(run_dir)
-    pid, dead = live_pid(run_dir), False
+    dead, identity = False, None
     tail, tally = EventTail(run_dir), RunTally(run_dir)
     while not cancelled():
         for event in tail.read_new():
             tally.add(event)
             emit(event)
-        if tally.started is not None:
-            pid = tally.started.pid or pid
         if tally.final_status:
             if not _more_stages(tally):
                 return "finished"
@@ -348,7 +360,10 @@ def follow_run(run_dir: Path, emit: Callable[[Event], None], cancelled: Callable
                 continue
         if dead:  # and the read after seeing it dead found nothing more
             return "process ended"
-        dead = not _pid_alive(pid)
+        # the stage's process record, or the last one seen: between a chain's stages neither
+        # folder has one, and the same process goes on; its start time tells a reused pid apart
+        identity = _process_record(run_dir) or identity
+        dead = identity is None or not _running(identity)
         if not dead:
             time.sleep(poll_seconds)
     return "cancelled"
@@ -379,12 +394,6 @@ def next_stage_dir(run_dir: Path) -> Path | None:
         return Path((Path(run_dir) / NEXT_STAGE_FILE).read_text(encoding="utf-8").strip())
     except OSError:
         return None
-
-
-def _pid_alive(pid: int | None) -> bool:
-    import psutil
-
-    return bool(pid) and psutil.pid_exists(pid)
 
 
 def fan_out(*sinks: Callable[[Event], None]) -> Callable[[Event], None]:

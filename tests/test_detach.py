@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -170,6 +171,24 @@ def test_following_a_chain_that_already_finished_replays_every_stage(tmp_path):
     seen: list[ev.Event] = []
     assert follow_run(first.run_dir, seen.append, lambda: False, poll_seconds=0.01) == "finished"
     assert [e.stage for e in seen if isinstance(e, ev.RunStarted)] == [1, 2]
+
+
+def test_following_a_killed_run_ends_even_when_its_pid_was_reused(tmp_path):
+    """A trainer killed without finishing leaves its process record; if another process now has
+    its pid (here: this test's own), the follower must still see the run as over."""
+    from engine.config import load_stages
+    from engine.runs import METRICS_FILE, PROCESS_FILE
+    from engine.trainer import run_chain
+
+    [stage] = load_stages([write_config(tmp_path, iters=5)])
+    result, = run_chain([stage], lambda e: None)
+    metrics = result.run_dir / METRICS_FILE
+    lines = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join(line for line in lines if '"run_finished"' not in line))
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "created": 0.0, "argv": []}
+    (result.run_dir / PROCESS_FILE).write_text(json.dumps(record))
+    deadline = time.monotonic() + 30
+    assert follow_run(result.run_dir, lambda e: None, lambda: time.monotonic() > deadline, poll_seconds=0.05) == "process ended"
 
 
 def test_detached_resume_continues_where_the_run_stopped(tmp_path):
