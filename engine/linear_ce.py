@@ -44,6 +44,7 @@ import numpy as np
 
 from .fast_exp import exp, logsumexp
 from .loss import example_sums, target_weights_np, weighted_objective
+from .sparse_tail import hidden_at, probe_cut_first
 
 CHUNK_ELEMENTS = 1 << 22  # logits computed at once: 16 MB of float32 (MLX keeps ~10 in flight)
 MIN_SELECTED = 64
@@ -178,13 +179,15 @@ def head_matches(model: nn.Module) -> bool:
     the model (in eval mode, so dropout cannot tell the two calls apart): call it once, before
     training, not inside ``mx.compile``."""
     probe = mx.array([[1, 2, 3, 4, 5, 6, 7, 8]])
-    training = model.training
-    model.eval()
-    try:
+
+    def agrees() -> bool:
         expected, got = model(probe), output_head(model).logits(model.model(probe))
         return expected.shape == got.shape and mx.allclose(expected, got, rtol=1e-4, atol=1e-4).item()
-    except Exception:  # a model whose body wants other arguments, or has no model.model
-        return False
+
+    training = model.training
+    model.eval()
+    try:  # False for a model whose body wants other arguments, or has no model.model
+        return probe_cut_first(model, agrees)
     finally:
         model.train(training)
 
@@ -207,8 +210,7 @@ def plw_loss_fast(
     prompt count, completion CE sum, completion count] over the selected positions: equal to
     ``plw_loss``'s when PLW > 0; at PLW 0 the prompt entries are 0 (see the module docstring).
     """
-    hidden = model.model(ids[:, :-1])
-    hidden = hidden.reshape(-1, hidden.shape[-1])[positions]
+    hidden = hidden_at(model, ids[:, :-1], positions)
     targets = ids[:, 1:].reshape(-1)[positions]
     head = output_head(model)
     if head.weight is None:

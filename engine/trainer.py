@@ -56,6 +56,7 @@ from .fast_lora import speed_up_lora
 from .fast_silu import speed_up_mlps
 from .flops import matmul_peak, training_flops_per_token
 from .linear_ce import eval_sums_fast, head_matches, plw_loss_fast, select_targets
+from .sparse_tail import sparse_last_block
 from .runs import (
     EVAL_EXAMPLES,
     MetricsWriter,
@@ -176,6 +177,9 @@ class Trainer:
         if cfg.sparse_logits and not self.sparse:
             self.notes.append(ev.Notice(message="this model's logits are not its head applied to its body; "
                                         "the loss computes logits at every position (sparse_logits off)"))
+        if self.sparse and sparse_last_block(self.model):
+            self.notes.append(ev.Notice(message="the last block computes its queries and MLP only at the positions "
+                                        "the loss reads, when those are at most half (same values to float32 rounding)"))
         lengths = np.array([len(e) for e in self.train_set], dtype=np.float64)
         self.flops_per_token = training_flops_per_token(self.model, float((lengths**2).sum() / lengths.sum()))
         self.matmul_peak = matmul_peak()  # measured once per machine, then cached

@@ -1,0 +1,173 @@
+"""The last transformer block computed only at the positions the loss reads.
+
+With sparse logits (engine/linear_ce.py) the loss reads the final hidden states at a few
+selected positions: at PLW 0 on short-completion data, a few percent of them. Every block but
+the last is still needed everywhere, since the last block's keys and values read every position.
+The last block's queries, attention, output projection and MLP, though, matter only at the
+selected rows; computing them there alone saves nearly all of that block (about 3% of a
+30-block SmolLM2 step). On any backend.
+
+The block is written out for the Llama form that Llama, Mistral, Qwen2, Qwen3 and SmolLM share:
+input norm, attention with q/k/v/o projections, RoPE (and Qwen3's per-head norms), a residual,
+the post-attention norm, the MLP, a residual. A model's last block is switched only if a probe
+through the model's body gives the same hidden states at the selected rows as the full block;
+a family whose block differs keeps the full computation.
+
+The selected rows reach the switched block through :data:`_ROWS`, set by :func:`hidden_at` for
+one call of the body, because mlx-lm's bodies pass nothing but the hidden states, mask and cache
+to their blocks.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .fast_exp import polynomial_applies, softmax
+
+_ROWS: ContextVar[mx.array | None] = ContextVar("sparse_tail_rows", default=None)
+_SPARSE_CLASSES: dict[type, type] = {}
+
+
+def _attend(attn: nn.Module, h: mx.array, rows: mx.array) -> mx.array:
+    """The attention module's output [K, D] at flat ``rows`` of ``h`` [B, L, D], causal.
+
+    Keys and values come from every position; queries only from the selected ones. The batch is
+    flattened into one key axis and a query may read only its own example's earlier positions.
+    """
+    batch, length, _ = h.shape
+    heads, kv_heads = attn.n_heads, attn.n_kv_heads
+
+    def split(x, n):  # [B, L, n * hd] -> [B, n, L, hd], with Qwen3's per-head norms
+        return x.reshape(batch, length, n, -1)
+
+    queries, keys = split(attn.q_proj(h), heads), split(attn.k_proj(h), kv_heads)
+    if "q_norm" in attn:
+        queries, keys = attn.q_norm(queries), attn.k_norm(keys)
+    queries = attn.rope(queries.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+    keys = attn.rope(keys.transpose(0, 2, 1, 3))  # [B, kvh, L, hd]
+    values = split(attn.v_proj(h), kv_heads)  # [B, L, kvh, hd]
+    dim = queries.shape[-1]
+    groups, selected = heads // kv_heads, rows.shape[0]
+
+    # query heads sharing a key head become rows of one matmul, as in engine/fast_attention.py
+    q = (queries.reshape(batch * length, heads, dim)[rows] * attn.scale)
+    q = q.reshape(selected, kv_heads, groups, dim).transpose(1, 0, 2, 3).reshape(kv_heads, selected * groups, dim)
+    k = keys.transpose(1, 0, 2, 3).reshape(kv_heads, batch * length, dim)
+    v = values.transpose(2, 0, 1, 3).reshape(kv_heads, batch * length, dim)
+    scores = (q @ k.swapaxes(-1, -2)).reshape(kv_heads, selected, groups, batch * length)
+
+    key = mx.arange(batch * length)
+    allowed = (key[None] // length == (rows // length)[:, None]) & (key[None] <= rows[:, None])
+    scores = mx.where(allowed[:, None, :], scores, mx.finfo(scores.dtype).min)
+    probabilities = softmax(scores) if polynomial_applies(scores) else mx.softmax(scores, axis=-1, precise=True)
+    out = probabilities.reshape(kv_heads, selected * groups, batch * length) @ v
+    out = out.reshape(kv_heads, selected, groups, dim).transpose(1, 0, 2, 3).reshape(selected, heads * dim)
+    return attn.o_proj(out)
+
+
+def _sparse_class(cls: type) -> type:
+    """``cls`` whose call, while :data:`_ROWS` is set, returns [1, K, D]: its output at those rows."""
+    if cls not in _SPARSE_CLASSES:
+
+        def __call__(self, x, mask=None, cache=None):
+            rows = _ROWS.get()
+            if rows is None or cache is not None or not (isinstance(mask, str) and mask == "causal"):
+                return cls.__call__(self, x, mask, cache)  # looked up now: gradient checkpointing patches it
+            h = x.reshape(-1, x.shape[-1])[rows] + _attend(self.self_attn, self.input_layernorm(x), rows)
+            return (h + self.mlp(self.post_attention_layernorm(h)))[None]
+
+        _SPARSE_CLASSES[cls] = type(f"SparseTail{cls.__name__}", (cls,), {"__call__": __call__})
+    return _SPARSE_CLASSES[cls]
+
+
+def hidden_at(model: nn.Module, inputs: mx.array, rows: mx.array) -> mx.array:
+    """``model.model(inputs)`` at the flat ``rows`` of its [B, L] positions: [K, D].
+
+    Through the sparse last block when the model has one and the rows are at most half of the
+    positions (a static choice of shapes, so ``mx.compile`` traces each case once); otherwise the
+    full body, then the rows.
+    """
+    layers = getattr(model.model, "layers", None)
+    if layers and type(layers[-1]) in _SPARSE_CLASSES.values() and 2 * rows.shape[0] <= inputs.size:
+        token = _ROWS.set(rows)
+        try:
+            hidden = model.model(inputs)
+        finally:
+            _ROWS.reset(token)
+        return hidden.reshape(-1, hidden.shape[-1])
+    hidden = model.model(inputs)
+    return hidden.reshape(-1, hidden.shape[-1])[rows]
+
+
+@contextmanager
+def last_block_only(model: nn.Module):
+    """The model's body cut to its last block while inside, for probes before training.
+
+    What the probes check (how the body ends, how the head follows it) does not depend on the
+    blocks before, and an eager call through one block costs a thirtieth of one through thirty.
+    A body that cannot run cut (it indexes its blocks) raises inside; callers then probe the
+    whole body.
+    """
+    body = getattr(model, "model", None)
+    layers = getattr(body, "layers", None)
+    if not layers or len(layers) == 1:
+        yield
+        return
+    body.layers = layers[-1:]
+    try:
+        yield
+    finally:
+        body.layers = layers
+
+
+def probe_cut_first(model: nn.Module, probe: Callable[[], bool]) -> bool:
+    """``probe()`` inside :func:`last_block_only`, again on the whole body if that raised;
+    False if both raise (a body or block of another form)."""
+    try:
+        with last_block_only(model):
+            return probe()
+    except Exception:
+        pass
+    try:
+        return probe()
+    except Exception:
+        return False
+
+
+def _probe_agrees(model: nn.Module) -> bool:
+    """Whether the switched body gives the full body's hidden states at a probe's rows."""
+    ids = mx.array([[1, 5, 2, 7, 3, 4, 6, 1], [2, 2, 4, 1, 7, 5, 3, 6]])
+    rows = mx.array([2, 7, 8, 12, 15, 0])
+    full = model.model(ids)
+    full = full.reshape(-1, full.shape[-1])[rows]
+    sparse = hidden_at(model, ids, rows)
+    scale = mx.abs(full).max().item()
+    tolerance = 1e-4 if full.dtype == mx.float32 else 5e-2  # 16-bit sums round differently
+    return full.shape == sparse.shape and mx.abs(full - sparse).max().item() <= tolerance * scale + 1e-6
+
+
+def sparse_last_block(model: nn.Module) -> bool:
+    """Switch the model's last block to its sparse form if a probe shows the same hidden states;
+    returns whether it is switched. Works before or after LoRA layers are added."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not layers:
+        return False
+    last = layers[-1]
+    if type(last) in _SPARSE_CLASSES.values():
+        return True
+    own = type(last)
+    last.__class__ = _sparse_class(own)
+    training = model.training
+    model.eval()  # no dropout in the probe
+    try:
+        if probe_cut_first(model, lambda: _probe_agrees(model)):
+            return True
+        last.__class__ = own
+        return False
+    finally:
+        model.train(training)
