@@ -267,6 +267,9 @@ class Trainer:
             value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss_fast(m, *inputs))
         else:
             value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss(m, inputs[0], inputs[1], plw, *inputs[2:]))
+        # the optimizer's state exists before tracing: created by the first update instead, it
+        # would change the compiled functions' inputs and make every batch shape trace again
+        optimizer.init(model.trainable_parameters())
         state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)

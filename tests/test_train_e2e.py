@@ -236,3 +236,22 @@ def test_early_stopping_without_validation_is_a_config_error(tmp_path):
 
     with pytest.raises(UserError, match="early_stopping_patience.*val_batches is 0"):
         train(tmp_path, iters=3, val_batches=0, early_stopping_patience=2)
+
+
+def test_each_batch_shape_is_traced_once(tmp_path, monkeypatch):
+    """The optimizer's state exists before the step is compiled, so its first update does not
+    change the compiled step's inputs and trace every shape again (0.3-0.5 s each on SmolLM2)."""
+    from engine import trainer as trainer_module
+
+    data = tmp_path / "same"
+    data.mkdir()
+    chat = {"messages": [{"role": "user", "content": "What is the opposite of 'loud'?"},
+                         {"role": "assistant", "content": "quiet"}]}
+    for split in ("train", "valid"):
+        (data / f"{split}.jsonl").write_text((json.dumps(chat) + "\n") * 8)
+    traced = []
+    real = trainer_module.plw_loss_fast
+    monkeypatch.setattr(trainer_module, "plw_loss_fast", lambda *a, **k: traced.append(1) or real(*a, **k))
+    _, seen = train(tmp_path, data=str(data), iters=4, batch_size=4, val_batches=0, steps_per_report=1)
+    assert [e.step for e in seen if isinstance(e, ev.TrainReport)] == [1, 2, 3, 4]
+    assert len(traced) == 1  # one shape (every example is the same), one trace
