@@ -177,7 +177,7 @@ class Trainer:
         if cfg.sparse_logits and not self.sparse:
             self.notes.append(ev.Notice(message="this model's logits are not its head applied to its body; "
                                         "the loss computes logits at every position (sparse_logits off)"))
-        if self.sparse and sparse_last_block(self.model):
+        if self.sparse and sparse_last_block(self.model) and cfg.plw == 0:  # at PLW > 0 every real position is read
             self.notes.append(ev.Notice(message="the last block computes its queries and MLP only at the positions "
                                         "the loss reads, when those are at most half (same values to float32 rounding)"))
         lengths = np.array([len(e) for e in self.train_set], dtype=np.float64)

@@ -255,3 +255,13 @@ def test_each_batch_shape_is_traced_once(tmp_path, monkeypatch):
     _, seen = train(tmp_path, data=str(data), iters=4, batch_size=4, val_batches=0, steps_per_report=1)
     assert [e.step for e in seen if isinstance(e, ev.TrainReport)] == [1, 2, 3, 4]
     assert len(traced) == 1  # one shape (every example is the same), one trace
+
+
+def test_the_sparse_last_block_is_announced_only_where_it_can_apply(tmp_path):
+    said = {}
+    for plw in (0.0, 0.1):
+        folder = tmp_path / str(plw)
+        folder.mkdir()
+        _, seen = train(folder, iters=1, val_batches=0, prompt_loss_weight=plw)
+        said[plw] = any(isinstance(e, ev.Notice) and "last block" in e.message for e in seen)
+    assert said == {0.0: True, 0.1: False}  # at PLW > 0 every real position is read
