@@ -2,6 +2,7 @@
 
 import platform
 import sys
+
 from engine import platform_check
 
 
