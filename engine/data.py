@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import DataError
+from .errors import DataError, first_line
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 SPLIT_NAMES = {
@@ -241,7 +241,7 @@ def read_rows(path: Path, errors: list[str] | None = None) -> Iterator[tuple[Any
         try:
             rows = pq.read_table(path).to_pylist()
         except Exception as e:  # pyarrow raises several types for a damaged file
-            raise DataError(f"{path}: cannot read as Parquet ({_first_line(e)})") from None
+            raise DataError(f"{path}: cannot read as Parquet ({first_line(e)})") from None
         for i, row in enumerate(rows):
             yield row, f"{path}#{i}"
     else:
@@ -422,8 +422,3 @@ def load_splits(stage, errors: list[str] | None = None) -> Splits:
         unread = f" ({len(errors)} rows could not be read; the first: {errors[0]})" if errors else ""
         raise stage.error("data", f"the training split is empty{unread}")
     return splits
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

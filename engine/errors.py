@@ -12,3 +12,9 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A dataset that cannot be read or understood; the message names file and line."""
+
+
+def first_line(error: BaseException) -> str:
+    """What a library's exception says, cut to its first line (or its type, if it says nothing)."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -13,6 +13,8 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
+from .errors import first_line
+
 HUB_HOST = "huggingface.co"
 PROBE_SECONDS = 3.0
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -106,8 +108,7 @@ def _missing_from_cache(error: BaseException) -> bool:
 def explain_failure(error: BaseException, what: str) -> str:
     """One line on why loading ``what`` (a model, a dataset) from the hub failed; in offline mode
     it says that only the local cache was looked at, and why."""
-    lines = str(error).strip().splitlines()
-    why = lines[0] if lines else type(error).__name__
+    why = first_line(error)
     if not is_offline():
         return why
     reason = "the hub cannot be reached from here" if _switched_by_us else "HF_HUB_OFFLINE is set"

@@ -17,7 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 ADAPTER_LEAVES = ("lora_a", "lora_b", "m")
@@ -68,8 +68,7 @@ def load_base(stage) -> LoadedModel:
             trust_remote_code=cfg.trust_remote_code,
         )
     except Exception as e:  # hub, file and format errors all reach the user as one line
-        text = str(e).strip().splitlines()
-        why = (text[0] if text else type(e).__name__) if local.exists() else explain_failure(e, "model")
+        why = first_line(e) if local.exists() else explain_failure(e, "model")
         raise stage.error("model", f"could not load {path!r}: {why}") from None
     notes: list[str] = []
     dtype = choose_dtype(cfg.compute_dtype)

@@ -42,7 +42,7 @@ def _attend(attn: nn.Module, h: mx.array, rows: mx.array) -> mx.array:
     batch, length, _ = h.shape
     heads, kv_heads = attn.n_heads, attn.n_kv_heads
 
-    def split(x, n):  # [B, L, n * hd] -> [B, n, L, hd], with Qwen3's per-head norms
+    def split(x, n):  # [B, L, n * hd] -> [B, L, n, hd], the form Qwen3's per-head norms take
         return x.reshape(batch, length, n, -1)
 
     queries, keys = split(attn.q_proj(h), heads), split(attn.k_proj(h), kv_heads)

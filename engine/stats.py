@@ -35,6 +35,7 @@ from jinja2 import TemplateError
 
 from .data import FILE_SUFFIXES, SPLIT_NAMES, Record, Splits, load_splits
 from .demo_model import default_cache_dir, resolve_builtin
+from .errors import first_line
 from .loss import COMPLETION, PROMPT
 from .runs import atomic_write_text
 from .tokenize import encode_records, hf_tokenizer
@@ -192,7 +193,7 @@ def load_stage_tokenizer(stage):
     try:
         return _load_tokenizer(path, cfg.trust_remote_code)
     except Exception as e:  # hub, file and format errors all reach the user as one line
-        raise stage.error("model", f"could not load the tokenizer of {path!r}: {_first_line(e)}") from None
+        raise stage.error("model", f"could not load the tokenizer of {path!r}: {first_line(e)}") from None
 
 
 @functools.lru_cache(maxsize=2)
@@ -279,7 +280,7 @@ def _encode_chunk(tokenizer, records: list[Record], errors: list[str]) -> list[t
         try:
             encoded.append((i, encode_records(tokenizer, [record])[0]))
         except (TemplateError, ValueError) as e:
-            errors.append(f"{record.origin}: the chat template failed: {_first_line(e)}")
+            errors.append(f"{record.origin}: the chat template failed: {first_line(e)}")
     return encoded
 
 
@@ -650,8 +651,3 @@ def _num(value: float, digits: int = 1) -> str:
         return f"{value:.{digits}g}"
     rounded = round(value, digits)
     return f"{int(rounded):,}" if rounded.is_integer() else f"{rounded:,.{digits}f}"
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

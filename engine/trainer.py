@@ -56,7 +56,6 @@ from .fast_lora import speed_up_lora
 from .fast_silu import speed_up_mlps
 from .flops import matmul_peak, training_flops_per_token
 from .linear_ce import eval_sums_fast, head_matches, plw_loss_fast, select_targets
-from .sparse_tail import sparse_last_block
 from .runs import (
     EVAL_EXAMPLES,
     MetricsWriter,
@@ -69,6 +68,7 @@ from .runs import (
     new_run_dir,
     write_process_record,
 )
+from .sparse_tail import sparse_last_block
 from .tokenize import Example, tokenize_split
 
 Emit = Callable[[ev.Event], None]
@@ -177,7 +177,7 @@ class Trainer:
         if cfg.sparse_logits and not self.sparse:
             self.notes.append(ev.Notice(message="this model's logits are not its head applied to its body; "
                                         "the loss computes logits at every position (sparse_logits off)"))
-        if self.sparse and sparse_last_block(self.model) and cfg.plw == 0:  # at PLW > 0 every real position is read
+        if self.sparse and cfg.plw == 0 and sparse_last_block(self.model):  # at PLW > 0 every real position is read
             self.notes.append(ev.Notice(message="the last block computes its queries and MLP only at the positions "
                                         "the loss reads, when those are at most half (same values to float32 rounding)"))
         lengths = np.array([len(e) for e in self.train_set], dtype=np.float64)
