@@ -38,6 +38,7 @@ KEY_HELP: dict[str, str] = {
     "fast_silu": "On the CPU backend, the MLP's SiLU from a polynomial exponential (MLX's CPU exp is scalar on x86): same values to float32 rounding, several times faster. No effect on Metal.",
     "fast_attention": "On the CPU backend, attention's softmax from a polynomial exponential (MLX's CPU exp is scalar on x86): same values to float32 rounding. No effect on Metal.",
     "fast_lora": "On the CPU backend, float32 LoRA layers without dropout add their low-rank update inside the matmul (mx.addmm) and compute their gradient in fewer passes: same values to float32 rounding, same adapter files. No effect on Metal.",
+    "cpu_streams": "On the CPU backend with OpenBLAS, split each batch's rows over this many MLX streams, the BLAS threads shared out among them, so MLX's one-thread element-wise work runs on every core: same loss and gradients to float32 rounding. 1: no split. Batches whose rows do not split evenly, and data-parallel runs, run whole.",
     "sparse_logits": "Compute output logits only where the loss has weight (at PLW 0: completion tokens), a vocabulary chunk at a time, and, at PLW 0, the last block's queries and MLP only there when that is at most half the positions: same loss, less time and memory. false: every position, as mlx-lm.",
     "clear_cache_threshold": "Accepted for mlx-lm compatibility; has no effect.",
     "seed": "Seeds data order, dropout and LoRA initialisation.",

@@ -36,6 +36,7 @@ from . import events as ev
 from .batching import BatchStream, collate, total_steps
 from .config import Stage, config_to_dict
 from .control import Control
+from .cpu_streams import RowStreams
 from .data import load_splits
 from .distributed import World
 from .errors import UserError
@@ -193,6 +194,13 @@ class Trainer:
         else:
             self.steps_per_eval = cfg.steps_per_eval
         self.optimizer = build_optimizer(cfg)
+        # ranks on one machine would share its cores, and the split gives each stream a core of its own
+        self.row_streams = RowStreams.plan(1 if self.world.distributed else cfg.cpu_streams, cfg.batch_size)
+        if self.row_streams.split:
+            self.notes.append(ev.Notice(message=(
+                f"each batch runs as {self.row_streams.count} parts of its rows on {self.row_streams.count} CPU "
+                f"streams, {self.row_streams.threads_each} BLAS thread(s) each, so MLX's one-thread element-wise "
+                "work runs on every core (same loss and gradients to float32 rounding)")))
 
         if not self.world.is_main:  # writes nothing; rank 0 sends what it reads in _start_together
             self.run_dir = self.adapter_dir = None
@@ -272,9 +280,11 @@ class Trainer:
         optimizer.init(model.trainable_parameters())
         state = [model.state, optimizer.state, mx.random.state]
 
+        split = self.row_streams
+
         @partial(mx.compile, inputs=state, outputs=state)
-        def gradients(inputs, prev_grad, do_update):
-            (loss, aux), grad = value_and_grad(model, inputs)
+        def gradients(parts, prev_grad, do_update):
+            (loss, aux), grad = split.add_up(lambda inputs: value_and_grad(model, inputs), parts)
             loss, aux = world.sum(loss) / world.size, world.sum(aux)  # the whole batch's, on every rank
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
@@ -296,16 +306,26 @@ class Trainer:
         self._state = state
         return gradients, update
 
-    def _loss_inputs(self, batch) -> tuple[mx.array, ...]:
-        """What the compiled step's loss takes: the batch, plus the selected targets when sparse,
-        plus, on one of several ranks, the whole batch's loss denominator."""
-        if not self.sparse:
-            inputs = (mx.array(batch.ids), mx.array(batch.roles))
-        else:
-            inputs = (mx.array(batch.ids), *select_targets(batch.roles, self.cfg.plw).arrays())
-        if self.world.distributed:
-            inputs += (rank_denominator([e.roles for e in batch.group], self.cfg.plw, self.world.size),)
-        return inputs
+    def _loss_inputs(self, batch) -> list[tuple[mx.array, ...]]:
+        """What the compiled step's loss takes, one tuple per part of the rows (see
+        :class:`RowStreams`): the rows, plus the selected targets when sparse, plus, on one of
+        several ranks or for one of several parts, the whole batch's loss denominator."""
+        plw, world = self.cfg.plw, self.world
+        row_parts = self.row_streams.parts(batch.ids.shape[0])
+        denominator = ()
+        if world.distributed:
+            denominator = (rank_denominator([e.roles for e in batch.group], plw, world.size),)
+        elif len(row_parts) > 1:
+            denominator = (rank_denominator(list(batch.roles), plw, 1),)
+        parts = []
+        for rows in row_parts:
+            ids, roles = batch.ids[rows], batch.roles[rows]
+            if not self.sparse:
+                inputs = (mx.array(ids), mx.array(roles))
+            else:
+                inputs = (mx.array(ids), *select_targets(roles, plw).arrays())
+            parts.append(inputs + denominator)
+        return parts
 
     def update_norm(self) -> float:
         total = 0.0
@@ -585,7 +605,8 @@ class Trainer:
             # dropout depends on (seed, step, rank) only
             mx.random.seed(cfg.seed * STEP_SEED_STRIDE + step + self.world.rank * RANK_SEED_STRIDE)
             loss, aux, grad, norm = gradients(self._loss_inputs(batch), self.pending_grad, do_update)
-            mx.eval(self._state, loss, aux, grad, norm)
+            with self.row_streams.running():
+                mx.eval(self._state, loss, aux, grad, norm)
             if not (math.isfinite(loss.item()) and math.isfinite(norm.item())):
                 bad_batches += 1
                 what = f"non-finite {'loss' if not math.isfinite(loss.item()) else 'gradient norm'} at step {step}"
