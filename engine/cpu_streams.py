@@ -44,7 +44,10 @@ def widen_eval_order() -> None:
 
 
 def eval_order_is_wide() -> bool:
-    return int(os.environ.get(WIDTH_VARIABLE, "0") or 0) >= UNBOUNDED_WIDTH
+    try:
+        return int(os.environ.get(WIDTH_VARIABLE, "0")) >= UNBOUNDED_WIDTH
+    except ValueError:  # a value MLX would not read as a number either
+        return False
 
 
 @dataclass(frozen=True)

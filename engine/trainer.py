@@ -313,10 +313,8 @@ class Trainer:
         plw, world = self.cfg.plw, self.world
         row_parts = self.row_streams.parts(batch.ids.shape[0])
         denominator = ()
-        if world.distributed:
+        if world.distributed or len(row_parts) > 1:
             denominator = (rank_denominator([e.roles for e in batch.group], plw, world.size),)
-        elif len(row_parts) > 1:
-            denominator = (rank_denominator(list(batch.roles), plw, 1),)
         parts = []
         for rows in row_parts:
             ids, roles = batch.ids[rows], batch.roles[rows]

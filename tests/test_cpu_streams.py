@@ -125,6 +125,8 @@ def test_the_plan_splits_only_where_it_can_pay(monkeypatch, splittable):
     monkeypatch.setattr(BlasThreads, "find", staticmethod(lambda: BlasThreads(splittable.get, splittable.set)))
     monkeypatch.setenv(WIDTH_VARIABLE, "20")  # MLX's default order: the streams would take turns
     assert RowStreams.plan(2, 4).count == 1
+    monkeypatch.setenv(WIDTH_VARIABLE, "wide")  # not a number: no split, and no crash
+    assert RowStreams.plan(2, 4).count == 1
 
 
 def test_parts_are_contiguous_rows_or_the_whole_batch():
