@@ -201,6 +201,7 @@ class TrainConfig(BaseModel):
     fast_silu: bool = True
     fast_attention: bool = True
     fast_lora: bool = True
+    shared_prefix: bool = True  # compute the prefix every training example shares once per batch part
     cpu_streams: int = Field(2, ge=1, le=64)  # CPU backend: the streams a batch's rows are split over; 1: none
     clear_cache_threshold: int = Field(0, ge=0)
     seed: int = 0

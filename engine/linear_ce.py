@@ -44,6 +44,7 @@ import numpy as np
 
 from .fast_exp import exp, logsumexp
 from .loss import example_sums, target_weights_np, weighted_objective
+from .shared_prefix import hidden_at as prefix_hidden_at
 from .sparse_tail import hidden_at, probe_cut_first
 
 CHUNK_ELEMENTS = 1 << 22  # logits computed at once: 16 MB of float32 (MLX keeps ~10 in flight)
@@ -201,6 +202,7 @@ def plw_loss_fast(
     denominator: mx.array | None = None,
     *,
     chunk_elements: int = CHUNK_ELEMENTS,
+    shared_prefix: int = 0,
 ):
     """:func:`engine.loss.plw_loss` over the :func:`select_targets` positions only: (loss, aux).
 
@@ -210,7 +212,10 @@ def plw_loss_fast(
     prompt count, completion CE sum, completion count] over the selected positions: equal to
     ``plw_loss``'s when PLW > 0; at PLW 0 the prompt entries are 0 (see the module docstring).
     """
-    hidden = hidden_at(model, ids[:, :-1], positions)
+    if shared_prefix:  # the first shared_prefix tokens are the same in every row (engine/shared_prefix.py)
+        hidden = prefix_hidden_at(model, ids[:, :-1], positions, shared_prefix)
+    else:
+        hidden = hidden_at(model, ids[:, :-1], positions)
     targets = ids[:, 1:].reshape(-1)[positions]
     head = output_head(model)
     if head.weight is None:

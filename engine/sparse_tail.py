@@ -33,6 +33,27 @@ _ROWS: ContextVar[mx.array | None] = ContextVar("sparse_tail_rows", default=None
 _SPARSE_CLASSES: dict[type, type] = {}
 
 
+def attend_rows(attn: nn.Module, queries: mx.array, keys: mx.array, values: mx.array, allowed: mx.array) -> mx.array:
+    """The attention module's output [K, D] for K query rows over N flat key rows.
+
+    ``queries`` [K, heads, hd] (RoPE applied), ``keys`` [N, KV heads, hd] (RoPE applied),
+    ``values`` [N, KV heads, hd]; ``allowed`` [K, N] says which keys each query may read.
+    """
+    heads, kv_heads = attn.n_heads, attn.n_kv_heads
+    selected, span, dim = queries.shape[0], keys.shape[0], queries.shape[-1]
+    groups = heads // kv_heads
+    # query heads sharing a key head become rows of one matmul, as in engine/fast_attention.py
+    q = (queries * attn.scale).reshape(selected, kv_heads, groups, dim).transpose(1, 0, 2, 3)
+    q = q.reshape(kv_heads, selected * groups, dim)
+    k, v = keys.transpose(1, 0, 2), values.transpose(1, 0, 2)  # [kvh, N, hd]
+    scores = (q @ k.swapaxes(-1, -2)).reshape(kv_heads, selected, groups, span)
+    scores = mx.where(allowed[:, None, :], scores, mx.finfo(scores.dtype).min)
+    probabilities = softmax(scores) if polynomial_applies(scores) else mx.softmax(scores, axis=-1, precise=True)
+    out = probabilities.reshape(kv_heads, selected * groups, span) @ v
+    out = out.reshape(kv_heads, selected, groups, dim).transpose(1, 0, 2, 3).reshape(selected, heads * dim)
+    return attn.o_proj(out)
+
+
 def _attend(attn: nn.Module, h: mx.array, rows: mx.array) -> mx.array:
     """The attention module's output [K, D] at flat ``rows`` of ``h`` [B, L, D], causal.
 
@@ -49,25 +70,15 @@ def _attend(attn: nn.Module, h: mx.array, rows: mx.array) -> mx.array:
     if "q_norm" in attn:
         queries, keys = attn.q_norm(queries), attn.k_norm(keys)
     queries = attn.rope(queries.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
-    keys = attn.rope(keys.transpose(0, 2, 1, 3))  # [B, kvh, L, hd]
-    values = split(attn.v_proj(h), kv_heads)  # [B, L, kvh, hd]
-    dim = queries.shape[-1]
-    groups, selected = heads // kv_heads, rows.shape[0]
+    keys = attn.rope(keys.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+    values = split(attn.v_proj(h), kv_heads)
 
-    # query heads sharing a key head become rows of one matmul, as in engine/fast_attention.py
-    q = (queries.reshape(batch * length, heads, dim)[rows] * attn.scale)
-    q = q.reshape(selected, kv_heads, groups, dim).transpose(1, 0, 2, 3).reshape(kv_heads, selected * groups, dim)
-    k = keys.transpose(1, 0, 2, 3).reshape(kv_heads, batch * length, dim)
-    v = values.transpose(2, 0, 1, 3).reshape(kv_heads, batch * length, dim)
-    scores = (q @ k.swapaxes(-1, -2)).reshape(kv_heads, selected, groups, batch * length)
+    def flat(x):  # [B, L, n, hd] -> [B * L, n, hd]
+        return x.reshape(batch * length, *x.shape[2:])
 
     key = mx.arange(batch * length)
     allowed = (key[None] // length == (rows // length)[:, None]) & (key[None] <= rows[:, None])
-    scores = mx.where(allowed[:, None, :], scores, mx.finfo(scores.dtype).min)
-    probabilities = softmax(scores) if polynomial_applies(scores) else mx.softmax(scores, axis=-1, precise=True)
-    out = probabilities.reshape(kv_heads, selected * groups, batch * length) @ v
-    out = out.reshape(kv_heads, selected, groups, dim).transpose(1, 0, 2, 3).reshape(selected, heads * dim)
-    return attn.o_proj(out)
+    return attend_rows(attn, flat(queries)[rows], flat(keys), flat(values), allowed)
 
 
 def _sparse_class(cls: type) -> type:
@@ -85,6 +96,11 @@ def _sparse_class(cls: type) -> type:
     return _SPARSE_CLASSES[cls]
 
 
+def is_sparse(layer: nn.Module) -> bool:
+    """Whether ``layer`` was switched to its sparse form by :func:`sparse_last_block`."""
+    return type(layer) in _SPARSE_CLASSES.values()
+
+
 def hidden_at(model: nn.Module, inputs: mx.array, rows: mx.array) -> mx.array:
     """``model.model(inputs)`` at the flat ``rows`` of its [B, L] positions: [K, D].
 
@@ -93,7 +109,7 @@ def hidden_at(model: nn.Module, inputs: mx.array, rows: mx.array) -> mx.array:
     full body, then the rows.
     """
     layers = getattr(model.model, "layers", None)
-    if layers and type(layers[-1]) in _SPARSE_CLASSES.values() and 2 * rows.shape[0] <= inputs.size:
+    if layers and is_sparse(layers[-1]) and 2 * rows.shape[0] <= inputs.size:
         token = _ROWS.set(rows)
         try:
             hidden = model.model(inputs)
@@ -105,31 +121,31 @@ def hidden_at(model: nn.Module, inputs: mx.array, rows: mx.array) -> mx.array:
 
 
 @contextmanager
-def last_block_only(model: nn.Module):
-    """The model's body cut to its last block while inside, for probes before training.
+def last_block_only(model: nn.Module, keep: int = 1):
+    """The model's body cut to its last ``keep`` blocks while inside, for probes before training.
 
-    What the probes check (how the body ends, how the head follows it) does not depend on the
-    blocks before, and an eager call through one block costs a thirtieth of one through thirty.
+    What the probes check (how a block and the body end, how the head follows it) does not depend
+    on the blocks before, and an eager call through one block costs a thirtieth of one through thirty.
     A body that cannot run cut (it indexes its blocks) raises inside; callers then probe the
     whole body.
     """
     body = getattr(model, "model", None)
     layers = getattr(body, "layers", None)
-    if not layers or len(layers) == 1:
+    if not layers or len(layers) <= keep:
         yield
         return
-    body.layers = layers[-1:]
+    body.layers = layers[-keep:]
     try:
         yield
     finally:
         body.layers = layers
 
 
-def probe_cut_first(model: nn.Module, probe: Callable[[], bool]) -> bool:
+def probe_cut_first(model: nn.Module, probe: Callable[[], bool], keep: int = 1) -> bool:
     """``probe()`` inside :func:`last_block_only`, again on the whole body if that raised;
     False if both raise (a body or block of another form)."""
     try:
-        with last_block_only(model):
+        with last_block_only(model, keep):
             return probe()
     except Exception:
         pass
@@ -158,7 +174,7 @@ def sparse_last_block(model: nn.Module) -> bool:
     if not layers:
         return False
     last = layers[-1]
-    if type(last) in _SPARSE_CLASSES.values():
+    if is_sparse(last):
         return True
     own = type(last)
     last.__class__ = _sparse_class(own)

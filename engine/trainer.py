@@ -69,6 +69,7 @@ from .runs import (
     new_run_dir,
     write_process_record,
 )
+from .shared_prefix import MIN_SHARED, common_prefix, shares_prefix
 from .sparse_tail import sparse_last_block
 from .tokenize import Example, tokenize_split
 
@@ -201,6 +202,11 @@ class Trainer:
                 f"each batch runs as {self.row_streams.count} parts of its rows on {self.row_streams.count} CPU "
                 f"streams, {self.row_streams.threads_each} BLAS thread(s) each, so MLX's one-thread element-wise "
                 "work runs on every core (same loss and gradients to float32 rounding)")))
+        self.shared_prefix = self._shared_prefix()
+        if self.shared_prefix:
+            self.notes.append(ev.Notice(message=(
+                f"the first {self.shared_prefix} tokens, the same in every training example, are computed once "
+                "per batch part instead of once per example (same loss and gradients to float32 rounding)")))
 
         if not self.world.is_main:  # writes nothing; rank 0 sends what it reads in _start_together
             self.run_dir = self.adapter_dir = None
@@ -221,6 +227,21 @@ class Trainer:
             resolved = config_to_dict(cfg)
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
             write_adapter_config(self.adapter_dir, cfg, self.model_path, {"config_file": str(self.stage.path)})
+
+    def _shared_prefix(self) -> int:
+        """How many leading tokens the loss computes once per batch part (engine/shared_prefix.py):
+        the training set's common prefix, where the model's form, the loss path and the run allow.
+
+        Not with full logits, across ranks (a rank's empty share is a row of padding), with
+        gradient checkpointing (the shared body has no checkpointed blocks) or with dropout (the
+        rows would share one draw), nor when batch parts have a single row (nothing to share).
+        """
+        cfg = self.cfg
+        if (not cfg.shared_prefix or not self.sparse or self.world.distributed or cfg.grad_checkpoint
+                or cfg.lora_parameters.dropout > 0 or cfg.batch_size // self.row_streams.count < 2):
+            return 0
+        prefix = common_prefix([e.ids for e in self.train_set])
+        return prefix if prefix >= MIN_SHARED and shares_prefix(self.model) else 0
 
     def _restore(self, ckpt: Path) -> None:
         """Weights, optimizer state, data position and pending gradients of a checkpoint.
@@ -272,7 +293,8 @@ class Trainer:
         accum = self.cfg.grad_accumulation_steps
         max_norm = self.cfg.max_grad_norm
         if self.sparse:
-            value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss_fast(m, *inputs))
+            prefix = self.shared_prefix
+            value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss_fast(m, *inputs, shared_prefix=prefix))
         else:
             value_and_grad = nn.value_and_grad(model, lambda m, inputs: plw_loss(m, inputs[0], inputs[1], plw, *inputs[2:]))
         # the optimizer's state exists before tracing: created by the first update instead, it

@@ -32,6 +32,22 @@ def lora(model):
     return model
 
 
+def demo_lora(path, fast_paths: bool):
+    """The demo model with LoRA as :func:`lora` adds it, its CPU fast paths switched where asked, in
+    the trainer's order: SiLU and attention before LoRA, LoRA's own after."""
+    from engine.fast_attention import speed_up_attention
+    from engine.fast_lora import speed_up_lora
+    from engine.fast_silu import speed_up_mlps
+
+    model = load_demo(path)
+    if fast_paths:
+        speed_up_mlps(model), speed_up_attention(model)
+    model = lora(model)
+    if fast_paths:
+        speed_up_lora(model)
+    return model
+
+
 def assert_trains_like(plain: nn.Module, fast: nn.Module, plw: float, flowing: str) -> None:
     """Same logits, and the same loss and gradients through both loss paths (every position's
     logits, and the sparse ones) at ``plw``; gradients whose name holds ``flowing`` must not be
@@ -53,3 +69,31 @@ def assert_trains_like(plain: nn.Module, fast: nn.Module, plw: float, flowing: s
         assert checked and max(mx.abs(flat_p[k]).max().item() for k in checked) > 0
         for k in flat_p:
             np.testing.assert_allclose(np.array(flat_f[k]), np.array(flat_p[k]), rtol=1e-3, atol=1e-6, err_msg=k)
+
+
+def count_calls(monkeypatch, module, name: str) -> list:
+    """A list that grows by one each time ``module.name`` is called: proves a path was taken."""
+    calls = []
+    real = getattr(module, name)
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def random_qwen3(layers: int) -> nn.Module:
+    """A small Qwen3 (per-head query and key norms) with every weight random, norms included, so
+    that a skipped norm could not go unnoticed."""
+    from mlx.utils import tree_map
+    from mlx_lm.models import qwen3
+
+    args = qwen3.ModelArgs(model_type="qwen3", hidden_size=64, num_hidden_layers=layers, intermediate_size=96,
+                           num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, vocab_size=128,
+                           max_position_embeddings=256, rope_theta=10000.0, head_dim=16, tie_word_embeddings=True)
+    mx.random.seed(0)
+    model = qwen3.Model(args)
+    model.update(tree_map(lambda p: mx.random.normal(p.shape) * 0.3 + (1.0 if p.ndim == 1 else 0.0), model.parameters()))
+    return model

@@ -8,12 +8,9 @@ import pytest
 from mlx.utils import tree_flatten
 
 import engine.sparse_tail as sparse_tail
-from engine.fast_attention import speed_up_attention
-from engine.fast_lora import speed_up_lora
-from engine.fast_silu import speed_up_mlps
 from engine.linear_ce import plw_loss_fast, select_targets
 from engine.sparse_tail import hidden_at, sparse_last_block
-from tests.switched_models import load_demo, lora
+from tests.switched_models import count_calls, demo_lora, load_demo, lora, random_qwen3
 
 
 def batch():
@@ -30,15 +27,7 @@ def batch():
 @pytest.fixture
 def attend_calls(monkeypatch):
     """How many times the sparse attention ran: proves the sparse path was really taken."""
-    calls = []
-    real = sparse_tail._attend
-
-    def counted(*args):
-        calls.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(sparse_tail, "_attend", counted)
-    return calls
+    return count_calls(monkeypatch, sparse_tail, "_attend")
 
 
 def test_hidden_states_at_the_rows_match_the_full_body(demo_model_dir, attend_calls):
@@ -62,12 +51,7 @@ def test_hidden_states_at_the_rows_match_the_full_body(demo_model_dir, attend_ca
 @pytest.mark.parametrize("fast_paths", [False, True])
 def test_loss_and_gradients_match_the_full_block(demo_model_dir, attend_calls, plw, fast_paths):
     plain = lora(load_demo(demo_model_dir))
-    sparse = load_demo(demo_model_dir)
-    if fast_paths:  # as the trainer switches them on the CPU: before and after LoRA
-        speed_up_mlps(sparse), speed_up_attention(sparse)
-    sparse = lora(sparse)
-    if fast_paths:
-        speed_up_lora(sparse)
+    sparse = demo_lora(demo_model_dir, fast_paths)
     assert sparse_last_block(sparse)
     attend_calls.clear()
     ids, roles = batch()
@@ -109,26 +93,12 @@ def test_compiled_across_both_paths(demo_model_dir):
 
 
 def test_qwen3_blocks_with_per_head_norms_are_switched():
-    from mlx_lm.models import qwen3
-
-    args = qwen3.ModelArgs(model_type="qwen3", hidden_size=64, num_hidden_layers=2, intermediate_size=96,
-                           num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, vocab_size=128,
-                           max_position_embeddings=256, rope_theta=10000.0, head_dim=16, tie_word_embeddings=True)
-    mx.random.seed(0)
-    model = qwen3.Model(args)
-    model.update(tree_map_normal(model))
+    model = random_qwen3(2)
     ids = mx.array(np.random.default_rng(0).integers(0, 128, (2, 12)).astype(np.int32))
     rows = mx.array([3, 11, 12, 20])
     full = np.array(model.model(ids)).reshape(-1, 64)[np.array(rows)]
     assert sparse_last_block(model)
     np.testing.assert_allclose(np.array(hidden_at(model, ids, rows)), full, rtol=1e-4, atol=1e-5)
-
-
-def tree_map_normal(model):
-    """Every weight random, norms included, so that a skipped norm could not go unnoticed."""
-    from mlx.utils import tree_map
-
-    return tree_map(lambda p: mx.random.normal(p.shape) * 0.3 + (1.0 if p.ndim == 1 else 0.0), model.parameters())
 
 
 def test_a_block_of_another_form_keeps_its_own_call(demo_model_dir):
