@@ -228,7 +228,9 @@ def plw_loss_fast(
     return weighted_objective(ce, weights, target_roles, denominator)
 
 
-def eval_sums_fast(model: nn.Module, ids: mx.array, roles: mx.array, *, chunk_elements: int = CHUNK_ELEMENTS) -> mx.array:
+def eval_sums_fast(
+    model: nn.Module, ids: mx.array, roles: mx.array, *, chunk_elements: int = CHUNK_ELEMENTS, shared_prefix: int = 0
+) -> mx.array:
     """:func:`engine.loss.eval_sums` ([B, 5] per example: prompt CE sum, prompt count, completion
     CE sum, completion count, completion argmax hits) computed on slices of positions, so
     validation never holds [B, L, V] logits either. No gradient.
@@ -237,7 +239,11 @@ def eval_sums_fast(model: nn.Module, ids: mx.array, roles: mx.array, *, chunk_el
     (quantized too) can be called on rows.
     """
     head = output_head(model)
-    hidden = model.model(ids[:, :-1])
+    inputs = ids[:, :-1]
+    if shared_prefix:  # as in plw_loss_fast, every position's hidden state
+        hidden = prefix_hidden_at(model, inputs, mx.arange(inputs.size), shared_prefix).reshape(*inputs.shape, -1)
+    else:
+        hidden = model.model(inputs)
     batch, length, dim = hidden.shape
     hidden, targets = hidden.reshape(-1, dim), ids[:, 1:].reshape(-1)
     vocab = head.logits(hidden[:1]).shape[-1]  # only its shape: never evaluated

@@ -125,7 +125,8 @@ class Trainer:
         self.pending_grad = None  # gradients accumulated since the last optimizer update
         self.best: tuple[float, int] | None = None  # (valid completion loss, step) of the best eval
         self.evals_since_best = 0
-        self._compiled_eval = None  # built on the first evaluation
+        self._compiled_eval = {}  # per shared prefix length, built on the first evaluation
+        self._eval_prefixes: dict[int, int] = {}  # id of an examples list -> its shared prefix
 
     # ------------------------------------------------------------------ preparation
     def prepare(self) -> None:
@@ -237,11 +238,17 @@ class Trainer:
         rows would share one draw), nor when batch parts have a single row (nothing to share).
         """
         cfg = self.cfg
-        if (not cfg.shared_prefix or not self.sparse or self.world.distributed or cfg.grad_checkpoint
-                or cfg.lora_parameters.dropout > 0 or cfg.batch_size // self.row_streams.count < 2):
+        self.prefix_form = (cfg.shared_prefix and self.sparse and not self.world.distributed
+                            and shares_prefix(self.model))
+        if (not self.prefix_form or cfg.grad_checkpoint or cfg.lora_parameters.dropout > 0
+                or cfg.batch_size // self.row_streams.count < 2):
             return 0
-        prefix = common_prefix([e.ids for e in self.train_set])
-        return prefix if prefix >= MIN_SHARED and shares_prefix(self.model) else 0
+        return self._common_prefix(self.train_set)
+
+    def _common_prefix(self, examples: list[Example]) -> int:
+        """The leading tokens all ``examples`` share, if enough to be worth sharing; else 0."""
+        prefix = common_prefix([e.ids for e in examples])
+        return prefix if prefix >= MIN_SHARED else 0
 
     def _restore(self, ckpt: Path) -> None:
         """Weights, optimizer state, data position and pending gradients of a checkpoint.
@@ -364,13 +371,16 @@ class Trainer:
         subset = examples if max_batches == -1 else examples[: max_batches * size]
         subset = sorted(subset, key=len)
         totals, rows = EvalTotals(), []
+        if id(examples) not in self._eval_prefixes:
+            self._eval_prefixes[id(examples)] = self._common_prefix(examples) if self.prefix_form else 0
+        prefix = self._eval_prefixes[id(examples)]
         self.model.eval()
         for i in range(0, len(subset), size):
             chunk = subset[i : i + size]
             share = self.world.share(chunk)
             batch = collate(share, self.pad_id)
             ids, roles = mx.array(batch.ids), mx.array(batch.roles)
-            sums = self._eval_sums(ids, roles)
+            sums = self._eval_sums(ids, roles, prefix)
             sums = self._gather_rows(sums[: len(share)], len(chunk))
             totals.add(sums, len(chunk))
             for example, (p_ce, p_n, c_ce, c_n, c_ok) in zip(chunk, sums.tolist()):
@@ -385,14 +395,21 @@ class Trainer:
         self.model.train()
         return totals, rows
 
-    def _eval_sums(self, ids: mx.array, roles: mx.array) -> mx.array:
+    def _eval_sums(self, ids: mx.array, roles: mx.array, prefix: int) -> mx.array:
         """Validation's per-example sums, compiled (once per batch shape). Eager, each element-wise
         op is its own pass over memory, and the CPU's polynomial exponentials are a dozen of them:
-        compiled, a SmolLM2 validation batch took a third of the time."""
-        if self._compiled_eval is None:
-            model, sums = self.model, eval_sums_fast if self.sparse else eval_sums
-            self._compiled_eval = mx.compile(lambda ids, roles: sums(model, ids, roles), inputs=model.state)
-        return self._compiled_eval(ids, roles)
+        compiled, a SmolLM2 validation batch took a third of the time. ``prefix``: the leading
+        tokens every row shares, computed once (engine/shared_prefix.py); one compiled function each."""
+        if prefix not in self._compiled_eval:
+            model = self.model
+            if self.sparse:
+                def sums(ids, roles):
+                    return eval_sums_fast(model, ids, roles, shared_prefix=prefix)
+            else:
+                def sums(ids, roles):
+                    return eval_sums(model, ids, roles)
+            self._compiled_eval[prefix] = mx.compile(sums, inputs=model.state)
+        return self._compiled_eval[prefix](ids, roles)
 
     def _gather_rows(self, rows: mx.array, n: int) -> mx.array:
         """All ranks' per-example rows of one batch of ``n`` examples, in the batch's order

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+import engine.linear_ce as linear_ce
 import engine.shared_prefix as shared_prefix
 from engine import events as ev
 from engine.config import load_stages
@@ -189,3 +190,22 @@ def test_the_prefix_is_shared_by_default(tmp_path):
     assert shared_prefix.MIN_SHARED <= trainer.shared_prefix <= min(lengths) - 2
     first = trainer.train_set[0].ids[: trainer.shared_prefix]
     assert all((e.ids[: trainer.shared_prefix] == first).all() for e in trainer.train_set)
+
+
+def test_validation_shares_the_prefix_and_scores_as_without(tmp_path, monkeypatch):
+    data = chats_with_a_system_message(tmp_path / "chats")
+    (data / "valid.jsonl").write_text((data / "train.jsonl").read_text())
+    trainer = Trainer(load_stages([write_config(tmp_path, data=str(data), batch_size=4)])[0], lambda e: None)
+    trainer.prepare()
+    calls = count_calls(monkeypatch, linear_ce, "prefix_hidden_at")
+    _, shared_rows = trainer.evaluate(trainer.valid_set, -1)
+    assert len(calls) == 2  # traced once for each of the two batch shapes (4 rows, then 3)
+    assert trainer._eval_prefixes[id(trainer.valid_set)] >= shared_prefix.MIN_SHARED
+    trainer._eval_prefixes[id(trainer.valid_set)] = 0
+    _, plain_rows = trainer.evaluate(trainer.valid_set, -1)
+    assert len(calls) == 2
+    assert len(shared_rows) == len(plain_rows) == 7
+    for shared, plain in zip(shared_rows, plain_rows):
+        assert shared["origin"] == plain["origin"]
+        for key in ("prompt_loss", "completion_loss", "completion_accuracy"):
+            assert shared[key] == pytest.approx(plain[key], rel=1e-5), key
