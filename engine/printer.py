@@ -21,6 +21,16 @@ def fmt(value: float, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
+def loss_parts_text(report: ev.TrainReport) -> str:
+    """``prompt 1.234, completion 0.567``. At PLW 0 the sparse loss computes no prompt logits, so
+    the window's prompt loss is NaN while the loss itself is finite: then the prompt part is left
+    out rather than shown as a NaN that would read as a diverged run."""
+    completion = f"completion {fmt(report.completion_loss)}"
+    if math.isnan(report.prompt_loss) and math.isfinite(report.loss):
+        return completion
+    return f"prompt {fmt(report.prompt_loss)}, {completion}"
+
+
 def mfu_text(report: ev.TrainReport) -> str:
     """`` (MFU 23%)``, or nothing when the run could not tell (an older run's events)."""
     return f" (MFU {report.mfu:.0%})" if math.isfinite(report.mfu) else ""
@@ -51,7 +61,7 @@ def format_event(event: ev.Event) -> str | None:
     if isinstance(event, ev.TrainReport):
         return (
             f"step {event.step:>5}/{event.total_steps} ep {fmt(event.epoch, '.2f')} "
-            f"loss {fmt(event.loss)} (prompt {fmt(event.prompt_loss)}, completion {fmt(event.completion_loss)}) "
+            f"loss {fmt(event.loss)} ({loss_parts_text(event)}) "
             f"lr {fmt(event.learning_rate, '.2e')} |g| {fmt(event.grad_norm, '.3g')} "
             f"|dW| {fmt(event.update_norm, '.3g')} {fmt(event.tokens_per_second, '.0f')} tok/s{ranks_text(event)}{mfu_text(event)} "
             f"peak {fmt(event.peak_memory_gb, '.2f')} GB"

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 
 from .conftest import DEMO_DATA, REPO, write_config
 
@@ -126,3 +127,29 @@ def test_output_piped_into_a_closed_reader_ends_quietly(tmp_path, monkeypatch):
     closed = os.fdopen(write_end, "w", buffering=1)
     monkeypatch.setattr(sys, "stdout", closed)
     assert main(["validate", str(write_config(tmp_path))]) == 0
+
+
+def test_the_app_refuses_options_after_its_config_files_in_one_line():
+    """``tuner run.yaml --set iters=5`` would have opened the app with "--set" as a stage."""
+    done = subprocess.run([sys.executable, "-m", "tui.launch", "sample_configs/demo.yaml", "--set", "iters=5"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tuner: error: --set:") and "tuner train" in lines[0]
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(("loss", "prompt", "expected"), [
+    (0.5, float("nan"), "loss 0.500 (completion 0.500)"),  # PLW 0: no prompt logits were computed
+    (1.5, 2.0, "loss 1.500 (prompt 2.000, completion 0.500)"),
+    (float("nan"), float("nan"), "loss nan (prompt nan, completion 0.500)"),  # diverged: every NaN shown
+])
+def test_train_lines_leave_out_a_prompt_loss_that_was_not_measured(loss, prompt, expected):
+    from engine import events as ev
+    from engine.printer import format_event
+
+    report = ev.TrainReport(step=2, total_steps=4, epoch=0.1, loss=loss, prompt_loss=prompt, completion_loss=0.5,
+                            learning_rate=1e-4, grad_norm=1.0, update_norm=0.1, tokens_per_second=100.0,
+                            trained_tokens=200, peak_memory_gb=1.0, active_memory_gb=1.0, cache_memory_gb=0.0,
+                            elapsed=2.0)
+    assert expected in format_event(report)
