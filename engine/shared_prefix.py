@@ -15,9 +15,10 @@ aligned to the last query), and RoPE gets the true positions (the suffix's from 
 the model's last block is sparse (engine/sparse_tail.py), it is computed at the rows the loss
 reads only, over the same flat keys.
 
-Written for the Llama form that engine/sparse_tail.py describes. A model is switched only if a
-probe through its body's last two blocks gives its own hidden states, and never with
-sliding-window attention. The prefix length is fixed for a run (the training set's common
+Written for the Llama form that engine/sparse_tail.py describes. A model is switched only if all
+its blocks are of one kind with plain causal attention and a RoPE that depends on position alone
+(no sliding windows, chunks or sinks, however marked), and a probe through its body's last two
+blocks gives its own hidden states. The prefix length is fixed for a run (the training set's common
 prefix), so it adds no shapes for ``mx.compile`` to trace.
 """
 
@@ -140,14 +141,43 @@ def _probe_agrees(model: nn.Module) -> bool:
     return True
 
 
+def _position_only_rope(rope: nn.Module) -> bool:
+    """Whether ``rope`` rotates by position alone: the prefix and the suffixes are rotated as
+    sequences of their own lengths, which a length-dependent RoPE (dynamic NTK) would notice."""
+    from mlx_lm.models.rope_utils import Llama3RoPE, SuScaledRoPE, YarnRoPE
+
+    return type(rope) in (nn.RoPE, Llama3RoPE, SuScaledRoPE, YarnRoPE)
+
+
+# attributes that mark attention which is not plain causal over every earlier position
+_WINDOW_MARKS = ("sliding_window", "use_sliding", "is_sliding", "is_sliding_window", "attention_chunk_size",
+                 "sinks", "attention_sink_bias", "scaling_beta", "attn_temperature_tuning")
+
+
+def _plain_causal(body: nn.Module, layers: list) -> bool:
+    """Every block of one kind, attending causally to every earlier position: no sliding windows,
+    chunks, sinks or position-dependent scales, however the model marks them. The probe is too
+    short to see a window, and runs through two blocks only."""
+    kinds = {(type(getattr(layer, "self_attn", None)), type(getattr(layer, "mlp", None))) for layer in layers}
+    if len(kinds) != 1 or any(not isinstance(layer, type(layers[0])) for layer in layers):
+        return False
+    layer_types = getattr(getattr(body, "args", None), "layer_types", None) or []
+    if any(kind != "full_attention" for kind in layer_types):
+        return False
+    holders = [body, getattr(body, "args", None)] + [x for layer in layers for x in (layer, layer.self_attn)]
+    if any(getattr(holder, mark, None) for holder in holders for mark in _WINDOW_MARKS):
+        return False
+    return all(_position_only_rope(getattr(layer.self_attn, "rope", None)) for layer in layers)
+
+
 def shares_prefix(model: nn.Module) -> bool:
-    """Whether :func:`hidden_at` may stand in for the model's body: the Llama form without
-    sliding windows, checked on a probe."""
+    """Whether :func:`hidden_at` may stand in for the model's body: the Llama form, plain causal
+    attention in every block (:func:`_plain_causal`), checked on a probe."""
     body = getattr(model, "model", None)
     layers = getattr(body, "layers", None)
     if not layers or not all(hasattr(body, name) for name in ("embed_tokens", "norm")):
         return False
-    if getattr(body, "sliding_window", None) or any(getattr(layer, "use_sliding", False) for layer in layers):
+    if not _plain_causal(body, list(layers)):
         return False
     training = model.training
     model.eval()  # no dropout in the probe

@@ -126,7 +126,6 @@ class Trainer:
         self.best: tuple[float, int] | None = None  # (valid completion loss, step) of the best eval
         self.evals_since_best = 0
         self._compiled_eval = {}  # per shared prefix length, built on the first evaluation
-        self._eval_prefixes: dict[int, int] = {}  # id of an examples list -> its shared prefix
 
     # ------------------------------------------------------------------ preparation
     def prepare(self) -> None:
@@ -371,9 +370,7 @@ class Trainer:
         subset = examples if max_batches == -1 else examples[: max_batches * size]
         subset = sorted(subset, key=len)
         totals, rows = EvalTotals(), []
-        if id(examples) not in self._eval_prefixes:
-            self._eval_prefixes[id(examples)] = self._common_prefix(examples) if self.prefix_form else 0
-        prefix = self._eval_prefixes[id(examples)]
+        prefix = self._common_prefix(subset) if self.prefix_form else 0  # cheap: numpy over the ids
         self.model.eval()
         for i in range(0, len(subset), size):
             chunk = subset[i : i + size]

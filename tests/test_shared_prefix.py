@@ -135,6 +135,31 @@ def test_a_body_of_another_form_is_not_switched(demo_model_dir):
     assert not shares_prefix(model)
 
 
+@pytest.mark.parametrize("change", ["window in layer_types", "marked attention", "length-dependent rope",
+                                    "a block of another kind"])
+def test_attention_that_is_not_plain_causal_everywhere_is_not_switched(demo_model_dir, change):
+    """The probe is too short to see a window and runs through the last two blocks only, so these
+    are refused before it, however the model marks them."""
+    model = load_demo(demo_model_dir)
+    assert shares_prefix(model)
+    first = model.model.layers[0]
+    if change == "window in layer_types":
+        model.model.args.layer_types = ["sliding_attention"] + ["full_attention"] * (len(model.layers) - 1)
+    elif change == "marked attention":
+        first.self_attn.is_sliding = True
+    elif change == "length-dependent rope":
+        class ScaledByLength(type(first.self_attn.rope)):
+            pass
+
+        first.self_attn.rope.__class__ = ScaledByLength
+    else:
+        class OtherMLP(type(first.mlp)):
+            pass
+
+        first.mlp.__class__ = OtherMLP
+    assert not shares_prefix(model)
+
+
 def chats_with_a_system_message(folder):
     """Seven chats opening with the same system message; batch 4 gives a 4-row and a 3-row step."""
     folder.mkdir()
@@ -200,8 +225,7 @@ def test_validation_shares_the_prefix_and_scores_as_without(tmp_path, monkeypatc
     calls = count_calls(monkeypatch, linear_ce, "prefix_hidden_at")
     _, shared_rows = trainer.evaluate(trainer.valid_set, -1)
     assert len(calls) == 2  # traced once for each of the two batch shapes (4 rows, then 3)
-    assert trainer._eval_prefixes[id(trainer.valid_set)] >= shared_prefix.MIN_SHARED
-    trainer._eval_prefixes[id(trainer.valid_set)] = 0
+    trainer.prefix_form = False  # scored again with every row computed apart
     _, plain_rows = trainer.evaluate(trainer.valid_set, -1)
     assert len(calls) == 2
     assert len(shared_rows) == len(plain_rows) == 7

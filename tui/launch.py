@@ -20,14 +20,16 @@ def main() -> int:
     argv = sys.argv[1:]
     if argv and (argv[0] in COMMANDS or argv[0].startswith("-")):
         return headless_main(argv)
+    if argv and argv[0] == "attach":
+        from .app import run_app
+
+        return attach(argv[1:], run_app)
     if options := [a for a in argv if a.startswith("-")]:  # e.g. tuner run.yaml --set iters=5
         print(f"tuner: error: {options[0]}: the app takes config files only; options such as --set go with "
               "`tuner train` or `tuner validate` (in the app, edit the YAML)", file=sys.stderr)
         return 2
     from .app import run_app
 
-    if argv and argv[0] == "attach":
-        return attach(argv[1:], run_app)
     return run_app(argv)
 
 
