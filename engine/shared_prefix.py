@@ -28,7 +28,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .sparse_tail import attend_rows, is_sparse, probe_cut_first
+from .sparse_tail import attend_rows, is_sparse, plain_causal, probe_cut_first
 
 MIN_SHARED = 8  # a shorter common prefix saves too little to be worth its extra operations
 
@@ -141,43 +141,14 @@ def _probe_agrees(model: nn.Module) -> bool:
     return True
 
 
-def _position_only_rope(rope: nn.Module) -> bool:
-    """Whether ``rope`` rotates by position alone: the prefix and the suffixes are rotated as
-    sequences of their own lengths, which a length-dependent RoPE (dynamic NTK) would notice."""
-    from mlx_lm.models.rope_utils import Llama3RoPE, SuScaledRoPE, YarnRoPE
-
-    return type(rope) in (nn.RoPE, Llama3RoPE, SuScaledRoPE, YarnRoPE)
-
-
-# attributes that mark attention which is not plain causal over every earlier position
-_WINDOW_MARKS = ("sliding_window", "use_sliding", "is_sliding", "is_sliding_window", "attention_chunk_size",
-                 "sinks", "attention_sink_bias", "scaling_beta", "attn_temperature_tuning")
-
-
-def _plain_causal(body: nn.Module, layers: list) -> bool:
-    """Every block of one kind, attending causally to every earlier position: no sliding windows,
-    chunks, sinks or position-dependent scales, however the model marks them. The probe is too
-    short to see a window, and runs through two blocks only."""
-    kinds = {(type(getattr(layer, "self_attn", None)), type(getattr(layer, "mlp", None))) for layer in layers}
-    if len(kinds) != 1 or any(not isinstance(layer, type(layers[0])) for layer in layers):
-        return False
-    layer_types = getattr(getattr(body, "args", None), "layer_types", None) or []
-    if any(kind != "full_attention" for kind in layer_types):
-        return False
-    holders = [body, getattr(body, "args", None)] + [x for layer in layers for x in (layer, layer.self_attn)]
-    if any(getattr(holder, mark, None) for holder in holders for mark in _WINDOW_MARKS):
-        return False
-    return all(_position_only_rope(getattr(layer.self_attn, "rope", None)) for layer in layers)
-
-
 def shares_prefix(model: nn.Module) -> bool:
     """Whether :func:`hidden_at` may stand in for the model's body: the Llama form, plain causal
-    attention in every block (:func:`_plain_causal`), checked on a probe."""
+    attention in every block (:func:`engine.sparse_tail.plain_causal`), checked on a probe."""
     body = getattr(model, "model", None)
     layers = getattr(body, "layers", None)
     if not layers or not all(hasattr(body, name) for name in ("embed_tokens", "norm")):
         return False
-    if not _plain_causal(body, list(layers)):
+    if not plain_causal(body, list(layers)):
         return False
     training = model.training
     model.eval()  # no dropout in the probe

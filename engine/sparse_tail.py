@@ -9,9 +9,10 @@ selected rows; computing them there alone saves nearly all of that block (about 
 
 The block is written out for the Llama form that Llama, Mistral, Qwen2, Qwen3 and SmolLM share:
 input norm, attention with q/k/v/o projections, RoPE (and Qwen3's per-head norms), a residual,
-the post-attention norm, the MLP, a residual. A model's last block is switched only if a probe
-through the model's body gives the same hidden states at the selected rows as the full block;
-a family whose block differs keeps the full computation.
+the post-attention norm, the MLP, a residual. A model's last block is switched only if its
+attention is plainly causal (:func:`plain_causal`: a probe this short cannot see a sliding
+window) and a probe through the model's body gives the same hidden states at the selected rows
+as the full block; a family whose block differs keeps the full computation.
 
 The selected rows reach the switched block through :data:`_ROWS`, set by :func:`hidden_at` for
 one call of the body, because mlx-lm's bodies pass nothing but the hidden states, mask and cache
@@ -79,6 +80,35 @@ def _attend(attn: nn.Module, h: mx.array, rows: mx.array) -> mx.array:
     key = mx.arange(batch * length)
     allowed = (key[None] // length == (rows // length)[:, None]) & (key[None] <= rows[:, None])
     return attend_rows(attn, flat(queries)[rows], flat(keys), flat(values), allowed)
+
+
+def _position_only_rope(rope: nn.Module) -> bool:
+    """Whether ``rope`` rotates by position alone, not by the length of what it is given (as
+    dynamic NTK scaling does): engine/shared_prefix.py rotates a prefix and suffixes apart."""
+    from mlx_lm.models.rope_utils import Llama3RoPE, SuScaledRoPE, YarnRoPE
+
+    return type(rope) in (nn.RoPE, Llama3RoPE, SuScaledRoPE, YarnRoPE)
+
+
+# attributes that mark attention which is not plain causal over every earlier position
+_WINDOW_MARKS = ("sliding_window", "use_sliding", "is_sliding", "is_sliding_window", "attention_chunk_size",
+                 "sinks", "attention_sink_bias", "scaling_beta", "attn_temperature_tuning")
+
+
+def plain_causal(body: nn.Module, layers: list) -> bool:
+    """``layers`` all of one kind, attending causally to every earlier position: no sliding windows,
+    chunks, sinks or position-dependent scales, however the model marks them. The probes here are
+    too short to see a window, and run through the last block or two only."""
+    kinds = {(type(getattr(layer, "self_attn", None)), type(getattr(layer, "mlp", None))) for layer in layers}
+    if len(kinds) != 1 or any(not isinstance(layer, type(layers[0])) for layer in layers):
+        return False
+    layer_types = getattr(getattr(body, "args", None), "layer_types", None) or []
+    if any(kind != "full_attention" for kind in layer_types):
+        return False
+    holders = [body, getattr(body, "args", None)] + [x for layer in layers for x in (layer, layer.self_attn)]
+    if any(getattr(holder, mark, None) for holder in holders for mark in _WINDOW_MARKS):
+        return False
+    return all(_position_only_rope(getattr(layer.self_attn, "rope", None)) for layer in layers)
 
 
 def _sparse_class(cls: type) -> type:
@@ -176,6 +206,8 @@ def sparse_last_block(model: nn.Module) -> bool:
     last = layers[-1]
     if is_sparse(last):
         return True
+    if not plain_causal(model.model, [last]):
+        return False
     own = type(last)
     last.__class__ = _sparse_class(own)
     training = model.training

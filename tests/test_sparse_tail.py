@@ -144,3 +144,12 @@ def test_gradient_checkpointing_gives_the_same_gradients(demo_model_dir, minimum
     flat_s = dict(tree_flatten(gs))
     for k, v in tree_flatten(gp):
         np.testing.assert_allclose(np.array(flat_s[k]), np.array(v), rtol=1e-3, atol=1e-6, err_msg=k)
+
+
+def test_a_last_block_with_a_sliding_window_keeps_its_own_call(demo_model_dir):
+    """A window longer than the probe would pass it; the mark is refused before the probe."""
+    model = load_demo(demo_model_dir)
+    model.model.layers[-1].self_attn.sliding_window = 4096
+    assert not sparse_last_block(model)
+    model.model.layers[-1].self_attn.sliding_window = None  # as mlx-lm sets it for full attention
+    assert sparse_last_block(model)
