@@ -44,8 +44,8 @@ import numpy as np
 
 from .fast_exp import exp, logsumexp
 from .loss import example_sums, target_weights_np, weighted_objective
-from .shared_prefix import hidden_at as prefix_hidden_at
-from .sparse_tail import hidden_at, probe_cut_first
+from .shared_prefix import hidden_at
+from .sparse_tail import probe_cut_first
 
 CHUNK_ELEMENTS = 1 << 22  # logits computed at once: 16 MB of float32 (MLX keeps ~10 in flight)
 MIN_SELECTED = 64
@@ -185,12 +185,7 @@ def head_matches(model: nn.Module) -> bool:
         expected, got = model(probe), output_head(model).logits(model.model(probe))
         return expected.shape == got.shape and mx.allclose(expected, got, rtol=1e-4, atol=1e-4).item()
 
-    training = model.training
-    model.eval()
-    try:  # False for a model whose body wants other arguments, or has no model.model
-        return probe_cut_first(model, agrees)
-    finally:
-        model.train(training)
+    return probe_cut_first(model, agrees)  # False for a body that wants other arguments, or no model.model
 
 
 def plw_loss_fast(
@@ -212,10 +207,7 @@ def plw_loss_fast(
     prompt count, completion CE sum, completion count] over the selected positions: equal to
     ``plw_loss``'s when PLW > 0; at PLW 0 the prompt entries are 0 (see the module docstring).
     """
-    if shared_prefix:  # the first shared_prefix tokens are the same in every row (engine/shared_prefix.py)
-        hidden = prefix_hidden_at(model, ids[:, :-1], positions, shared_prefix)
-    else:
-        hidden = hidden_at(model, ids[:, :-1], positions)
+    hidden = hidden_at(model, ids[:, :-1], positions, shared_prefix)  # engine/shared_prefix.py
     targets = ids[:, 1:].reshape(-1)[positions]
     head = output_head(model)
     if head.weight is None:
@@ -241,7 +233,7 @@ def eval_sums_fast(
     head = output_head(model)
     inputs = ids[:, :-1]
     if shared_prefix:  # as in plw_loss_fast, every position's hidden state
-        hidden = prefix_hidden_at(model, inputs, mx.arange(inputs.size), shared_prefix).reshape(*inputs.shape, -1)
+        hidden = hidden_at(model, inputs, mx.arange(inputs.size), shared_prefix).reshape(*inputs.shape, -1)
     else:
         hidden = model.model(inputs)
     batch, length, dim = hidden.shape

@@ -172,17 +172,29 @@ def last_block_only(model: nn.Module, keep: int = 1):
 
 
 def probe_cut_first(model: nn.Module, probe: Callable[[], bool], keep: int = 1) -> bool:
-    """``probe()`` inside :func:`last_block_only`, again on the whole body if that raised;
-    False if both raise (a body or block of another form)."""
+    """``probe()`` in eval mode (no dropout to tell two calls apart) inside :func:`last_block_only`,
+    again on the whole body if that raised; False if both raise (a body or block of another form)."""
+    training = model.training
+    model.eval()
     try:
-        with last_block_only(model, keep):
+        try:
+            with last_block_only(model, keep):
+                return probe()
+        except Exception:
+            pass
+        try:
             return probe()
-    except Exception:
-        pass
-    try:
-        return probe()
-    except Exception:
-        return False
+        except Exception:
+            return False
+    finally:
+        model.train(training)
+
+
+def same_hidden(full: mx.array, got: mx.array) -> bool:
+    """Whether a switched path's hidden states ``got`` are the body's own ``full``, to rounding."""
+    tolerance = 1e-4 if full.dtype == mx.float32 else 5e-2  # 16-bit sums round differently
+    limit = tolerance * mx.abs(full).max().item() + 1e-6
+    return full.shape == got.shape and mx.abs(full - got).max().item() <= limit
 
 
 def _probe_agrees(model: nn.Module) -> bool:
@@ -191,10 +203,7 @@ def _probe_agrees(model: nn.Module) -> bool:
     rows = mx.array([2, 7, 8, 12, 15, 0])
     full = model.model(ids)
     full = full.reshape(-1, full.shape[-1])[rows]
-    sparse = hidden_at(model, ids, rows)
-    scale = mx.abs(full).max().item()
-    tolerance = 1e-4 if full.dtype == mx.float32 else 5e-2  # 16-bit sums round differently
-    return full.shape == sparse.shape and mx.abs(full - sparse).max().item() <= tolerance * scale + 1e-6
+    return same_hidden(full, hidden_at(model, ids, rows))
 
 
 def sparse_last_block(model: nn.Module) -> bool:
@@ -210,12 +219,7 @@ def sparse_last_block(model: nn.Module) -> bool:
         return False
     own = type(last)
     last.__class__ = _sparse_class(own)
-    training = model.training
-    model.eval()  # no dropout in the probe
-    try:
-        if probe_cut_first(model, lambda: _probe_agrees(model)):
-            return True
-        last.__class__ = own
-        return False
-    finally:
-        model.train(training)
+    if probe_cut_first(model, lambda: _probe_agrees(model)):
+        return True
+    last.__class__ = own
+    return False

@@ -202,7 +202,10 @@ class Trainer:
                 f"each batch runs as {self.row_streams.count} parts of its rows on {self.row_streams.count} CPU "
                 f"streams, {self.row_streams.threads_each} BLAS thread(s) each, so MLX's one-thread element-wise "
                 "work runs on every core (same loss and gradients to float32 rounding)")))
-        self.shared_prefix = self._shared_prefix()
+        # the model computes a shared prefix once where its form and the loss path allow (engine/shared_prefix.py)
+        self.can_share_prefix = (cfg.shared_prefix and self.sparse and not self.world.distributed
+                                 and shares_prefix(self.model))
+        self.shared_prefix = self._training_prefix()
         if self.shared_prefix:
             self.notes.append(ev.Notice(message=(
                 f"the first {self.shared_prefix} tokens, the same in every training example, are computed once "
@@ -228,18 +231,15 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
             write_adapter_config(self.adapter_dir, cfg, self.model_path, {"config_file": str(self.stage.path)})
 
-    def _shared_prefix(self) -> int:
-        """How many leading tokens the loss computes once per batch part (engine/shared_prefix.py):
-        the training set's common prefix, where the model's form, the loss path and the run allow.
-
-        Not with full logits, across ranks (a rank's empty share is a row of padding), with
-        gradient checkpointing (the shared body has no checkpointed blocks) or with dropout (the
-        rows would share one draw), nor when batch parts have a single row (nothing to share).
+    def _training_prefix(self) -> int:
+        """How many leading tokens the training loss computes once per batch part: the training
+        set's common prefix, where the model and the loss allow it (``can_share_prefix``: not with
+        full logits or across ranks, where a rank's empty share is a row of padding) and the run
+        does too: not with gradient checkpointing (the shared body has no checkpointed blocks) or
+        dropout (the rows would share one draw), nor with one row per batch part (nothing to share).
         """
         cfg = self.cfg
-        self.prefix_form = (cfg.shared_prefix and self.sparse and not self.world.distributed
-                            and shares_prefix(self.model))
-        if (not self.prefix_form or cfg.grad_checkpoint or cfg.lora_parameters.dropout > 0
+        if (not self.can_share_prefix or cfg.grad_checkpoint or cfg.lora_parameters.dropout > 0
                 or cfg.batch_size // self.row_streams.count < 2):
             return 0
         return self._common_prefix(self.train_set)
@@ -370,7 +370,7 @@ class Trainer:
         subset = examples if max_batches == -1 else examples[: max_batches * size]
         subset = sorted(subset, key=len)
         totals, rows = EvalTotals(), []
-        prefix = self._common_prefix(subset) if self.prefix_form else 0  # cheap: numpy over the ids
+        prefix = self._common_prefix(subset) if self.can_share_prefix else 0  # cheap: numpy over the ids
         self.model.eval()
         for i in range(0, len(subset), size):
             chunk = subset[i : i + size]
@@ -397,15 +397,9 @@ class Trainer:
         op is its own pass over memory, and the CPU's polynomial exponentials are a dozen of them:
         compiled, a SmolLM2 validation batch took a third of the time. ``prefix``: the leading
         tokens every row shares, computed once (engine/shared_prefix.py); one compiled function each."""
-        if prefix not in self._compiled_eval:
-            model = self.model
-            if self.sparse:
-                def sums(ids, roles):
-                    return eval_sums_fast(model, ids, roles, shared_prefix=prefix)
-            else:
-                def sums(ids, roles):
-                    return eval_sums(model, ids, roles)
-            self._compiled_eval[prefix] = mx.compile(sums, inputs=model.state)
+        if prefix not in self._compiled_eval:  # prefix is 0 unless sparse (can_share_prefix)
+            sums = partial(eval_sums_fast, shared_prefix=prefix) if self.sparse else eval_sums
+            self._compiled_eval[prefix] = mx.compile(partial(sums, self.model), inputs=self.model.state)
         return self._compiled_eval[prefix](ids, roles)
 
     def _gather_rows(self, rows: mx.array, n: int) -> mx.array:

@@ -222,10 +222,10 @@ def test_validation_shares_the_prefix_and_scores_as_without(tmp_path, monkeypatc
     (data / "valid.jsonl").write_text((data / "train.jsonl").read_text())
     trainer = Trainer(load_stages([write_config(tmp_path, data=str(data), batch_size=4)])[0], lambda e: None)
     trainer.prepare()
-    calls = count_calls(monkeypatch, linear_ce, "prefix_hidden_at")
+    calls = count_calls(monkeypatch, linear_ce, "hidden_at")
     _, shared_rows = trainer.evaluate(trainer.valid_set, -1)
     assert len(calls) == 2  # traced once for each of the two batch shapes (4 rows, then 3)
-    trainer.prefix_form = False  # scored again with every row computed apart
+    trainer.can_share_prefix = False  # scored again with every row computed apart
     _, plain_rows = trainer.evaluate(trainer.valid_set, -1)
     assert len(calls) == 2
     assert len(shared_rows) == len(plain_rows) == 7
