@@ -227,6 +227,14 @@ def run_mlx_lm(spec: dict, workdir: Path) -> dict:
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import dequantize_model, load
 
+    if spec.get("mlx_lm_flush_denormals"):  # tuner's denormal setting alone (not the engine package's others)
+        import importlib.util
+
+        module_spec = importlib.util.spec_from_file_location("denormals", REPO / "engine" / "denormals.py")
+        denormals = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(denormals)
+        if not denormals.flush_denormals():
+            raise SystemExit("--mlx-lm-flush-denormals: this machine has no MXCSR to set (x86-64 Linux only)")
     np.random.seed(spec["seed"])  # mlx_lm.lora seeds both, in this order
     model, tokenizer = load(spec["model"])
     if not mx.metal.is_available():  # the dtype tuner computes in on CPU, for a like-for-like step
@@ -359,7 +367,8 @@ def table(result: dict) -> str:
         f"LoRA rank {lora['rank']} scale {lora['scale']:g} layers {spec['num_layers']} keys {lora.get('keys') or 'default'}, "
         f"max_seq_length {spec['max_seq_length']}, seed {spec['seed']}, {weighting}"
         + (", gradient checkpointing" if spec.get("grad_checkpoint") else "")
-        + "".join(f", tuner {kv}" for kv in spec.get("tuner_set", [])),
+        + "".join(f", tuner {kv}" for kv in spec.get("tuner_set", []))
+        + (", mlx-lm with denormals flushed" if spec.get("mlx_lm_flush_denormals") else ""),
         f"fair:  {FAIRNESS}",
         f"runs:  {result['repeats']} per trainer, alternating; the best tokens/s and whole run of each are shown",
         f"peak:  {result['matmul_peak_flops'] / 1e9:,.1f} GFLOP/s "
@@ -425,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-checkpoint", action="store_true", help="recompute activations in the backward pass, both sides")
     p.add_argument("--tuner-set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config key for tuner's side only, to measure one of its levers (repeatable)")
+    p.add_argument("--mlx-lm-flush-denormals", action="store_true",
+                   help="give mlx-lm's side tuner's denormal flushing too (engine/denormals.py; x86-64 Linux)")
     p.add_argument("--repeats", type=int, default=2, help="alternate the trainers N times, keep each one's best")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--verbose", action="store_true", help="show the trainers' own output")
@@ -499,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             "mask_prompt": args.mask_prompt,
             "grad_checkpoint": args.grad_checkpoint,
             "tuner_set": args.tuner_set,
+            "mlx_lm_flush_denormals": args.mlx_lm_flush_denormals,
         }
         result = compare(spec, args.repeats, args.verbose)
     if not args.json:

@@ -266,3 +266,22 @@ def test_the_sparse_last_block_is_announced_only_where_it_can_apply(tmp_path):
         _, seen = train(folder, iters=1, val_batches=0, prompt_loss_weight=plw)
         said[plw] = any(isinstance(e, ev.Notice) and "last block" in e.message for e in seen)
     assert said == {0.0: True, 0.1: False}  # at PLW > 0 every real position is read
+
+
+def test_denormal_flushing_is_announced_where_it_applies(demo_run):
+    from .test_denormals import X86_LINUX
+
+    _, seen = demo_run
+    said = [e for e in seen if isinstance(e, ev.Notice) and "denormal" in e.message]
+    assert [e.level for e in said] == (["info"] if X86_LINUX else [])
+
+
+def test_denormals_left_in_mlx_threads_are_a_warning(tmp_path, monkeypatch):
+    """Where flushing could apply but MLX's threads do not flush, the user is told why and what to do."""
+    import engine.trainer
+
+    monkeypatch.setattr(engine.trainer, "can_flush", lambda: True)
+    monkeypatch.setattr(engine.trainer, "mlx_flushes_denormals", lambda: False)
+    _, seen = train(tmp_path, iters=1, steps_per_report=1, val_batches=0)
+    said = [e for e in seen if isinstance(e, ev.Notice) and "denormal" in e.message]
+    assert [e.level for e in said] == ["warning"] and "import engine first" in said[0].message
