@@ -3,20 +3,23 @@
 Float32 values below about 1.2e-38 are *denormal*. Intel CPUs compute with them through a
 microcode assist: measured on this project's Linux machine (a Xeon with AVX-512), a float32
 OpenBLAS matmul of a SmolLM2-sized activation ran at 276 GFLOP/s on normal inputs and at 1.8
-GFLOP/s when the inputs were denormal. Training makes such values: softmax probabilities of
-far-off keys, and the gradients that flow back through them, so a few denormal entries in an
-operand drag whole matmuls down. With the two MXCSR bits set (FTZ: results flush to zero; DAZ:
-denormal inputs read as zero) the same matmul ran at full speed.
+GFLOP/s on denormal ones. Training makes such values: before :func:`engine.fast_exp.polynomial_exp`
+returned 0 below -87, causal attention's masked probabilities were e**-87 over the row's sum,
+denormal, in half of every attention matrix, and the SmolLM2 benchmark ran at a third of its
+speed. Gradients flowing back through small probabilities, or a sigmoid of a very negative input,
+still can. With the two MXCSR bits set (FTZ: results flush to zero; DAZ: denormal inputs read as
+zero) no such value slows a matmul.
 
-MXCSR is per thread, and a new thread starts with its creator's. MLX creates its stream threads
-at their first use, so :func:`flush_denormals` runs when ``engine`` is imported, from the
-importing thread, before any MLX evaluation (as the evaluation order of :mod:`engine.cpu_streams`
-is chosen there too). OpenBLAS, preloaded, starts its worker threads when it is loaded, before
-any Python runs; so the first call also stops them, and OpenBLAS starts them again at its next
-threaded matmul, from the MLX thread that calls it, which flushes. Numbers change only where a value falls
-below 1.2e-38, far under float32's precision of anything a loss or an update adds it to; GPUs
-(Metal included) flush denormals in the same way. ARM CPUs (Apple Silicon) and CUDA need none
-of this, and nothing is changed there.
+MXCSR is per thread, and a new thread starts with its creator's. MLX starts its stream threads at
+their first use, so :func:`flush_denormals` runs when ``engine`` is imported, before any MLX
+evaluation (as the evaluation order of :mod:`engine.cpu_streams` is chosen there too). OpenBLAS,
+when preloaded, starts its worker threads as it loads, before any Python runs: the first call
+stops them, and OpenBLAS starts them again at its next threaded matmul, from the MLX thread that
+calls it, which flushes.
+
+Numbers change only where a value falls below 1.2e-38, far under float32's precision of anything a
+loss or an update adds it to; GPUs (Metal included) flush denormals too. ARM CPUs (Apple Silicon)
+need none of this, and nothing is changed there.
 """
 
 from __future__ import annotations
@@ -38,11 +41,14 @@ def _libm():
         return None
 
 
-def _read_mxcsr(libm) -> int | None:
+def _environment(libm):
+    """This thread's floating-point environment (glibc's fenv_t), or None."""
     env = (ctypes.c_uint8 * FENV_SIZE)()
-    if libm.fegetenv(env) != 0:
-        return None
-    return int.from_bytes(bytes(env[MXCSR_OFFSET : MXCSR_OFFSET + 4]), "little")
+    return env if libm.fegetenv(env) == 0 else None
+
+
+def _mxcsr(env) -> int:
+    return int.from_bytes(bytes(env[MXCSR_OFFSET:]), "little")
 
 
 def flush_denormals() -> bool:
@@ -53,11 +59,10 @@ def flush_denormals() -> bool:
         return False
     if denormals_flushed_here():
         return True
-    env = (ctypes.c_uint8 * FENV_SIZE)()
-    if libm.fegetenv(env) != 0:
+    env = _environment(libm)
+    if env is None:
         return False
-    mxcsr = int.from_bytes(bytes(env[MXCSR_OFFSET : MXCSR_OFFSET + 4]), "little") | FTZ | DAZ
-    env[MXCSR_OFFSET : MXCSR_OFFSET + 4] = list(mxcsr.to_bytes(4, "little"))
+    env[MXCSR_OFFSET:] = list((_mxcsr(env) | FTZ | DAZ).to_bytes(4, "little"))
     if libm.fesetenv(env) != 0 or not denormals_flushed_here():
         return False
     _restart_openblas_threads()
@@ -76,13 +81,8 @@ def _restart_openblas_threads() -> None:
 def denormals_flushed_here() -> bool:
     """Whether this thread flushes denormals (both bits set)."""
     libm = _libm()
-    mxcsr = _read_mxcsr(libm) if libm is not None else None
-    return mxcsr is not None and mxcsr & (FTZ | DAZ) == FTZ | DAZ
-
-
-def can_flush() -> bool:
-    """Whether this machine is one where :func:`flush_denormals` works (x86-64 Linux, glibc)."""
-    return _libm() is not None
+    env = _environment(libm) if libm is not None else None
+    return env is not None and _mxcsr(env) & (FTZ | DAZ) == FTZ | DAZ
 
 
 def mlx_flushes_denormals() -> bool:

@@ -27,18 +27,22 @@ EXP_COEFFICIENTS = (1.0, 1.0, 1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040)
 
 
 def polynomial_exp(x: mx.array) -> mx.array:
-    """e**x for float32 ``x``, clipped to the normal float32 range (never inf, 0 or a denormal).
+    """e**x for float32 ``x``: 0 below -87, never inf (above 88 it stays at e**88).
 
-    No gradient of its own: :func:`exp` wraps it with one.
+    Below -87 e**x nears float32's denormals, which x86 CPUs compute with very slowly (see
+    engine/denormals.py): a masked attention score written as a small value it would be
+    ``e**-87`` over the row's sum, a denormal, in half of every causal attention matrix. Exact
+    zeros there are also what MLX's own softmax gives. No gradient of its own: :func:`exp` wraps
+    it with one.
     """
-    x = mx.clip(x, -87.0, 88.0)
-    whole = (x * LOG2_E + ROUNDING) - ROUNDING  # n = round(x / ln 2), fused where mx.round is not
-    r = (x - whole * LN2_HI) - whole * LN2_LO  # |r| <= ln(2)/2
+    clipped = mx.clip(x, -87.0, 88.0)
+    whole = (clipped * LOG2_E + ROUNDING) - ROUNDING  # n = round(x / ln 2), fused where mx.round is not
+    r = (clipped - whole * LN2_HI) - whole * LN2_LO  # |r| <= ln(2)/2
     poly = EXP_COEFFICIENTS[-1]
     for c in reversed(EXP_COEFFICIENTS[:-1]):
         poly = poly * r + c
     scale = ((whole.astype(mx.int32) + 127) << 23).view(mx.float32)  # 2**n, from its bits
-    return poly * scale
+    return mx.where(x < -87.0, 0.0, poly * scale)
 
 
 def polynomial_applies(x: mx.array) -> bool:

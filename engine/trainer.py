@@ -38,7 +38,7 @@ from .config import Stage, config_to_dict
 from .control import Control
 from .cpu_streams import RowStreams
 from .data import load_splits
-from .denormals import can_flush, mlx_flushes_denormals
+from .denormals import mlx_flushes_denormals
 from .distributed import World
 from .errors import UserError
 from .loss import EvalTotals, eval_sums, plw_loss, rank_denominator
@@ -142,14 +142,9 @@ class Trainer:
         self.notes = [ev.Notice(message=note) for note in loaded.notes]  # emitted once the run starts
         if (slow := blas_notice()) is not None:
             self.notes.append(ev.Notice(message=slow, level="warning"))
-        if mx.default_device() == mx.cpu and can_flush():
-            if mlx_flushes_denormals():
-                self.notes.append(ev.Notice(message="denormal floats (below 1.2e-38) compute as zero: x86 CPUs "
-                                            "run matmuls on them up to 150x slower"))
-            else:
-                self.notes.append(ev.Notice(level="warning", message=(
-                    "MLX computed before tuner's engine was imported, so its threads keep denormal floats: "
-                    "on Intel CPUs training may run several times slower (import engine first)")))
+        if mx.default_device() == mx.cpu and mlx_flushes_denormals():
+            self.notes.append(ev.Notice(message="denormal floats (below 1.2e-38) compute as zero: x86 CPUs "
+                                        "run matmuls on them up to 150x slower"))
         keep_freed_memory()
 
         self.notes.extend(ev.Notice(message=note) for note in splits.notes)

@@ -275,13 +275,3 @@ def test_denormal_flushing_is_announced_where_it_applies(demo_run):
     said = [e for e in seen if isinstance(e, ev.Notice) and "denormal" in e.message]
     assert [e.level for e in said] == (["info"] if X86_LINUX else [])
 
-
-def test_denormals_left_in_mlx_threads_are_a_warning(tmp_path, monkeypatch):
-    """Where flushing could apply but MLX's threads do not flush, the user is told why and what to do."""
-    import engine.trainer
-
-    monkeypatch.setattr(engine.trainer, "can_flush", lambda: True)
-    monkeypatch.setattr(engine.trainer, "mlx_flushes_denormals", lambda: False)
-    _, seen = train(tmp_path, iters=1, steps_per_report=1, val_batches=0)
-    said = [e for e in seen if isinstance(e, ev.Notice) and "denormal" in e.message]
-    assert [e.level for e in said] == ["warning"] and "import engine first" in said[0].message
