@@ -90,5 +90,6 @@ def mlx_flushes_denormals() -> bool:
     import mlx.core as mx
 
     # built and read as bits: converting a denormal on this thread would be flushed here already
-    tiny = mx.array([1 << 20], dtype=mx.uint32).view(mx.float32)  # about 1.5e-39
-    return (tiny * 1.0).view(mx.uint32).item() == 0
+    with mx.stream(mx.cpu):
+        tiny = mx.array([1 << 20], dtype=mx.uint32).view(mx.float32)  # about 1.5e-39
+        return (tiny * 1.0).view(mx.uint32).item() == 0
