@@ -30,10 +30,9 @@ def polynomial_exp(x: mx.array) -> mx.array:
     """e**x for float32 ``x``: 0 below -87, never inf (above 88 it stays at e**88).
 
     Below -87 e**x nears float32's denormals, which x86 CPUs compute with very slowly (see
-    engine/denormals.py): a masked attention score written as a small value it would be
-    ``e**-87`` over the row's sum, a denormal, in half of every causal attention matrix. Exact
-    zeros there are also what MLX's own softmax gives. No gradient of its own: :func:`exp` wraps
-    it with one.
+    engine/denormals.py). Clipped there instead, a masked attention score came out as ``e**-87``
+    over the row's sum, a denormal, in half of every causal attention matrix. Exact zeros are
+    also what MLX's own softmax gives. No gradient of its own: :func:`exp` wraps it with one.
     """
     clipped = mx.clip(x, -87.0, 88.0)
     whole = (clipped * LOG2_E + ROUNDING) - ROUNDING  # n = round(x / ln 2), fused where mx.round is not
