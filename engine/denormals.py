@@ -17,9 +17,10 @@ when preloaded, starts its worker threads as it loads, before any Python runs: t
 stops them, and OpenBLAS starts them again at its next threaded matmul, from the MLX thread that
 calls it, which flushes.
 
-Numbers change only where a value falls below 1.2e-38, far under float32's precision of anything a
-loss or an update adds it to; GPUs (Metal included) flush denormals too. ARM CPUs (Apple Silicon)
-need none of this, and nothing is changed there.
+The setting covers all floating-point arithmetic of those threads, Python's floats and numpy's
+included: numbers change only where a value falls below 1.2e-38 (2.2e-308 for doubles), far under
+the precision of anything a loss or an update adds it to. Metal flushes denormals of its own. ARM
+CPUs (Apple Silicon) compute with denormals at full speed, and nothing is changed there.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ FTZ, DAZ = 0x8000, 0x0040  # MXCSR bits: flush results to zero, read denormal in
 FENV_SIZE, MXCSR_OFFSET = 32, 28  # glibc's x86-64 fenv_t, whose last field is the MXCSR
 
 
+_openblas_restarted = False  # its threads are stopped once: stopping them under a running matmul would hang it
+
+
 def _libm():
-    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
+    if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
         return None
     try:
         return ctypes.CDLL("libm.so.6")
@@ -51,9 +55,14 @@ def _mxcsr(env) -> int:
     return int.from_bytes(bytes(env[MXCSR_OFFSET:]), "little")
 
 
+def supported() -> bool:
+    """Whether :func:`flush_denormals` can work here: x86-64 Linux with glibc."""
+    return _libm() is not None
+
+
 def flush_denormals() -> bool:
     """Set FTZ and DAZ for this thread and the threads it creates from now on (x86-64 Linux with
-    glibc). Returns whether they are set."""
+    glibc), before any BLAS work has started. Returns whether they are set."""
     libm = _libm()
     if libm is None:
         return False
@@ -70,11 +79,16 @@ def flush_denormals() -> bool:
 
 
 def _restart_openblas_threads() -> None:
-    """Stop OpenBLAS's worker threads, if OpenBLAS is loaded: it starts them again when next needed."""
+    """Stop OpenBLAS's worker threads, once, if OpenBLAS is loaded where the process' symbols are
+    found (preloaded, as tuner and .ci/run do): it starts them again when next needed."""
+    global _openblas_restarted
+    if _openblas_restarted:
+        return
     try:
         shutdown = ctypes.CDLL(None).blas_thread_shutdown_
     except (OSError, AttributeError):  # no OpenBLAS in this process (MLX's own BLAS)
         return
+    _openblas_restarted = True
     shutdown()
 
 
@@ -86,10 +100,12 @@ def denormals_flushed_here() -> bool:
 
 
 def mlx_flushes_denormals() -> bool:
-    """Whether MLX's CPU computes with denormals flushed: a denormal input times one reads zero."""
+    """Whether MLX's CPU computes with denormals flushed: a denormal input times one, and through a
+    matmul large enough for the BLAS to share out among its threads, reads zero."""
     import mlx.core as mx
 
     # built and read as bits: converting a denormal on this thread would be flushed here already
     with mx.stream(mx.cpu):
-        tiny = mx.array([1 << 20], dtype=mx.uint32).view(mx.float32)  # about 1.5e-39
-        return (tiny * 1.0).view(mx.uint32).item() == 0
+        tiny = mx.full((256, 256), 1 << 20, dtype=mx.uint32).view(mx.float32)  # about 1.5e-39 each
+        flushed = [tiny * 1.0, tiny @ mx.ones((256, 256))]
+        return all(not (x.view(mx.uint32) != 0).any().item() for x in flushed)
