@@ -64,16 +64,13 @@ def flush_denormals() -> bool:
     """Set FTZ and DAZ for this thread and the threads it creates from now on (x86-64 Linux with
     glibc), before any BLAS work has started. Returns whether they are set."""
     libm = _libm()
-    if libm is None:
-        return False
-    if denormals_flushed_here():
-        return True
-    env = _environment(libm)
+    env = _environment(libm) if libm is not None else None
     if env is None:
         return False
-    env[MXCSR_OFFSET:] = list((_mxcsr(env) | FTZ | DAZ).to_bytes(4, "little"))
-    if libm.fesetenv(env) != 0 or not denormals_flushed_here():
-        return False
+    if _mxcsr(env) & (FTZ | DAZ) != FTZ | DAZ:
+        env[MXCSR_OFFSET:] = list((_mxcsr(env) | FTZ | DAZ).to_bytes(4, "little"))
+        if libm.fesetenv(env) != 0 or not denormals_flushed_here():
+            return False
     _restart_openblas_threads()
     return True
 
@@ -99,13 +96,14 @@ def denormals_flushed_here() -> bool:
     return env is not None and _mxcsr(env) & (FTZ | DAZ) == FTZ | DAZ
 
 
-def mlx_flushes_denormals() -> bool:
-    """Whether MLX's CPU computes with denormals flushed: a denormal input times one, and through a
-    matmul large enough for the BLAS to share out among its threads, reads zero."""
+def mlx_flushes_denormals(stream=None) -> bool:
+    """Whether MLX's CPU computes with denormals flushed on ``stream`` (the CPU's default stream if
+    None): a denormal input times one, and through a matmul large enough for the BLAS to share out
+    among its threads, reads zero."""
     import mlx.core as mx
 
     # built and read as bits: converting a denormal on this thread would be flushed here already
-    with mx.stream(mx.cpu):
+    with mx.stream(stream or mx.cpu):
         tiny = mx.full((256, 256), 1 << 20, dtype=mx.uint32).view(mx.float32)  # about 1.5e-39 each
         flushed = [tiny * 1.0, tiny @ mx.ones((256, 256))]
         return all(not (x.view(mx.uint32) != 0).any().item() for x in flushed)
