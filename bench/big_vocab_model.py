@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere: the engine lives beside bench/
     sys.path.insert(0, str(REPO))
 
-from engine.demo_data import demo_records, write_splits  # noqa: E402
-from engine.demo_model import _write_tokenizer, _write_weights, build_once  # noqa: E402
+from engine.model.demo_data import demo_records, write_splits  # noqa: E402
+from engine.model.demo import _write_tokenizer, _write_weights, build_once  # noqa: E402
 
 BIG_VOCAB_MODEL_ID = "big-vocab"
 MODEL_DIRNAME = "big-vocab-llama-v1"  # bump when the recipe changes

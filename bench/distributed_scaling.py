@@ -153,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     if scenario:
         parser.set_defaults(**SCENARIOS[scenario])
     args = parser.parse_args(argv)
-    from engine.platform_check import maybe_reexec_with_openblas
+    from engine.levers.platform_check import maybe_reexec_with_openblas
 
     maybe_reexec_with_openblas()  # the trainers inherit the preload
     if args.hostfile:
-        from engine.hosts import read_hostfile
+        from engine.launch.hosts import read_hostfile
 
         args.ranks = len(read_hostfile(Path(args.hostfile)))
     spec = {

@@ -4,7 +4,7 @@
     python bench/inspect_speed.py --examples 100000
     python bench/inspect_speed.py --json               # one JSON line only
 
-All sides count the same synthetic chats (``engine.demo_data``) with the demo model's tokenizer
+All sides count the same synthetic chats (``engine.model.demo_data``) with the demo model's tokenizer
 and chat template, one after the other in this process:
 
 * naive: per example, ``apply_chat_template(messages, tokenize=False)`` and ``encode`` it. Token
@@ -30,12 +30,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from engine.config import load_stages  # noqa: E402
-from engine.data import parse_record  # noqa: E402
-from engine.demo_data import demo_records  # noqa: E402
-from engine.demo_model import ensure_demo_model  # noqa: E402
-from engine.platform_check import maybe_reexec_with_openblas  # noqa: E402
-from engine.stats import compute_stats, load_stage_tokenizer  # noqa: E402
-from engine.tokenize import encode_records, hf_tokenizer  # noqa: E402
+from engine.data.sources import parse_record  # noqa: E402
+from engine.model.demo_data import demo_records  # noqa: E402
+from engine.model.demo import ensure_demo_model  # noqa: E402
+from engine.levers.platform_check import maybe_reexec_with_openblas  # noqa: E402
+from engine.data.stats import compute_stats, load_stage_tokenizer  # noqa: E402
+from engine.data.tokenize import encode_records, hf_tokenizer  # noqa: E402
 
 
 def naive(tokenizer, rows: list[dict]) -> int:

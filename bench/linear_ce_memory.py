@@ -1,9 +1,9 @@
 """Peak MLX memory and time of one training step's loss and gradients: plain vs fast PLW loss.
 
 On a Qwen-size vocabulary (151,936 ids) the [positions, vocabulary] logits, their softmax and
-their gradient are most of a training step's memory; :mod:`engine.linear_ce` never holds them.
+their gradient are most of a training step's memory; :mod:`engine.levers.linear_ce` never holds them.
 This measures ``value_and_grad`` (compiled, as the trainer runs it) of :func:`engine.loss.plw_loss`
-and :func:`engine.linear_ce.plw_loss_fast` on a random-weight Llama with that vocabulary, one
+and :func:`engine.levers.linear_ce.plw_loss_fast` on a random-weight Llama with that vocabulary, one
 sequence of 2,048 tokens whose last 2% are the completion, at PLW 0 and 1, plus the validation
 sums (no gradient) of both. Memory is MLX's peak above what the model and batch already hold.
 
@@ -28,8 +28,9 @@ import numpy as np  # noqa: E402
 from mlx_lm.models import llama  # noqa: E402
 from mlx_lm.tuner.utils import linear_to_lora_layers  # noqa: E402
 
-from engine.linear_ce import eval_sums_fast, plw_loss_fast, select_targets  # noqa: E402
-from engine.loss import COMPLETION, PROMPT, eval_sums, plw_loss  # noqa: E402
+from engine.levers.linear_ce import eval_sums_fast, plw_loss_fast, select_targets  # noqa: E402
+from engine.roles import COMPLETION, PROMPT  # noqa: E402
+from engine.loss import eval_sums, plw_loss  # noqa: E402
 
 
 def build_model(vocab: int, hidden: int, layers: int, full: bool) -> nn.Module:

@@ -25,7 +25,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: the engine lives
 
 
 def compare_blas() -> int:
-    from engine.platform_check import openblas_path
+    from engine.levers.platform_check import openblas_path
 
     library = openblas_path()
     if not sys.platform.startswith("linux") or library is None:
@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.blas:
         return compare_blas()
-    from engine.platform_check import maybe_reexec_with_openblas
+    from engine.levers.platform_check import maybe_reexec_with_openblas
 
     maybe_reexec_with_openblas()  # before MLX loads, as tuner does
-    from engine.flops import machine_key, matmul_peak
+    from engine.training.flops import machine_key, matmul_peak
 
     gflops = matmul_peak(refresh=True) / 1e9
     if args.gflops:

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from engine.events import EvalReport, RunFinished, RunStarted  # noqa: E402
-from engine.runs import read_events  # noqa: E402
+from engine.runs.store import read_events  # noqa: E402
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 DASHES = ["", "7 4", "2 3", "10 3 2 3"]  # runs that score the same still show as separate lines
@@ -281,10 +281,10 @@ def letter_scores(run_dirs: list[Path], n: int) -> str:
     import mlx.core as mx
 
     from engine.config import load_config
-    from engine.data import load_splits
-    from engine.loss import COMPLETION
-    from engine.model import load_base, load_trained_weights, setup_trainable
-    from engine.tokenize import encode_records, hf_tokenizer
+    from engine.data.sources import load_splits
+    from engine.roles import COMPLETION
+    from engine.model.load import load_base, load_trained_weights, setup_trainable
+    from engine.data.tokenize import encode_records, hf_tokenizer
 
     lines = [
         "| model | letter acc (greedy, whole vocabulary) | letter acc (best of A-D) "
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also score the answer letter of the first N validation examples (loads the models)")
     args = parser.parse_args(argv)
     if args.letters > 0:
-        from engine.platform_check import maybe_reexec_with_openblas
+        from engine.levers.platform_check import maybe_reexec_with_openblas
 
         maybe_reexec_with_openblas()  # before MLX loads (the reference BLAS is ~30x slower); nothing printed yet
     missing = [str(p) for p in args.runs if not (p / "metrics.jsonl").exists()]

@@ -15,7 +15,7 @@ Scenarios are presets for the targets of the performance work; any flag given ex
 overrides a preset's value:
 
 * ``short``: short completions, where tuner's whole run should take at most half of mlx-lm's.
-  ``builtin:smollm2-135m`` (or ``--model``), ``--data race`` (engine.race_data's RACE-like
+  ``builtin:smollm2-135m`` (or ``--model``), ``--data race`` (bench.race_data's RACE-like
   multiple choice, ~150 tokens an example with SmolLM2's tokenizer, Rg ~0.02), batch 4, PLW 0 vs
   mask_prompt true, LoRA on every block.
 * ``long``: the demo chats with the full-sequence loss (PLW 1 vs mask_prompt false), where
@@ -52,7 +52,7 @@ Fairness rules (also printed with the results):
 * Whole run: the subprocess' wall time, start to exit, timed by the parent: interpreter start,
   imports, model load, data loading and tokenization, LoRA set-up, every step, the final save.
   This is what a person waits for, and what short runs are dominated by. Neither side validates.
-* MFU: model FLOPs per real token (engine/flops.py, the same formula for both sides: matmuls
+* MFU: model FLOPs per real token (engine/training/flops.py, the same formula for both sides: matmuls
   only, logits at every position as mlx-lm computes them, so fewer logits would not count as
   fewer useful FLOPs) x steady tokens/s / the float32 matmul peak measured just before the runs.
   Attention FLOPs use each side's own token-weighted mean example length.
@@ -161,10 +161,13 @@ def run_tuner(spec: dict, workdir: Path) -> dict:
     import mlx.core as mx
     import yaml
 
-    from engine import batching
+    from engine.data import batching
     from engine import events as ev
     from engine.config import load_stages
-    from engine.trainer import run_chain
+    from engine.levers.process import prepare_process
+    from engine.training.trainer import run_chain
+
+    prepare_process()  # as the tuner command does first
 
     config = {
         "model": spec["model"],
@@ -230,7 +233,7 @@ def run_mlx_lm(spec: dict, workdir: Path) -> dict:
     if spec.get("mlx_lm_flush_denormals"):  # tuner's denormal setting alone (not the engine package's others)
         import importlib.util
 
-        module_spec = importlib.util.spec_from_file_location("denormals", REPO / "engine" / "denormals.py")
+        module_spec = importlib.util.spec_from_file_location("denormals", REPO / "engine" / "levers" / "denormals.py")
         denormals = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(denormals)
         if not denormals.flush_denormals():
@@ -329,7 +332,7 @@ def compare(spec: dict, repeats: int = 1, verbose: bool = False) -> dict:
     core) only ever slows a run down; alternating spreads any slow period over both sides. The
     other numbers (memory, counts) are those of the run with the best tokens/s.
     """
-    from engine.flops import measure_matmul_peak, training_flops_per_token
+    from engine.training.flops import measure_matmul_peak, training_flops_per_token
 
     peak = measure_matmul_peak()  # before the trainers start, so that nothing of ours competes with it
     runs: dict[str, list[dict]] = {"tuner": [], "mlx-lm": []}
@@ -417,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(a random Llama with a 151,936-id vocabulary, built once)")
     p.add_argument("--data", default="demo",
                    help="demo (the bundled demo chats, the default), race (RACE-like multiple choice from "
-                        "engine.race_data), long (chats of ~95%% of --max-seq-length tokens, sized with the "
+                        "bench.race_data), long (chats of ~95%% of --max-seq-length tokens, sized with the "
                         "model's tokenizer), or a data folder with train.jsonl and valid.jsonl")
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=8, help="examples per step, the same on both sides")
@@ -435,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuner-set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config key for tuner's side only, to measure one of its levers (repeatable)")
     p.add_argument("--mlx-lm-flush-denormals", action="store_true",
-                   help="give mlx-lm's side tuner's denormal flushing too (engine/denormals.py; x86-64 Linux)")
+                   help="give mlx-lm's side tuner's denormal flushing too (engine/levers/denormals.py; x86-64 Linux)")
     p.add_argument("--repeats", type=int, default=2, help="alternate the trainers N times, keep each one's best")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--verbose", action="store_true", help="show the trainers' own output")
@@ -458,7 +461,7 @@ def resolve_model(name: str | None) -> str:
     """The model folder for ``--model``, building or importing a built-in one on first use."""
     from big_vocab_model import BIG_VOCAB_MODEL_ID, ensure_big_vocab_model
 
-    from engine.demo_model import DEMO_MODEL_ID, resolve_builtin
+    from engine.model.demo import DEMO_MODEL_ID, resolve_builtin
 
     if name == BIG_VOCAB_MODEL_ID:
         return str(ensure_big_vocab_model())
@@ -470,7 +473,7 @@ def prepare_data(name: str, model: str, max_seq_length: int, scratch: Path) -> s
     if name == "demo":
         return str(DEMO_DATA)
     if name == "race":
-        from engine.race_data import write_race_dataset
+        from bench.race_data import write_race_dataset
 
         write_race_dataset(scratch / "race")
         return str(scratch / "race")
@@ -487,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker_main(args.worker, args.spec, args.out)
         return 0
-    from engine.platform_check import maybe_reexec_with_openblas
+    from engine.levers.platform_check import maybe_reexec_with_openblas
 
     maybe_reexec_with_openblas()  # before MLX loads; the workers inherit the preload
     model = resolve_model(args.model)

@@ -1,13 +1,7 @@
 """tuner's engine: configs, data, models and training, on MLX; it never imports Textual.
 
-Two CPU settings take effect only for what MLX does after them, so they are made here, when the
-first engine module is imported: MLX reads its evaluation-order setting at its first evaluation
-(see :mod:`engine.cpu_streams`), and the threads MLX and OpenBLAS start inherit this thread's
-denormal flushing (see :mod:`engine.denormals`).
+Importing it changes nothing in the process: settings that concern the whole process (denormal
+flushing, MLX's evaluation order) are made by :func:`engine.levers.process.prepare_process`,
+which the command line, the app and every training run call before MLX computes anything.
+The layers and what may import what: ``docs/architecture.md`` and ``tests/test_layering.py``.
 """
-
-from .cpu_streams import widen_eval_order
-from .denormals import flush_denormals
-
-widen_eval_order()
-flush_denormals()

@@ -18,13 +18,11 @@ import signal
 import sys
 from pathlib import Path
 
-from .control import ACTIONS
-from .platform_check import maybe_reexec_with_openblas
+from engine.runs.control import ACTIONS
+from engine.errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_USER_ERROR
+from engine.levers.platform_check import maybe_reexec_with_openblas
+from engine.levers.process import prepare_process
 
-EXIT_USER_ERROR = 2
-EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130
-EXIT_CODES = {"completed": 0, "early_stopped": 0, "diverged": EXIT_DIVERGED, "stopped": EXIT_INTERRUPTED}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         maybe_reexec_with_openblas()
         argv = sys.argv[1:]
     args = build_parser().parse_args(argv)
-    from .errors import UserError
+    if args.command == "train":
+        prepare_process()  # before anything starts MLX's threads
+    from engine.errors import UserError
 
     try:
         if args.command == "train":
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_import_gguf(args) -> int:
-    from .gguf import import_gguf
+    from engine.model.gguf import import_gguf
 
     out = import_gguf(args.gguf, args.out_dir, dequantize=args.dequantize)
     print(f"imported {args.gguf} -> {out} (load it with model: {out})")
@@ -112,8 +112,8 @@ def cmd_import_gguf(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .config import format_resolved, load_stages
-    from .trainer import check_chain
+    from engine.config import format_resolved, load_stages
+    from engine.training.trainer import check_chain
 
     stages = load_stages(args.configs, args.overrides)
     check_chain(stages)
@@ -127,15 +127,15 @@ def cmd_validate(args) -> int:
 def cmd_inspect(args) -> int:
     import json
 
-    from .stats import compute_stats, format_stats, stats_to_json
+    from engine.data.stats import compute_stats, format_stats, stats_to_json
 
     stage = _inspect_stage(args)
     progress = _show_progress if sys.stderr.isatty() else None
     stats = compute_stats(stage, progress=progress, use_cache=not args.no_cache)
     worst = None
     if args.run:
-        from .errors import UserError
-        from .runs import worst_validation
+        from engine.errors import UserError
+        from engine.runs.store import worst_validation
 
         worst = worst_validation(args.run)
         if worst is None:
@@ -175,9 +175,9 @@ def _inspect_stage(args):
 
     import yaml
 
-    from .config import load_stages
-    from .data import looks_like_local_path
-    from .errors import DataError, UserError
+    from engine.config import load_stages
+    from engine.data.sources import looks_like_local_path
+    from engine.errors import DataError, UserError
 
     given = {"model": args.model, "max_seq_length": args.max_seq_length, "prompt_loss_weight": args.prompt_loss_weight}
     overrides = [f"{key}={json.dumps(value)}" for key, value in given.items() if value is not None]
@@ -196,11 +196,11 @@ def _show_progress(done: int, total: int) -> None:
 
 
 def cmd_train(args) -> int:
-    from .config import load_stages
-    from .control import Control
-    from .printer import Printer
-    from .errors import UserError
-    from .trainer import resume_run, run_chain
+    from engine.config import load_stages
+    from engine.runs.control import Control
+    from engine.printer import Printer
+    from engine.errors import UserError
+    from engine.training.trainer import resume_run, run_chain
 
     if bool(args.configs) == bool(args.resume):
         raise UserError("train: give config files, or --resume RUN_DIR (not both)")
@@ -208,7 +208,7 @@ def cmd_train(args) -> int:
         return detach_train(args)
     if args.hosts:
         return train_on_hosts(args)
-    from .distributed import current_world
+    from engine.training.distributed import current_world
 
     world = current_world()
     if args.resume:
@@ -252,8 +252,8 @@ def cmd_train(args) -> int:
 
 def train_on_hosts(args) -> int:
     """``tuner train --hosts HOSTFILE ...``: check here, then train through mlx.launch."""
-    from .detach import checked_chain, checked_resume
-    from .hosts import train_on_hosts as launch
+    from engine.launch.detach import checked_chain, checked_resume
+    from engine.launch.hosts import train_on_hosts as launch
 
     if args.resume:
         train_args, stages, runs_dir = checked_resume(Path(args.resume), args.quiet)
@@ -264,7 +264,7 @@ def train_on_hosts(args) -> int:
 
 def detach_train(args) -> int:
     """Start the same ``tuner train`` in the background and print how to follow and steer it."""
-    from .detach import detach_chain, detach_resume
+    from engine.launch.detach import detach_chain, detach_resume
 
     hosts = Path(args.hosts) if args.hosts else None
     print("starting a detached run (loading the model and data) ...", file=sys.stderr, flush=True)
@@ -285,8 +285,8 @@ def detach_train(args) -> int:
 
 def _announcing(printer, announce: Path):
     """The printer, plus the handshake with a waiting ``--detach`` parent at the first RunStarted."""
-    from .detach import announce_run
-    from .events import RunStarted
+    from engine.launch.handshake import announce_run
+    from engine.events import RunStarted
 
     announced = []
 
@@ -302,9 +302,9 @@ def _announcing(printer, announce: Path):
 def cmd_control(args) -> int:
     import time
 
-    from .control import send_request
-    from .errors import UserError
-    from .runs import current_stage_dir, live_pid
+    from engine.runs.control import send_request
+    from engine.errors import UserError
+    from engine.runs.store import current_stage_dir, live_pid
 
     run_dir = current_stage_dir(Path(args.run_dir))  # a chain: the stage training now
     pid = live_pid(run_dir)

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Mapping, Sequence, get_args
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import UserError
+from engine.errors import UserError
 
 # --------------------------------------------------------------------------- errors and provenance
 

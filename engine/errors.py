@@ -1,9 +1,15 @@
-"""The one exception type the CLI turns into a one-line message and exit code 2.
+"""The one exception type the CLI turns into a one-line message and exit code 2, and the exit codes.
 
 Anything a user can cause with bad input (a config, a data file, a model path) raises a
 subclass of :class:`UserError` whose ``str()`` is a single line naming where the problem is.
 Everything else is a bug and keeps its traceback.
 """
+
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+# a finished run's status -> the exit code of the process that trained it
+EXIT_CODES = {"completed": 0, "early_stopped": 0, "diverged": EXIT_DIVERGED, "stopped": EXIT_INTERRUPTED}
 
 
 class UserError(Exception):

@@ -65,7 +65,7 @@ class RunStarted(Event):
     compute_dtype: str
     config: dict = field(default_factory=dict)
     resumed_from: int = 0  # the step a resumed run continues after (0: a fresh run)
-    flops_per_token: float = 0.0  # model matmul FLOPs per trained token (engine/flops.py)
+    flops_per_token: float = 0.0  # model matmul FLOPs per trained token (engine/training/flops.py)
     matmul_peak_flops: float = 0.0  # this machine's measured float32 matmul FLOP/s
     pid: int = 0  # the training process, so a follower can tell when it is gone
     world_size: int = 1  # processes training data-parallel (mlx.launch); rank 0 reports

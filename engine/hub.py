@@ -13,7 +13,7 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
-from .errors import first_line
+from engine.errors import first_line
 
 HUB_HOST = "huggingface.co"
 PROBE_SECONDS = 3.0

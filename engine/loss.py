@@ -19,7 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-PAD, PROMPT, COMPLETION = 0, 1, 2
+from engine.roles import COMPLETION, PROMPT, role_weights
 
 
 def token_cross_entropy(model, ids: mx.array) -> tuple[mx.array, mx.array]:
@@ -31,12 +31,7 @@ def token_cross_entropy(model, ids: mx.array) -> tuple[mx.array, mx.array]:
 
 def token_weights(roles: mx.array, plw: float) -> mx.array:
     """Weights of the target positions (roles of tokens 1..L-1)."""
-    target_roles = roles[:, 1:]
-    return mx.where(
-        target_roles == COMPLETION,
-        1.0,
-        mx.where(target_roles == PROMPT, plw, 0.0),
-    ).astype(mx.float32)
+    return role_weights(roles[:, 1:], plw, mx).astype(mx.float32)
 
 
 def plw_loss(model, ids: mx.array, roles: mx.array, plw: float, denominator: mx.array | None = None):
@@ -53,7 +48,7 @@ def plw_loss(model, ids: mx.array, roles: mx.array, plw: float, denominator: mx.
 def weighted_objective(ce: mx.array, weights: mx.array, target_roles: mx.array, denominator: mx.array | None = None):
     """(sum(w * ce) / sum(w), aux) from per-target cross entropies, weights and roles.
 
-    Shared by the plain loss and :mod:`engine.linear_ce`, which computes ``ce`` on fewer positions.
+    Shared by the plain loss and :mod:`engine.levers.linear_ce`, which computes ``ce`` on fewer positions.
     ``denominator`` replaces this batch's own sum(w): a rank that holds part of a global batch
     divides by the global sum (over the number of ranks, see :func:`rank_denominator`), so the
     ranks' averaged gradients are those of the whole batch, not an average of per-rank averages.
@@ -66,18 +61,13 @@ def weighted_objective(ce: mx.array, weights: mx.array, target_roles: mx.array, 
     return loss, aux
 
 
-def target_weights_np(target_roles: np.ndarray, plw: float) -> np.ndarray:
-    """:func:`token_weights` in numpy, for roles already shifted to the targets."""
-    return np.where(target_roles == COMPLETION, 1.0, np.where(target_roles == PROMPT, plw, 0.0))
-
-
 def rank_denominator(global_roles: list[np.ndarray], plw: float, ranks: int) -> mx.array:
     """What each of ``ranks`` ranks divides its weighted CE sum by: the global sum(w) / ranks.
 
     Averaging the ranks' losses (and gradients) then gives sum over all ranks of sum(w * ce)
     divided by the global sum(w): the PLW loss of the whole batch.
     """
-    total = sum(float(target_weights_np(np.asarray(roles[1:]), plw).sum()) for roles in global_roles)
+    total = sum(float(role_weights(np.asarray(roles[1:]), plw).sum()) for roles in global_roles)
     return mx.array(total / ranks, dtype=mx.float32)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import TextIO
 
-from . import events as ev
+from engine import events as ev
 
 
 def fmt(value: float, spec: str = ".3f") -> str:

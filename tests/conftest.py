@@ -12,7 +12,7 @@ DEMO_DATA = REPO / "sample_configs" / "data" / "demo"
 
 @pytest.fixture(scope="session")
 def demo_model_dir(_private_cache) -> Path:
-    from engine.demo_model import ensure_demo_model
+    from engine.model.demo import ensure_demo_model
 
     return ensure_demo_model()
 
@@ -22,6 +22,14 @@ def demo_tokenizer(demo_model_dir):
     from mlx_lm.utils import load_tokenizer
 
     return load_tokenizer(demo_model_dir)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _process_settings():
+    """The process-wide settings the tuner command makes first, made before any test runs MLX."""
+    from engine.levers.process import prepare_process
+
+    prepare_process()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_unflatten
 
-from engine.linear_ce import plw_loss_fast, select_targets
+from engine.levers.linear_ce import plw_loss_fast, select_targets
 from engine.loss import plw_loss
 
 
@@ -35,9 +35,9 @@ def lora(model):
 def demo_lora(path, fast_paths: bool):
     """The demo model with LoRA as :func:`lora` adds it, its CPU fast paths switched where asked, in
     the trainer's order: SiLU and attention before LoRA, LoRA's own after."""
-    from engine.fast_attention import speed_up_attention
-    from engine.fast_lora import speed_up_lora
-    from engine.fast_silu import speed_up_mlps
+    from engine.levers.fast_attention import speed_up_attention
+    from engine.levers.fast_lora import speed_up_lora
+    from engine.levers.fast_silu import speed_up_mlps
 
     model = load_demo(path)
     if fast_paths:

@@ -200,8 +200,8 @@ def test_chain_of_configs_switch_stages_and_catch_a_shape_mismatch(tmp_path, mon
 
 def test_resume_a_stopped_run_from_the_runs_screen(tmp_path, monkeypatch):
     from engine.config import load_stages
-    from engine.control import Control
-    from engine.trainer import run_chain
+    from engine.runs.control import Control
+    from engine.training.trainer import run_chain
 
     monkeypatch.setenv("TUNER_CONFIG_DIR", str(tmp_path / "settings"))
     config = write_config(tmp_path, iters=6, steps_per_eval=100, val_batches=1)

@@ -98,8 +98,8 @@ def test_resume_a_stopped_run_from_the_command_line(tmp_path):
     import json
 
     from engine.config import load_stages
-    from engine.control import Control
-    from engine.trainer import run_chain
+    from engine.runs.control import Control
+    from engine.training.trainer import run_chain
 
     control = Control()
     control.stop()  # stops before the first step: the checkpoint is step 0

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from engine import cpu_streams
+from engine.levers import cpu_streams
 from engine import events as ev
 from engine.config import load_stages
-from engine.cpu_streams import UNBOUNDED_WIDTH, WIDTH_VARIABLE, BlasThreads, RowStreams
-from engine.trainer import Trainer, run_chain
+from engine.levers.cpu_streams import UNBOUNDED_WIDTH, WIDTH_VARIABLE, BlasThreads, RowStreams
+from engine.training.trainer import Trainer, run_chain
 from tests.conftest import REPO, write_config
 
 ON_CPU = mx.default_device() == mx.cpu

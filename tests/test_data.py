@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.data import Features, hold_out, load_local, looks_like_local_path, parse_record
+from engine.data.sources import Features, hold_out, load_local, looks_like_local_path, parse_record
 from engine.errors import DataError
 
 ROWS = [

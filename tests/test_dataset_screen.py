@@ -16,7 +16,7 @@ from textual.app import App
 from textual.screen import Screen
 from textual.widgets import DataTable, ProgressBar, Static, TabbedContent
 
-from engine.stats import DatasetStats, ExampleRow, SplitStats, TokenCell, distribution, plw_guidance, rg_stats
+from engine.data.stats import DatasetStats, ExampleRow, SplitStats, TokenCell, distribution, plw_guidance, rg_stats
 from themes import APP_CSS, DEFAULT_THEME, register_themes
 from tui.screens import dataset_screen
 from tui.screens.dataset_screen import DatasetScreen, Loaded, sorted_rows

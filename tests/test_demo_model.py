@@ -9,8 +9,8 @@ import mlx.nn as nn
 import mlx_lm
 import pytest
 
-from engine.demo_data import demo_records, demo_text_records, write_demo_dataset, write_demo_text
-from engine.demo_model import DEMO_MODEL_ID, MODEL_DIRNAME, ensure_demo_model, resolve_builtin
+from engine.model.demo_data import demo_records, demo_text_records, write_demo_dataset, write_demo_text
+from engine.model.demo import DEMO_MODEL_ID, MODEL_DIRNAME, ensure_demo_model, resolve_builtin
 
 BUNDLED = Path(__file__).resolve().parents[1] / "sample_configs" / "data" / "demo"
 

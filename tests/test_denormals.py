@@ -1,4 +1,4 @@
-"""Denormal flushing: set by importing engine on x86-64 Linux, inherited by MLX's and OpenBLAS's
+"""Denormal flushing: set by preparing the process on x86-64 Linux, inherited by MLX's and OpenBLAS's
 threads, and left alone elsewhere."""
 
 import json
@@ -7,17 +7,20 @@ import subprocess
 import sys
 import threading
 
-from engine import denormals
+from engine.levers import denormals
 
 X86_LINUX = denormals.supported()
 
 # In a fresh process, MLX's default CPU stream and a new one, checked as the trainer checks them.
-# engine/denormals.py is loaded from its file so that, unless asked, engine's package (which
+# engine/levers/denormals.py is loaded from its file so that, unless asked, engine's package (which
 # flushes on import) is not imported.
 PROBE = """
 import importlib.util, json, sys
-if sys.argv[1] == "engine":
-    import engine
+if sys.argv[1] == "prepared":
+    from engine.levers.process import prepare_process
+    prepare_process()
+elif sys.argv[1] == "imported":
+    import engine, engine.training.trainer  # importing changes nothing in the process
 import mlx.core as mx
 spec = importlib.util.spec_from_file_location("denormals", sys.argv[2])
 denormals = importlib.util.module_from_spec(spec)
@@ -38,16 +41,18 @@ def test_supported_exactly_on_x86_64_linux_with_glibc():
     assert denormals.supported() is expected
 
 
-def test_importing_engine_flushes_denormals_in_mlx_threads():
-    """With engine imported first, every MLX CPU thread (and the BLAS's) computes denormals as zero;
-    without, none does (so it is engine's setting that does it, not the machine)."""
-    assert probe("engine") == {"default_stream": X86_LINUX, "new_stream": X86_LINUX}
+def test_preparing_the_process_flushes_denormals_in_mlx_threads():
+    """With the process prepared first (as the tuner command and app do), every MLX CPU thread
+    (and the BLAS's) computes denormals as zero; merely importing the engine, or MLX alone, does
+    not (so it is that call that does it, not the machine or an import)."""
+    assert probe("prepared") == {"default_stream": X86_LINUX, "new_stream": X86_LINUX}
     if X86_LINUX:  # (another platform's CPU or BLAS may flush of its own)
+        assert probe("imported") == {"default_stream": False, "new_stream": False}
         assert probe("mlx-only") == {"default_stream": False, "new_stream": False}
 
 
 def test_mlx_flushes_denormals_in_this_process():
-    """The check the trainer's notice uses (pytest imports engine before any MLX evaluation)."""
+    """The check the trainer's notice uses (conftest prepares the process before any MLX evaluation)."""
     assert denormals.mlx_flushes_denormals() is X86_LINUX
 
 
@@ -70,9 +75,10 @@ def test_left_alone_off_x86_linux(monkeypatch):
 
 
 def test_a_loaded_openblas_has_its_threads_restarted_once():
-    """Where OpenBLAS is preloaded (as tuner and .ci/run do), importing engine restarted its worker
-    threads, which had started before Python and so keep denormals; a second call leaves them be."""
-    from engine.cpu_streams import BlasThreads
+    """Where OpenBLAS is preloaded (as tuner and .ci/run do), preparing the process restarted its worker
+    threads, which had started before Python and so keep denormals; a second call leaves them be.
+    (conftest prepared the process, as the tuner command does.)"""
+    from engine.levers.cpu_streams import BlasThreads
 
     assert denormals._openblas_restarted is (X86_LINUX and BlasThreads.find() is not None)
     assert denormals.flush_denormals() is X86_LINUX

@@ -6,7 +6,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from engine.model import cast_model
+from engine.model.load import cast_model
 
 
 class Tiny(nn.Module):

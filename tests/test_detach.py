@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from engine import events as ev
-from engine.control import Control, send_request
-from engine.runs import (
+from engine.runs.control import Control, send_request
+from engine.runs.store import (
     PROCESS_FILE,
     clear_process_record,
     follow_run,
@@ -164,7 +164,7 @@ def test_following_a_detached_chain_sees_both_stages_then_ends(tmp_path):
 
 def test_following_a_chain_that_already_finished_replays_every_stage(tmp_path):
     from engine.config import load_stages
-    from engine.trainer import run_chain
+    from engine.training.trainer import run_chain
 
     stages = load_stages([write_config(tmp_path, "a.yaml", iters=5), write_config(tmp_path, "b.yaml", iters=5)])
     first, _ = run_chain(stages, lambda e: None)
@@ -177,8 +177,8 @@ def test_following_a_killed_run_ends_even_when_its_pid_was_reused(tmp_path):
     """A trainer killed without finishing leaves its process record; if another process now has
     its pid (here: this test's own), the follower must still see the run as over."""
     from engine.config import load_stages
-    from engine.runs import METRICS_FILE, PROCESS_FILE
-    from engine.trainer import run_chain
+    from engine.runs.store import METRICS_FILE, PROCESS_FILE
+    from engine.training.trainer import run_chain
 
     [stage] = load_stages([write_config(tmp_path, iters=5)])
     result, = run_chain([stage], lambda e: None)
@@ -256,7 +256,7 @@ def test_the_app_starts_a_detached_run_steers_it_and_quitting_leaves_it_training
 def test_requests_to_a_chain_reach_the_stage_training_now(tmp_path):
     """Ctrl-C through --hosts, tuner control and an attached app all hold the first stage's
     folder; once the chain has moved on, its requests belong in the later stage's inbox."""
-    from engine.runs import current_stage_dir, link_next_stage
+    from engine.runs.store import current_stage_dir, link_next_stage
 
     first, second = tmp_path / "stage-1", tmp_path / "stage-2"
     first.mkdir()

@@ -16,10 +16,10 @@ import pytest
 
 from engine import events as ev
 from engine.config import load_stages
-from engine.distributed import World
-from engine.hosts import read_hostfile
-from engine.runs import read_events
-from engine.trainer import run_chain
+from engine.training.distributed import World
+from engine.launch.hosts import read_hostfile
+from engine.runs.store import read_events
+from engine.training.trainer import run_chain
 
 from .conftest import DEMO_DATA, write_config
 
@@ -284,8 +284,8 @@ def test_the_app_attached_to_a_detached_two_rank_run_shows_the_ranks_and_steers_
     rank's tokens/s, and pause, resume and stop reach every rank through rank 0's inbox."""
     import asyncio
 
-    from engine.detach import detach_chain
-    from engine.runs import live_pid
+    from engine.launch.detach import detach_chain
+    from engine.runs.store import live_pid
     from tui.app import TunerApp
 
     from .conftest import wait_until

@@ -5,7 +5,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from engine.fast_attention import (
+from engine.levers.fast_attention import (
     attention,
     scaled_dot_product_attention,
     speed_up_attention,

@@ -4,7 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from engine.fast_exp import exp, logsumexp, polynomial_applies, polynomial_exp, softmax
+from engine.levers.fast_exp import exp, logsumexp, polynomial_applies, polynomial_exp, softmax
 
 
 @pytest.mark.parametrize("compiled", [False, True])

@@ -8,7 +8,7 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_lm.tuner.lora import LoRALinear
 
-from engine.fast_lora import FastLoRALinear, speed_up_lora
+from engine.levers.fast_lora import FastLoRALinear, speed_up_lora
 from tests.switched_models import assert_trains_like, load_demo, lora
 
 

@@ -6,7 +6,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from engine.fast_silu import speed_up_mlps, swiglu
+from engine.levers.fast_silu import speed_up_mlps, swiglu
 from tests.switched_models import assert_trains_like, load_demo, lora
 
 

@@ -7,8 +7,8 @@ import pytest
 from mlx_lm.models.llama import Model, ModelArgs
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from engine import flops
-from engine.flops import matmul_peak, measure_matmul_peak, training_flops_per_token
+from engine.training import flops
+from engine.training.flops import matmul_peak, measure_matmul_peak, training_flops_per_token
 
 D, FF, V, LAYERS, HEADS, KV_HEADS = 32, 64, 50, 2, 4, 2  # dims that 4-bit quantization accepts
 KV = KV_HEADS * D // HEADS  # width of k and v: 2 kv heads of 8

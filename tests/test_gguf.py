@@ -1,6 +1,6 @@
 """GGUF import: a tiny synthetic file with every supported tensor type, and SmolLM2-135M for real.
 
-The references here share no code with engine/gguf.py: the ``gguf`` package (llama.cpp's
+The references here share no code with engine/model/gguf.py: the ``gguf`` package (llama.cpp's
 own Python reader) reads and dequantizes the raw bytes, a numpy Llama runs on the tensors
 in llama.cpp's layout (q/k rows as stored, RoPE rotating adjacent pairs), so it checks the
 row unpermutation independently, and a plain-Python BPE splits text the way llama.cpp does.
@@ -21,7 +21,7 @@ import regex
 from gguf import GGMLQuantizationType as Q
 
 from engine.errors import UserError
-from engine.gguf import ensure_imported, fetch_smollm2, import_gguf
+from engine.model.gguf import ensure_imported, fetch_smollm2, import_gguf
 
 # --- references -----------------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ def mlx_logits(folder: Path, ids: list[int]) -> np.ndarray:
     """Logits of the imported folder as tuner runs it on the CPU: loaded by mlx-lm, in float32."""
     from mlx_lm.utils import load
 
-    from engine.model import cast_model
+    from engine.model.load import cast_model
 
     model, _ = load(str(folder))
     cast_model(model, mx.float32)
@@ -360,7 +360,7 @@ def test_ensure_imported_caches_by_file(tiny_gguf, tmp_path, monkeypatch):
     def no_import(*args):
         raise AssertionError("imported again")
 
-    monkeypatch.setattr("engine.gguf.import_gguf", no_import)
+    monkeypatch.setattr("engine.model.gguf.import_gguf", no_import)
     assert ensure_imported(tiny_gguf, cache_dir=tmp_path / "cache") == first
     monkeypatch.undo()
     os.utime(tiny_gguf, ns=(0, 0))  # a changed file gets a fresh import
@@ -427,7 +427,7 @@ def test_smollm2_answers_a_factual_question(smollm2_gguf, tmp_path):
     from mlx_lm import generate
     from mlx_lm.utils import load
 
-    from engine.model import cast_model
+    from engine.model.load import cast_model
 
     folder = import_gguf(smollm2_gguf, tmp_path / "dequantized", dequantize=True)
     assert "quantization" not in json.loads((folder / "config.json").read_text())
@@ -444,7 +444,7 @@ def test_a_config_can_train_on_a_gguf_file(tiny_gguf, tmp_path):
     """`model: x.gguf` imports once into the cache and trains like any model folder."""
     from engine import events as ev
     from engine.config import load_stages
-    from engine.trainer import run_chain
+    from engine.training.trainer import run_chain
 
     from .conftest import write_config
 

@@ -77,7 +77,7 @@ def test_inspect_lists_a_runs_worst_validation_examples(tmp_path):
     import sys
 
     from engine.config import load_stages
-    from engine.trainer import run_chain
+    from engine.training.trainer import run_chain
 
     from .conftest import REPO, write_config
 

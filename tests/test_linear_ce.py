@@ -9,7 +9,7 @@ from mlx_lm.models import llama
 from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from engine.linear_ce import (
+from engine.levers.linear_ce import (
     bucket_size,
     eval_sums_fast,
     head_matches,
@@ -18,7 +18,8 @@ from engine.linear_ce import (
     plw_loss_fast,
     select_targets,
 )
-from engine.loss import COMPLETION, PAD, PROMPT, eval_sums, plw_loss
+from engine.roles import COMPLETION, PAD, PROMPT
+from engine.loss import eval_sums, plw_loss
 
 VOCAB = 300  # slices of 128 columns: 128 + 128 + 44, so the last one is ragged
 

@@ -5,7 +5,8 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from engine.loss import COMPLETION, PAD, PROMPT, EvalTotals, eval_sums, plw_loss
+from engine.roles import COMPLETION, PAD, PROMPT
+from engine.loss import EvalTotals, eval_sums, plw_loss
 
 
 class FixedLogits(nn.Module):

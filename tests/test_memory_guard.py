@@ -4,9 +4,9 @@ import threading
 
 from engine import events as ev
 from engine.config import load_stages
-from engine.control import Control
-from engine.memory_guard import MemoryGuard, MemoryReading
-from engine.trainer import run_chain
+from engine.runs.control import Control
+from engine.training.memory_guard import MemoryGuard, MemoryReading
+from engine.training.trainer import run_chain
 
 from .conftest import write_config
 

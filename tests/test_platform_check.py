@@ -3,7 +3,7 @@
 import platform
 import sys
 
-from engine import platform_check
+from engine.levers import platform_check
 
 
 def test_glibc_takes_the_memory_settings():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.data import parse_record
-from engine.race_data import INSTRUCTION, LETTERS, race_records, write_race_dataset
+from engine.data.sources import parse_record
+from bench.race_data import INSTRUCTION, LETTERS, race_records, write_race_dataset
 
 BUNDLED = Path(__file__).resolve().parent.parent / "sample_configs" / "data" / "race-like"
 PROMPT = re.compile(
@@ -30,7 +30,7 @@ def test_bundled_files_match_the_generator(tmp_path):
     write_race_dataset(tmp_path)
     for split in ("train", "valid", "test"):
         assert (BUNDLED / f"{split}.jsonl").read_bytes() == (tmp_path / f"{split}.jsonl").read_bytes(), (
-            f"{split}.jsonl is stale: run python -m engine.race_data sample_configs/data/race-like"
+            f"{split}.jsonl is stale: run python -m bench.race_data sample_configs/data/race-like"
         )
     assert [len(_rows(s)) for s in ("train", "valid", "test")] == [600, 100, 100]
 

@@ -4,8 +4,8 @@ import pytest
 
 from engine import events as ev
 from engine.config import load_stages
-from engine.control import Control
-from engine.trainer import resume_run, run_chain
+from engine.runs.control import Control
+from engine.training.trainer import resume_run, run_chain
 
 from .conftest import write_config
 

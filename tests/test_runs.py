@@ -7,17 +7,9 @@ import shutil
 import time
 
 from engine import events as ev
-from engine import runs
-from engine.runs import (
-    LIVE_SECONDS,
-    METRICS_FILE,
-    EventTail,
-    MetricsWriter,
-    atomic_write_json,
-    atomic_write_text,
-    list_runs,
-    summarize_run,
-)
+from engine.runs import store as runs
+from engine.files import atomic_write_json, atomic_write_text
+from engine.runs.store import LIVE_SECONDS, METRICS_FILE, EventTail, MetricsWriter, list_runs, summarize_run
 
 
 def started(**overrides) -> ev.RunStarted:

@@ -9,7 +9,7 @@ from textual.app import App
 from textual.widgets import DataTable, Static
 
 from engine import events as ev
-from engine.runs import MetricsWriter
+from engine.runs.store import MetricsWriter
 from tui.screens.runs_screen import RunsScreen
 
 from .conftest import wait_until
@@ -169,7 +169,7 @@ def test_promote_a_checkpoint_from_the_table(tmp_path):
     from textual.app import App
 
     from engine.config import load_stages
-    from engine.trainer import run_chain
+    from engine.training.trainer import run_chain
     from tui.screens.runs_screen import RunsScreen
 
     from .conftest import write_config

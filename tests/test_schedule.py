@@ -5,7 +5,7 @@ import math
 import pytest
 
 from engine.config import load_stages
-from engine.schedule import schedule_curve, updates_in_run
+from engine.training.schedule import schedule_curve, updates_in_run
 
 
 def stage(tmp_path, text):

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-import engine.linear_ce as linear_ce
-import engine.shared_prefix as shared_prefix
+import engine.levers.linear_ce as linear_ce
+import engine.levers.shared_prefix as shared_prefix
 from engine import events as ev
 from engine.config import load_stages
-from engine.linear_ce import plw_loss_fast, select_targets
-from engine.shared_prefix import common_prefix, hidden_at, shares_prefix
-from engine.sparse_tail import sparse_last_block
-from engine.trainer import Trainer, run_chain
+from engine.levers.linear_ce import plw_loss_fast, select_targets
+from engine.levers.shared_prefix import common_prefix, hidden_at, shares_prefix
+from engine.levers.sparse_tail import sparse_last_block
+from engine.training.trainer import Trainer, run_chain
 from tests.conftest import write_config
 from tests.switched_models import count_calls, demo_lora, load_demo, lora, random_qwen3
 

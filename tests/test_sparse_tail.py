@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-import engine.sparse_tail as sparse_tail
-from engine.linear_ce import plw_loss_fast, select_targets
-from engine.sparse_tail import hidden_at, sparse_last_block
+import engine.levers.sparse_tail as sparse_tail
+from engine.levers.linear_ce import plw_loss_fast, select_targets
+from engine.levers.sparse_tail import hidden_at, sparse_last_block
 from tests.switched_models import count_calls, demo_lora, load_demo, lora, random_qwen3
 
 

@@ -1,4 +1,4 @@
-"""Dataset statistics against numbers computed here by hand, independently of engine.tokenize."""
+"""Dataset statistics against numbers computed here by hand, independently of engine.data.tokenize."""
 
 import json
 import shutil
@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from engine import stats as stats_module
+from engine.data import stats as stats_module
 from engine.config import load_config
-from engine.data import load_splits
+from engine.data.sources import load_splits
 from engine.errors import DataError
-from engine.loss import COMPLETION
-from engine.stats import compute_stats, load_record, plw_guidance, rg_stats, stats_to_json, token_view
-from engine.tokenize import encode_records, tokenize_split
+from engine.roles import COMPLETION
+from engine.data.stats import compute_stats, load_record, plw_guidance, rg_stats, stats_to_json, token_view
+from engine.data.tokenize import encode_records, tokenize_split
 
 from .conftest import REPO, write_config
 
@@ -215,7 +215,7 @@ def test_token_view_follows_training_roles(small, demo_tokenizer):
 
 
 def test_token_view_reads_naturally_across_multibyte_characters(demo_tokenizer):
-    from engine.data import parse_record
+    from engine.data.sources import parse_record
 
     record = parse_record({"prompt": "Grüße aus Köln 😀, bitte.", "completion": "Danke ✓"}, "x:1")
     cells = token_view(demo_tokenizer, record, 512, 0.0)

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from engine.data import Features, parse_record
-from engine.loss import COMPLETION, PROMPT
-from engine.tokenize import hf_tokenizer, tokenize_split
+from engine.data.sources import Features, parse_record
+from engine.roles import COMPLETION, PROMPT
+from engine.data.tokenize import hf_tokenizer, tokenize_split
 
 
 def decode_role(tok, ids, roles, role):
@@ -113,8 +113,8 @@ def test_batched_encoding_matches_one_at_a_time(demo_tokenizer):
 
 
 def test_fast_template_rendering_matches_apply_chat_template(demo_tokenizer):
-    from engine.demo_data import demo_records
-    from engine.tokenize import TemplateRenderer
+    from engine.model.demo_data import demo_records
+    from engine.data.tokenize import TemplateRenderer
 
     tok = hf_tokenizer(demo_tokenizer)
     render = TemplateRenderer(tok)
@@ -128,7 +128,7 @@ def test_fast_template_rendering_matches_apply_chat_template(demo_tokenizer):
 
 
 def test_fast_rendering_falls_back_when_it_disagrees(demo_tokenizer):
-    from engine.tokenize import TemplateRenderer
+    from engine.data.tokenize import TemplateRenderer
 
     tok = hf_tokenizer(demo_tokenizer)
     render = TemplateRenderer(tok)

@@ -9,9 +9,9 @@ import pytest
 
 from engine import events as ev
 from engine.config import load_stages
-from engine.control import Control
-from engine.runs import read_events
-from engine.trainer import run_chain
+from engine.runs.control import Control
+from engine.runs.store import read_events
+from engine.training.trainer import run_chain
 
 from .conftest import DEMO_DATA, write_config
 
@@ -241,7 +241,7 @@ def test_early_stopping_without_validation_is_a_config_error(tmp_path):
 def test_each_batch_shape_is_traced_once(tmp_path, monkeypatch):
     """The optimizer's state exists before the step is compiled, so its first update does not
     change the compiled step's inputs and trace every shape again (0.3-0.5 s each on SmolLM2)."""
-    from engine import trainer as trainer_module
+    from engine.training import trainer as trainer_module
 
     data = tmp_path / "same"
     data.mkdir()

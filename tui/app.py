@@ -21,7 +21,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 
 from engine import events as ev
-from engine.control import Control, RemoteControl
+from engine.runs.control import Control, RemoteControl
 from themes import APP_CSS, load_keymap, load_theme_choice, register_themes, save_theme_choice
 
 from .screens.config_screen import ConfigScreen
@@ -165,7 +165,7 @@ class TunerApp(App):
 
     @work(thread=True, exclusive=True, group="launch")
     def launch_detached(self, config_paths: list[Path]) -> None:
-        from engine.detach import detach_chain
+        from engine.launch.detach import detach_chain
         from engine.errors import UserError
 
         try:
@@ -252,7 +252,7 @@ class TunerApp(App):
     def run_training(self, config_paths: list[Path], control: Control, resume: Path | None = None) -> None:
         from engine.config import load_stages
         from engine.errors import UserError
-        from engine.trainer import resume_run, run_chain
+        from engine.training.trainer import resume_run, run_chain
 
         try:
             if resume is not None:
@@ -270,7 +270,7 @@ class TunerApp(App):
     def follow_run(self, run_dir: Path) -> None:
         from textual.worker import get_current_worker
 
-        from engine.runs import follow_run
+        from engine.runs.store import follow_run
 
         worker = get_current_worker()
         try:

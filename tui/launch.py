@@ -12,7 +12,8 @@ import sys
 
 from engine.cli import COMMANDS
 from engine.cli import main as headless_main
-from engine.platform_check import maybe_reexec_with_openblas
+from engine.levers.platform_check import maybe_reexec_with_openblas
+from engine.levers.process import prepare_process
 
 
 def main() -> int:
@@ -20,6 +21,7 @@ def main() -> int:
     argv = sys.argv[1:]
     if argv and (argv[0] in COMMANDS or argv[0].startswith("-")):
         return headless_main(argv)
+    prepare_process()  # the app trains in this process, so before MLX starts its threads
     if argv and argv[0] == "attach":
         from .app import run_app
 
@@ -37,7 +39,7 @@ def attach(argv: list[str], run_app) -> int:
     """``tuner attach RUN_DIR``: the app, following a run another process trains."""
     from pathlib import Path
 
-    from engine.runs import live_pid
+    from engine.runs.store import live_pid
 
     if len(argv) != 1:
         print("usage: tuner attach RUN_DIR", file=sys.stderr)

@@ -24,7 +24,7 @@ from textual_plotext import PlotextPlot
 
 from engine.config_help import help_for
 from engine.errors import UserError
-from engine.runs import atomic_write_text
+from engine.files import atomic_write_text
 
 from .path_prompt import PathPrompt, SamplePicker
 
@@ -50,8 +50,8 @@ def check_config(paths: list[Path], index: int, texts: dict[str, str]) -> Checke
     Runs in a worker thread. An error in any stage is reported, since a later stage inherits.
     """
     from engine.config import load_stages, resolved_rows
-    from engine.schedule import schedule_curve, updates_in_run
-    from engine.trainer import check_chain
+    from engine.training.schedule import schedule_curve, updates_in_run
+    from engine.training.trainer import check_chain
 
     try:
         stages = load_stages(paths, texts=texts)

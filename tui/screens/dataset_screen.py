@@ -1,6 +1,6 @@
 """The Dataset screen: what the open config will train on, before any training starts.
 
-Statistics come from ``engine.stats`` as plain data. Computing them reads and tokenises every
+Statistics come from ``engine.data.stats`` as plain data. Computing them reads and tokenises every
 example, and showing one example loads its record and the tokenizer, so both run in thread
 workers; widgets are touched only on the event loop, once per worker result. The statistics
 are recomputed when the screen is shown after the config file changed, or on ``r``.
@@ -33,7 +33,7 @@ from ..widgets.token_view import TokenView
 
 if TYPE_CHECKING:
     from engine.config import Stage
-    from engine.stats import DatasetStats, Distribution, ExampleRow, SplitStats, TokenCell
+    from engine.data.stats import DatasetStats, Distribution, ExampleRow, SplitStats, TokenCell
 
 SPLITS = ("train", "valid", "test")
 # sort column -> ExampleRow attribute, in the order ``s`` cycles through them
@@ -84,8 +84,8 @@ def load_dataset(chain: list[Path], progress, use_cache: bool, runs_dir: Path | 
     """
     from engine.cli import format_worst
     from engine.config import load_stages
-    from engine.runs import latest_evaluated_run, worst_validation
-    from engine.stats import compute_stats
+    from engine.runs.store import latest_evaluated_run, worst_validation
+    from engine.data.stats import compute_stats
 
     stage = load_stages(chain)[-1]
     stats = compute_stats(stage, progress=progress, use_cache=use_cache)
@@ -101,7 +101,7 @@ def example_tokens(loaded: Loaded, split: str, index: int) -> list[TokenCell]:
     The engine keeps the tokenizer and the records it read last, so stepping through examples
     loads neither again.
     """
-    from engine.stats import load_record, load_stage_tokenizer, token_view
+    from engine.data.stats import load_record, load_stage_tokenizer, token_view
 
     stats = loaded.stats
     record = load_record(loaded.stage, split, index)

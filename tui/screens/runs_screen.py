@@ -21,7 +21,7 @@ from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
 from engine.events import CheckpointSaved, EvalReport, Event, RunStarted, TrainReport
-from engine.runs import EventTail, RunSummary, RunTally, list_runs, promote_checkpoint
+from engine.runs.store import EventTail, RunSummary, RunTally, list_runs, promote_checkpoint
 
 SCAN_SECONDS = 5.0
 TAIL_SECONDS = 1.0

@@ -15,7 +15,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 if TYPE_CHECKING:
-    from engine.stats import TokenCell
+    from engine.data.stats import TokenCell
 
 
 class TokenView(Widget):

@@ -22,7 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UserError
+from engine.errors import EXIT_CODES, EXIT_INTERRUPTED, UserError
+from engine.launch.handshake import announced_run, child_env, launch_files
 
 
 def read_hostfile(path: Path) -> list[dict]:
@@ -74,9 +75,7 @@ def launch_command(hostfile: Path, train_args: list[str]) -> list[str]:
 
 def train_on_hosts(hostfile: Path, train_args: list[str], stages: list, runs_dir: Path, poll_seconds: float = 0.2) -> int:
     """Run ``tuner train TRAIN_ARGS`` on the hostfile's ranks, in the foreground. Returns the exit status."""
-    from .cli import EXIT_CODES, EXIT_INTERRUPTED
-    from .control import send_request
-    from .detach import announced_run, child_env, launch_files
+    from engine.runs.control import send_request
 
     ranks = check_ranks(stages, hostfile)
     announce, _ = launch_files(runs_dir)  # the ranks print to this terminal, not to a log
@@ -119,7 +118,7 @@ def train_on_hosts(hostfile: Path, train_args: list[str], stages: list, runs_dir
 
 def final_status(run_dir: Path) -> str:
     """How the last stage reached from ``run_dir`` (following a chain's links) ended, or ``failed``."""
-    from .runs import current_stage_dir, summarize_run
+    from engine.runs.store import current_stage_dir, summarize_run
 
     summary = summarize_run(current_stage_dir(run_dir))
     if summary is None or summary.status in ("running", "paused", "interrupted"):

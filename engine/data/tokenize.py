@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import Record
-from .loss import COMPLETION, PROMPT
+from engine.data.sources import Record
+from engine.roles import COMPLETION, PROMPT
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def polynomial_exp(x: mx.array) -> mx.array:
     """e**x for float32 ``x``: 0 below -87, never inf (above 88 it stays at e**88).
 
     Below -87 e**x nears float32's denormals, which x86 CPUs compute with very slowly (see
-    engine/denormals.py). Clipped there instead, a masked attention score came out as ``e**-87``
+    engine/levers/denormals.py). Clipped there instead, a masked attention score came out as ``e**-87``
     over the row's sum, a denormal, in half of every causal attention matrix. Exact zeros are
     also what MLX's own softmax gives. No gradient of its own: :func:`exp` wraps it with one.
     """

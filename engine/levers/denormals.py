@@ -3,7 +3,7 @@
 Float32 values below about 1.2e-38 are *denormal*. Intel CPUs compute with them through a
 microcode assist: measured on this project's Linux machine (a Xeon with AVX-512), a float32
 OpenBLAS matmul of a SmolLM2-sized activation ran at 276 GFLOP/s on normal inputs and at 1.8
-GFLOP/s on denormal ones. Training makes such values: before :func:`engine.fast_exp.polynomial_exp`
+GFLOP/s on denormal ones. Training makes such values: before :func:`engine.levers.fast_exp.polynomial_exp`
 returned 0 below -87, causal attention's masked probabilities were e**-87 over the row's sum,
 denormal, in half of every attention matrix, and the SmolLM2 benchmark ran at a third of its
 speed. Gradients flowing back through small probabilities, or a sigmoid of a very negative input,
@@ -11,8 +11,8 @@ still can. With the two MXCSR bits set (FTZ: results flush to zero; DAZ: denorma
 zero) no such value slows a matmul.
 
 MXCSR is per thread, and a new thread starts with its creator's. MLX starts its stream threads at
-their first use, so :func:`flush_denormals` runs when ``engine`` is imported, before any MLX
-evaluation (as the evaluation order of :mod:`engine.cpu_streams` is chosen there too). OpenBLAS,
+their first use, so :func:`flush_denormals` runs in :func:`engine.levers.process.prepare_process`,
+before any MLX evaluation (the evaluation order of :mod:`engine.levers.cpu_streams` is chosen there too). OpenBLAS,
 when preloaded, starts its worker threads as it loads, before any Python runs: the first call
 stops them, and OpenBLAS starts them again at its next threaded matmul, from the MLX thread that
 calls it, which flushes.

@@ -13,7 +13,7 @@ The prompt follows the article's RACE template (``Choose the correct option base
 context.`` / ``Context:`` / ``Question:`` / ``Options:``) with lettered options on one line; the
 completion is the letter alone.
 
-Run ``python -m engine.race_data OUT_DIR`` to (re)write the bundled files in
+Run ``python -m bench.race_data OUT_DIR`` to (re)write the bundled files in
 ``sample_configs/data/race-like``; a test checks that they match this generator.
 """
 
@@ -23,7 +23,7 @@ import random
 import sys
 from pathlib import Path
 
-from .demo_data import write_splits
+from engine.model.demo_data import write_splits
 
 LETTERS = "ABCD"
 INSTRUCTION = "Choose the correct option based on the context."
@@ -152,5 +152,5 @@ def write_race_dataset(
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m engine.race_data OUT_DIR")
+        sys.exit("usage: python -m bench.race_data OUT_DIR")
     write_race_dataset(Path(sys.argv[1]))

@@ -1,6 +1,6 @@
 """The last transformer block computed only at the positions the loss reads.
 
-With sparse logits (engine/linear_ce.py) the loss reads the final hidden states at a few
+With sparse logits (engine/levers/linear_ce.py) the loss reads the final hidden states at a few
 selected positions: at PLW 0 on short-completion data, a few percent of them. Every block but
 the last is still needed everywhere, since the last block's keys and values read every position.
 The last block's queries, attention, output projection and MLP, though, matter only at the
@@ -28,7 +28,7 @@ from typing import Callable
 import mlx.core as mx
 import mlx.nn as nn
 
-from .fast_exp import polynomial_applies, softmax
+from engine.levers.fast_exp import polynomial_applies, softmax
 
 _ROWS: ContextVar[mx.array | None] = ContextVar("sparse_tail_rows", default=None)
 _SPARSE_CLASSES: dict[type, type] = {}
@@ -43,7 +43,7 @@ def attend_rows(attn: nn.Module, queries: mx.array, keys: mx.array, values: mx.a
     heads, kv_heads = attn.n_heads, attn.n_kv_heads
     selected, span, dim = queries.shape[0], keys.shape[0], queries.shape[-1]
     groups = heads // kv_heads
-    # query heads sharing a key head become rows of one matmul, as in engine/fast_attention.py
+    # query heads sharing a key head become rows of one matmul, as in engine/levers/fast_attention.py
     q = (queries * attn.scale).reshape(selected, kv_heads, groups, dim).transpose(1, 0, 2, 3)
     q = q.reshape(kv_heads, selected * groups, dim)
     k, v = keys.transpose(1, 0, 2), values.transpose(1, 0, 2)  # [kvh, N, hd]
@@ -84,7 +84,7 @@ def _attend(attn: nn.Module, h: mx.array, rows: mx.array) -> mx.array:
 
 def _position_only_rope(rope: nn.Module) -> bool:
     """Whether ``rope`` rotates by position alone, not by the length of what it is given (as
-    dynamic NTK scaling does): engine/shared_prefix.py rotates a prefix and suffixes apart."""
+    dynamic NTK scaling does): engine/levers/shared_prefix.py rotates a prefix and suffixes apart."""
     from mlx_lm.models.rope_utils import Llama3RoPE, SuScaledRoPE, YarnRoPE
 
     return type(rope) in (nn.RoPE, Llama3RoPE, SuScaledRoPE, YarnRoPE)

@@ -12,9 +12,9 @@ One MLX setting makes this pay. An evaluation orders its operations breadth firs
 ``MLX_BFS_MAX_WIDTH`` (20) at a time, and keeps at most 10 of them in flight: with the default,
 one half's operations come out ahead of the other's, the streams take turns, and the step took
 1.23x as long. With an unbounded width the two halves' operations alternate. MLX reads the
-variable once, at its first evaluation, so :func:`widen_eval_order` runs when ``engine`` is
-imported (``engine/__init__.py``); a program that evaluates MLX arrays before importing ``engine``
-keeps MLX's order and should set ``cpu_streams: 1``.
+variable once, at its first evaluation, so :func:`widen_eval_order` runs in
+:func:`engine.levers.process.prepare_process`, which tuner's command line and app call first; a
+program that evaluates MLX arrays before that keeps MLX's order, and its compute plan says so.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import DataError, first_line
+from engine.errors import DataError, first_line
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 SPLIT_NAMES = {
@@ -323,7 +323,7 @@ def load_hf_id(
     """``datasets.load_dataset(id)`` with its train / valid(ation) / test splits."""
     import datasets
 
-    from .hub import offline_unless_reachable
+    from engine.hub import offline_unless_reachable
 
     offline_unless_reachable()
     dataset = datasets.load_dataset(data_id)
@@ -344,7 +344,7 @@ def load_hf_list(entries, base: Features, errors: list[str] | None = None) -> Sp
     """mlx-lm / mlx-tuning-fork ``hf_dataset`` entries, concatenated split by split."""
     import datasets
 
-    from .hub import offline_unless_reachable
+    from engine.hub import offline_unless_reachable
 
     offline_unless_reachable()
     splits = Splits()
@@ -393,7 +393,7 @@ def load_splits(stage, errors: list[str] | None = None) -> Splits:
         except DataError:
             raise
         except Exception as e:  # the hub raises many types; the user needs one line
-            from .hub import explain_failure
+            from engine.hub import explain_failure
 
             raise stage.error("hf_dataset", f"could not load: {explain_failure(e, 'dataset')}") from None
     elif cfg.data is None:
@@ -410,7 +410,7 @@ def load_splits(stage, errors: list[str] | None = None) -> Splits:
             except DataError:
                 raise
             except Exception as e:
-                from .hub import explain_failure
+                from engine.hub import explain_failure
 
                 why = explain_failure(e, "dataset")
                 raise stage.error(

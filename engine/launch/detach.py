@@ -13,7 +13,6 @@ it: an open file survives a rename).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,9 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from engine.errors import UserError
+from engine.launch.handshake import announced_run, child_env, launch_files
 
-LAUNCH_DIR = ".launch"
 CONSOLE_LOG = "console.log"
 
 
@@ -37,8 +36,8 @@ class Detached:
 def checked_chain(config_paths: list, overrides: list[str] = (), quiet: bool = False) -> tuple[list[str], list, Path]:
     """Check a chain of configs here; (the ``tuner train`` arguments that run it elsewhere, its
     stages, its runs folder)."""
-    from .config import load_stages
-    from .trainer import check_chain
+    from engine.config import load_stages
+    from engine.training.trainer import check_chain
 
     stages = load_stages(config_paths, overrides)
     check_chain(stages)
@@ -50,9 +49,9 @@ def checked_chain(config_paths: list, overrides: list[str] = (), quiet: bool = F
 
 def checked_resume(run_dir: Path, quiet: bool = False) -> tuple[list[str], list, Path]:
     """Check that ``run_dir`` can be resumed (and is not training now); like :func:`checked_chain`."""
-    from .config import load_stages
-    from .runs import live_pid
-    from .trainer import latest_checkpoint
+    from engine.config import load_stages
+    from engine.runs.store import live_pid
+    from engine.training.trainer import latest_checkpoint
 
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "config.yaml").exists():
@@ -76,7 +75,7 @@ def detach_resume(run_dir: Path, quiet: bool = False, hosts: Path | None = None)
 
 def _detach(train_args: list[str], stages: list, runs_dir: Path, hosts: Path | None) -> Detached:
     if hosts is not None:
-        from .hosts import check_ranks
+        from engine.launch.hosts import check_ranks
 
         check_ranks(stages, hosts)
     return start_detached(train_args, runs_dir, hosts=hosts)
@@ -96,7 +95,7 @@ def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 
     if hosts is None:
         command = [sys.executable, "-m", "engine.cli", "train", *train_args]
     else:
-        from .hosts import launch_command
+        from engine.launch.hosts import launch_command
 
         command = launch_command(hosts, train_args)
     with open(log, "wb") as out:
@@ -120,37 +119,6 @@ def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 
     except OSError:  # another file system: the log stays where it is
         console = log
     return Detached(child.pid, run_dir, console)
-
-
-def launch_files(runs_dir: Path) -> tuple[Path, Path]:
-    """(announce file, console log) for a run about to start, in ``RUNS_DIR/.launch/``."""
-    launch = Path(runs_dir) / LAUNCH_DIR
-    launch.mkdir(parents=True, exist_ok=True)
-    token = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    return launch / f"{token}.json", launch / f"{token}.log"
-
-
-def announced_run(path: Path) -> Path | None:
-    """The run folder a child has announced in ``path``, or None before it has."""
-    try:
-        return Path(json.loads(path.read_text(encoding="utf-8"))["run_dir"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def announce_run(path: Path, run_dir: Path) -> None:
-    """The child's half of the handshake: say which folder it trains in."""
-    from .runs import atomic_write_json
-
-    atomic_write_json(path, {"run_dir": str(run_dir), "pid": os.getpid()})
-
-
-def child_env() -> dict:
-    """The parent's environment, with the repository importable when run from a checkout."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 def _last_error(log: Path) -> str:

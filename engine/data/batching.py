@@ -6,7 +6,7 @@ little compute goes to padding; the order of the groups is shuffled per epoch fr
 smaller group of an epoch is trained too (mlx-lm drops it).
 
 In data-parallel training every rank draws the same groups and collates only its share
-(:meth:`engine.distributed.World.share`); the batch keeps the whole group, whose weights
+(:meth:`engine.training.distributed.World.share`); the batch keeps the whole group, whose weights
 normalise the loss and whose tokens are the step's.
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .loss import PAD
-from .tokenize import Example
+from engine.roles import PAD
+from engine.data.tokenize import Example
 
 PAD_MULTIPLE = 8
 

@@ -7,7 +7,7 @@ or simple string/number rules that a tiny model can partly pick up. Prompts are
 deliberately wordier than answers, like real short-answer datasets, so the
 completion tokens are a small share of each example.
 
-Run ``python -m engine.demo_data chat OUT_DIR`` (or ``text OUT_DIR``) to (re)write the bundled
+Run ``python -m engine.model.demo_data chat OUT_DIR`` (or ``text OUT_DIR``) to (re)write the bundled
 files in ``sample_configs/data/demo`` (``demo-text``); a test checks that they match this generator.
 """
 
@@ -270,5 +270,5 @@ def write_demo_text(folder: Path, seed: int = 0, n_train: int = 400, n_valid: in
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] not in ("chat", "text"):
-        sys.exit("usage: python -m engine.demo_data chat|text OUT_DIR")
+        sys.exit("usage: python -m engine.model.demo_data chat|text OUT_DIR")
     (write_demo_dataset if sys.argv[1] == "chat" else write_demo_text)(Path(sys.argv[2]))

@@ -17,7 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map
 
-from .errors import UserError, first_line
+from engine.errors import UserError, first_line
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 ADAPTER_LEAVES = ("lora_a", "lora_b", "m")
@@ -35,10 +35,10 @@ class LoadedModel:
 
 def resolve_model_path(name: str) -> str:
     """Built-in ids and ``.gguf`` files become a cached mlx-lm folder; the rest passes through."""
-    from .demo_model import resolve_builtin
+    from engine.model.demo import resolve_builtin
 
     if name.lower().endswith(".gguf"):
-        from .gguf import ensure_imported
+        from engine.model.gguf import ensure_imported
 
         return str(ensure_imported(Path(name).expanduser()))
     return resolve_builtin(name)
@@ -56,7 +56,7 @@ def load_base(stage) -> LoadedModel:
     local = Path(path).expanduser()
     if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
         raise stage.error("model", f"no such model folder: {path}")
-    from .hub import explain_failure, offline_unless_reachable
+    from engine.hub import explain_failure, offline_unless_reachable
 
     if not local.exists():  # a hub id: without a network, fail (or use the cache) at once
         offline_unless_reachable()
@@ -217,7 +217,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def write_adapter_config(adapter_dir: Path, cfg, model_path: str, extra: dict) -> None:
     """``adapter_config.json`` with the keys mlx-lm's ``load_adapters`` and fuse read."""
-    from .runs import atomic_write_json
+    from engine.files import atomic_write_json
 
     data = {
         **extra,

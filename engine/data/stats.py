@@ -33,12 +33,13 @@ from typing import Callable
 import numpy as np
 from jinja2 import TemplateError
 
-from .data import FILE_SUFFIXES, SPLIT_NAMES, Record, Splits, load_splits
-from .demo_model import default_cache_dir, resolve_builtin
-from .errors import first_line
-from .loss import COMPLETION, PROMPT
-from .runs import atomic_write_text
-from .tokenize import encode_records, hf_tokenizer
+from engine.data.sources import FILE_SUFFIXES, SPLIT_NAMES, Record, Splits, load_splits
+from engine.model.demo import resolve_builtin
+from engine.errors import first_line
+from engine.roles import COMPLETION, PROMPT, role_weights
+from engine.files import atomic_write_text
+from engine.data.tokenize import encode_records, hf_tokenizer
+from engine.files import cache_root
 
 SPLITS = ("train", "valid", "test")
 FORMATS = ("chat", "completion", "alpaca", "text")
@@ -464,7 +465,7 @@ def _cache_path(cfg, tokenizer) -> Path:
         "max_seq_length": cfg.max_seq_length,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-    return default_cache_dir() / "stats" / f"{digest[:32]}.json"
+    return cache_root() / "stats" / f"{digest[:32]}.json"
 
 
 def _read_cache(path: Path) -> dict | None:
@@ -490,7 +491,7 @@ def token_view(tokenizer, record: Record, max_seq_length: int, plw: float) -> li
         TokenCell(
             text=text,
             role="completion" if role == COMPLETION else "prompt",
-            weight=1.0 if role == COMPLETION else float(plw),
+            weight=float(role_weights(role, plw)),
             truncated=position >= max_seq_length,
             special=token in special,
         )

@@ -13,57 +13,17 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
-from .events import EvalReport, Event, RunFailed, RunFinished, RunStarted, StateChanged, event_from_dict
+from engine.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from engine.events import EvalReport, Event, RunFailed, RunFinished, RunStarted, StateChanged, event_from_dict
 
 METRICS_FILE = "metrics.jsonl"
 PROCESS_FILE = "process.json"  # which process trains the run; removed when it ends
 NEXT_STAGE_FILE = "next_stage"  # in a chain: the folder of the stage that continues this one
 LIVE_SECONDS = 120  # a run with no process record whose metrics file is older than this has died
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def atomic_save_safetensors(path: Path, arrays: dict, metadata: dict | None = None) -> None:
-    """``mx.save_safetensors`` through a temporary file and a rename."""
-    import mlx.core as mx
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mlx appends ".safetensors" when the name lacks it, so the temp name keeps the suffix.
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.safetensors")
-    try:
-        mx.save_safetensors(str(tmp), arrays, metadata=metadata or {})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_process_record(run_dir: Path) -> None:
@@ -414,7 +374,7 @@ def promote_checkpoint(run_dir: Path, step: int, adapter_dir: Path) -> Path:
     """
     source = Path(run_dir) / "checkpoints" / f"step-{step:07d}" / "adapters.safetensors"
     if not source.exists():
-        from .errors import UserError
+        from engine.errors import UserError
 
         raise UserError(f"{source}: no such checkpoint")
     target = Path(adapter_dir) / "adapters.safetensors"

@@ -12,10 +12,10 @@ The body runs flat: the prefix's P positions, then each row's other S positions,
 Norms, projections and MLPs see that as they would see [B, L, D]; only attention splits it: the
 prefix attends to itself, each row's suffix to the prefix and to itself (keys [B, P + S], causal
 aligned to the last query), and RoPE gets the true positions (the suffix's from offset P). When
-the model's last block is sparse (engine/sparse_tail.py), it is computed at the rows the loss
+the model's last block is sparse (engine/levers/sparse_tail.py), it is computed at the rows the loss
 reads only, over the same flat keys.
 
-Written for the Llama form that engine/sparse_tail.py describes. A model is switched only if all
+Written for the Llama form that engine/levers/sparse_tail.py describes. A model is switched only if all
 its blocks are of one kind with plain causal attention and a RoPE that depends on position alone
 (no sliding windows, chunks or sinks, however marked), and a probe through its body's last two
 blocks gives its own hidden states. The prefix length is fixed for a run (the training set's common
@@ -28,8 +28,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .sparse_tail import attend_rows, is_sparse, plain_causal, probe_cut_first, same_hidden
-from .sparse_tail import hidden_at as sparse_hidden_at
+from engine.levers.sparse_tail import attend_rows, is_sparse, plain_causal, probe_cut_first, same_hidden
+from engine.levers.sparse_tail import hidden_at as sparse_hidden_at
 
 MIN_SHARED = 8  # a shorter common prefix saves too little to be worth its extra operations
 
@@ -76,7 +76,7 @@ def _project(attn: nn.Module, h: mx.array, rows: int, prefix: int):
 
 def _attention(attn: nn.Module, h: mx.array, rows: int, prefix: int) -> mx.array:
     """The attention module's output [1, N, D] for flat ``h``, through the attention function the
-    module's own call uses (engine/fast_attention.py's when it is switched)."""
+    module's own call uses (engine/levers/fast_attention.py's when it is switched)."""
     (q_pre, q_post), (k_pre, k_post), (v_pre, v_post) = _project(attn, h, rows, prefix)
     attend = type(attn).__call__.__globals__["scaled_dot_product_attention"]
     before = attend(q_pre, k_pre, v_pre, cache=None, scale=attn.scale, mask="causal")
@@ -141,7 +141,7 @@ def _probe_agrees(model: nn.Module) -> bool:
 
 def shares_prefix(model: nn.Module) -> bool:
     """Whether :func:`hidden_at` may stand in for the model's body: the Llama form, plain causal
-    attention in every block (:func:`engine.sparse_tail.plain_causal`), checked on a probe."""
+    attention in every block (:func:`engine.levers.sparse_tail.plain_causal`), checked on a probe."""
     body = getattr(model, "model", None)
     layers = getattr(body, "layers", None)
     if not layers or not all(hasattr(body, name) for name in ("embed_tokens", "norm")):

@@ -10,7 +10,7 @@ Units: a *step* is one batch (mlx-lm's "iteration"); ``iters``, ``steps_per_repo
 ``grad_accumulation_steps`` steps, and learning-rate schedules (warmup included) count updates.
 
 Under ``mlx.launch`` several processes run this loop together, data-parallel (see
-:mod:`engine.distributed`): each trains on its share of every batch, and only rank 0 writes or
+:mod:`engine.training.distributed`): each trains on its share of every batch, and only rank 0 writes or
 reports. Every collective sits at a point all ranks reach in the same order, and every decision
 that ends or pauses the loop is taken from values all ranks share.
 """
@@ -32,18 +32,18 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from . import events as ev
-from .batching import BatchStream, collate, total_steps
-from .config import Stage, config_to_dict
-from .control import Control
-from .cpu_streams import RowStreams
-from .data import load_splits
-from .denormals import mlx_flushes_denormals
-from .distributed import World
-from .errors import UserError
-from .loss import EvalTotals, eval_sums, plw_loss, rank_denominator
-from .memory_guard import MemoryGuard
-from .model import (
+from engine import events as ev
+from engine.data.batching import BatchStream, collate, total_steps
+from engine.config import Stage, config_to_dict
+from engine.runs.control import Control
+from engine.levers.cpu_streams import RowStreams
+from engine.data.sources import load_splits
+from engine.levers.denormals import mlx_flushes_denormals
+from engine.training.distributed import World
+from engine.errors import UserError
+from engine.loss import EvalTotals, eval_sums, plw_loss, rank_denominator
+from engine.training.memory_guard import MemoryGuard
+from engine.model.load import (
     count_parameters,
     fuse,
     load_base,
@@ -52,27 +52,26 @@ from .model import (
     trainable_weights,
     write_adapter_config,
 )
-from .platform_check import blas_notice, device_name, keep_freed_memory
-from .fast_attention import speed_up_attention
-from .fast_lora import speed_up_lora
-from .fast_silu import speed_up_mlps
-from .flops import matmul_peak, training_flops_per_token
-from .linear_ce import eval_sums_fast, head_matches, plw_loss_fast, select_targets
-from .runs import (
+from engine.levers.platform_check import blas_notice, device_name
+from engine.levers.process import prepare_process
+from engine.levers.fast_attention import speed_up_attention
+from engine.levers.fast_lora import speed_up_lora
+from engine.levers.fast_silu import speed_up_mlps
+from engine.training.flops import matmul_peak, training_flops_per_token
+from engine.levers.linear_ce import eval_sums_fast, head_matches, plw_loss_fast, select_targets
+from engine.files import atomic_save_safetensors, atomic_write_json, atomic_write_text
+from engine.runs.store import (
     EVAL_EXAMPLES,
     MetricsWriter,
-    atomic_save_safetensors,
-    atomic_write_json,
-    atomic_write_text,
     clear_process_record,
     fan_out,
     link_next_stage,
     new_run_dir,
     write_process_record,
 )
-from .shared_prefix import MIN_SHARED, common_prefix, shares_prefix
-from .sparse_tail import sparse_last_block
-from .tokenize import Example, tokenize_split
+from engine.levers.shared_prefix import MIN_SHARED, common_prefix, shares_prefix
+from engine.levers.sparse_tail import sparse_last_block
+from engine.data.tokenize import Example, tokenize_split
 
 Emit = Callable[[ev.Event], None]
 STEP_SEED_STRIDE = 1_000_003
@@ -145,7 +144,7 @@ class Trainer:
         if mx.default_device() == mx.cpu and mlx_flushes_denormals():
             self.notes.append(ev.Notice(message="denormal floats (below 1.2e-38) compute as zero: x86 CPUs "
                                         "run matmuls on them up to 150x slower"))
-        keep_freed_memory()
+        prepare_process()
 
         self.notes.extend(ev.Notice(message=note) for note in splits.notes)
         self.valid_records = splits.valid
@@ -206,7 +205,7 @@ class Trainer:
                 f"each batch runs as {self.row_streams.count} parts of its rows on {self.row_streams.count} CPU "
                 f"streams, {self.row_streams.threads_each} BLAS thread(s) each, so MLX's one-thread element-wise "
                 "work runs on every core (same loss and gradients to float32 rounding)")))
-        # the model computes a shared prefix once where its form and the loss path allow (engine/shared_prefix.py)
+        # the model computes a shared prefix once where its form and the loss path allow (engine/levers/shared_prefix.py)
         self.can_share_prefix = (cfg.shared_prefix and self.sparse and not self.world.distributed
                                  and shares_prefix(self.model))
         self.shared_prefix = self._training_prefix()
@@ -400,7 +399,7 @@ class Trainer:
         """Validation's per-example sums, compiled (once per batch shape). Eager, each element-wise
         op is its own pass over memory, and the CPU's polynomial exponentials are a dozen of them:
         compiled, a SmolLM2 validation batch took a third of the time. ``prefix``: the leading
-        tokens every row shares, computed once (engine/shared_prefix.py); one compiled function each."""
+        tokens every row shares, computed once (engine/levers/shared_prefix.py); one compiled function each."""
         if prefix not in self._compiled_eval:  # prefix is 0 unless sparse (can_share_prefix)
             sums = partial(eval_sums_fast, shared_prefix=prefix) if self.sparse else eval_sums
             self._compiled_eval[prefix] = mx.compile(partial(sums, self.model), inputs=self.model.state)
@@ -864,7 +863,7 @@ def latest_checkpoint(run_dir: Path) -> Path:
 
 def resume_run(run_dir: Path, emit: Emit, control: Control | None = None, world: World | None = None) -> StageResult:
     """Continue a run from its latest checkpoint, in its own folder, with its own config."""
-    from .config import load_stages
+    from engine.config import load_stages
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():

@@ -4,7 +4,7 @@ On the CPU, ``mx.fast.scaled_dot_product_attention`` is plain matmuls around a s
 softmax calls MLX's scalar ``exp`` once per score: profiled on a SmolLM2 training step (2-core
 x86 test machine), ``exp`` and the ``fmaf`` calls inside it were about a tenth of the step. Here
 the same attention is written out with the softmax's exponential taken from
-:func:`engine.fast_exp.polynomial_exp` (multiplies and adds that MLX vectorises) and its gradient written
+:func:`engine.levers.fast_exp.polynomial_exp` (multiplies and adds that MLX vectorises) and its gradient written
 out. Values agree to float32 rounding.
 
 The mlx-lm attention modules call ``scaled_dot_product_attention`` from their own module's
@@ -21,7 +21,7 @@ import types
 import mlx.core as mx
 import mlx.nn as nn
 
-from .fast_exp import softmax
+from engine.levers.fast_exp import softmax
 
 
 def _grouped_mask(mask, heads: int, groups: int):

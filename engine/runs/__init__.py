@@ -1,0 +1,1 @@
+"""Run folders on disk: their layout, metrics, process records, control inbox and listings."""

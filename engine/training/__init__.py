@@ -1,0 +1,1 @@
+"""Training: the PLW loss, the step, evaluation, checkpoints and the loop that runs a stage."""
