@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from engine.events import EvalReport, RunFinished, RunStarted  # noqa: E402
-from engine.runs.store import read_events  # noqa: E402
+from engine.runs.metrics import read_events  # noqa: E402
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 DASHES = ["", "7 4", "2 3", "10 3 2 3"]  # runs that score the same still show as separate lines

@@ -135,7 +135,7 @@ def cmd_inspect(args) -> int:
     worst = None
     if args.run:
         from engine.errors import UserError
-        from engine.runs.store import worst_validation
+        from engine.runs.listing import worst_validation
 
         worst = worst_validation(args.run)
         if worst is None:
@@ -304,7 +304,7 @@ def cmd_control(args) -> int:
 
     from engine.runs.control import send_request
     from engine.errors import UserError
-    from engine.runs.store import current_stage_dir, live_pid
+    from engine.runs.folder import current_stage_dir, live_pid
 
     run_dir = current_stage_dir(Path(args.run_dir))  # a chain: the stage training now
     pid = live_pid(run_dir)

@@ -35,6 +35,8 @@ class Event:
 
 
 def _json_safe(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _json_safe(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # "nan", "inf", "-inf"
     if isinstance(value, (list, tuple)):
@@ -42,6 +44,15 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     return value
+
+
+@dataclass(frozen=True)
+class LeverChoice:
+    """One line of a run's compute plan (:mod:`engine.levers.plan`): a lever, on or off, and why."""
+
+    name: str
+    on: bool
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ class RunStarted(Event):
     matmul_peak_flops: float = 0.0  # this machine's measured float32 matmul FLOP/s
     pid: int = 0  # the training process, so a follower can tell when it is gone
     world_size: int = 1  # processes training data-parallel (mlx.launch); rank 0 reports
+    compute_plan: tuple[LeverChoice, ...] = ()  # every compute lever, on or off, with its reason
 
 
 @dataclass(frozen=True)
@@ -143,7 +155,7 @@ class CheckpointSaved(Event):
     kind: ClassVar[str] = "checkpoint"
     step: int
     path: str
-    reason: str  # periodic | requested | final | stopped
+    reason: str  # periodic | requested | best | memory | final | stopped | diverged
 
 
 @dataclass(frozen=True)
@@ -191,5 +203,7 @@ def event_from_dict(data: dict[str, Any]) -> Event:
                 value = float(value)
             elif f.type.startswith("tuple[float") and isinstance(value, list):
                 value = tuple(float(v) for v in value)
+            elif f.type.startswith("tuple[LeverChoice") and isinstance(value, list):
+                value = tuple(LeverChoice(**v) for v in value)
             kwargs[f.name] = value
     return cls(**kwargs)

@@ -38,7 +38,7 @@ def test_sigkill_while_saving_every_step_leaves_a_loadable_checkpoint(tmp_path):
 
 def test_appending_after_a_torn_line_keeps_the_new_events(tmp_path):
     from engine import events as ev
-    from engine.runs.store import MetricsWriter, read_events
+    from engine.runs.metrics import MetricsWriter, read_events
 
     (tmp_path / "metrics.jsonl").write_text('{"event": "notice", "message": "ok"}\n{"event": "tra')
     writer = MetricsWriter(tmp_path)

@@ -13,15 +13,9 @@ import pytest
 
 from engine import events as ev
 from engine.runs.control import Control, send_request
-from engine.runs.store import (
-    PROCESS_FILE,
-    clear_process_record,
-    follow_run,
-    live_pid,
-    read_events,
-    unfinished_status,
-    write_process_record,
-)
+from engine.runs.folder import PROCESS_FILE, clear_process_record, live_pid, write_process_record
+from engine.runs.listing import follow_run, unfinished_status
+from engine.runs.metrics import read_events
 
 from .conftest import REPO, write_config
 
@@ -177,7 +171,8 @@ def test_following_a_killed_run_ends_even_when_its_pid_was_reused(tmp_path):
     """A trainer killed without finishing leaves its process record; if another process now has
     its pid (here: this test's own), the follower must still see the run as over."""
     from engine.config import load_stages
-    from engine.runs.store import METRICS_FILE, PROCESS_FILE
+    from engine.runs.folder import PROCESS_FILE
+    from engine.runs.metrics import METRICS_FILE
     from engine.training.trainer import run_chain
 
     [stage] = load_stages([write_config(tmp_path, iters=5)])
@@ -256,7 +251,7 @@ def test_the_app_starts_a_detached_run_steers_it_and_quitting_leaves_it_training
 def test_requests_to_a_chain_reach_the_stage_training_now(tmp_path):
     """Ctrl-C through --hosts, tuner control and an attached app all hold the first stage's
     folder; once the chain has moved on, its requests belong in the later stage's inbox."""
-    from engine.runs.store import current_stage_dir, link_next_stage
+    from engine.runs.folder import current_stage_dir, link_next_stage
 
     first, second = tmp_path / "stage-1", tmp_path / "stage-2"
     first.mkdir()

@@ -18,7 +18,7 @@ from engine import events as ev
 from engine.config import load_stages
 from engine.training.distributed import World
 from engine.launch.hosts import read_hostfile
-from engine.runs.store import read_events
+from engine.runs.metrics import read_events
 from engine.training.trainer import run_chain
 
 from .conftest import DEMO_DATA, write_config
@@ -285,7 +285,7 @@ def test_the_app_attached_to_a_detached_two_rank_run_shows_the_ranks_and_steers_
     import asyncio
 
     from engine.launch.detach import detach_chain
-    from engine.runs.store import live_pid
+    from engine.runs.folder import live_pid
     from tui.app import TunerApp
 
     from .conftest import wait_until

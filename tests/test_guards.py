@@ -8,7 +8,7 @@ import numpy as np
 from engine import events as ev
 from engine.config import load_stages
 from engine.loss import EvalTotals
-from engine.runs.store import read_events
+from engine.runs.metrics import read_events
 from engine.training.trainer import Trainer, run_chain
 
 from .conftest import write_config

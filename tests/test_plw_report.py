@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from engine import events as ev
-from engine.runs.store import MetricsWriter
+from engine.runs.metrics import MetricsWriter
 
 from .conftest import REPO
 

@@ -7,9 +7,10 @@ import shutil
 import time
 
 from engine import events as ev
-from engine.runs import store as runs
+from engine.runs import listing as runs
 from engine.files import atomic_write_json, atomic_write_text
-from engine.runs.store import LIVE_SECONDS, METRICS_FILE, EventTail, MetricsWriter, list_runs, summarize_run
+from engine.runs.listing import LIVE_SECONDS, list_runs, summarize_run
+from engine.runs.metrics import METRICS_FILE, EventTail, MetricsWriter
 
 
 def started(**overrides) -> ev.RunStarted:

@@ -9,7 +9,7 @@ from textual.app import App
 from textual.widgets import DataTable, Static
 
 from engine import events as ev
-from engine.runs.store import MetricsWriter
+from engine.runs.metrics import MetricsWriter
 from tui.screens.runs_screen import RunsScreen
 
 from .conftest import wait_until

@@ -10,7 +10,7 @@ import pytest
 from engine import events as ev
 from engine.config import load_stages
 from engine.runs.control import Control
-from engine.runs.store import read_events
+from engine.runs.metrics import read_events
 from engine.training.trainer import run_chain
 
 from .conftest import DEMO_DATA, write_config

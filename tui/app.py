@@ -270,7 +270,7 @@ class TunerApp(App):
     def follow_run(self, run_dir: Path) -> None:
         from textual.worker import get_current_worker
 
-        from engine.runs.store import follow_run
+        from engine.runs.listing import follow_run
 
         worker = get_current_worker()
         try:

@@ -39,7 +39,7 @@ def attach(argv: list[str], run_app) -> int:
     """``tuner attach RUN_DIR``: the app, following a run another process trains."""
     from pathlib import Path
 
-    from engine.runs.store import live_pid
+    from engine.runs.folder import live_pid
 
     if len(argv) != 1:
         print("usage: tuner attach RUN_DIR", file=sys.stderr)

@@ -50,7 +50,7 @@ def checked_chain(config_paths: list, overrides: list[str] = (), quiet: bool = F
 def checked_resume(run_dir: Path, quiet: bool = False) -> tuple[list[str], list, Path]:
     """Check that ``run_dir`` can be resumed (and is not training now); like :func:`checked_chain`."""
     from engine.config import load_stages
-    from engine.runs.store import live_pid
+    from engine.runs.folder import live_pid
     from engine.training.trainer import latest_checkpoint
 
     run_dir = Path(run_dir).resolve()

@@ -118,7 +118,8 @@ def train_on_hosts(hostfile: Path, train_args: list[str], stages: list, runs_dir
 
 def final_status(run_dir: Path) -> str:
     """How the last stage reached from ``run_dir`` (following a chain's links) ended, or ``failed``."""
-    from engine.runs.store import current_stage_dir, summarize_run
+    from engine.runs.folder import current_stage_dir
+    from engine.runs.listing import summarize_run
 
     summary = summarize_run(current_stage_dir(run_dir))
     if summary is None or summary.status in ("running", "paused", "interrupted"):

@@ -114,7 +114,7 @@ def send_request(run_dir: Path, action: str) -> Path:
 
     The name sorts by time, then sender, so the loop applies requests in the order they were sent.
     """
-    from engine.runs.store import current_stage_dir
+    from engine.runs.folder import current_stage_dir
 
     if action not in ACTIONS:
         raise ValueError(f"unknown control action {action!r}; one of {', '.join(ACTIONS)}")

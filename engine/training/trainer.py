@@ -60,15 +60,9 @@ from engine.levers.fast_silu import speed_up_mlps
 from engine.training.flops import matmul_peak, training_flops_per_token
 from engine.levers.linear_ce import eval_sums_fast, head_matches, plw_loss_fast, select_targets
 from engine.files import atomic_save_safetensors, atomic_write_json, atomic_write_text
-from engine.runs.store import (
-    EVAL_EXAMPLES,
-    MetricsWriter,
-    clear_process_record,
-    fan_out,
-    link_next_stage,
-    new_run_dir,
-    write_process_record,
-)
+from engine.runs.folder import clear_process_record, link_next_stage, new_run_dir, write_process_record
+from engine.runs.listing import EVAL_EXAMPLES
+from engine.runs.metrics import MetricsWriter, fan_out
 from engine.levers.shared_prefix import MIN_SHARED, common_prefix, shares_prefix
 from engine.levers.sparse_tail import sparse_last_block
 from engine.data.tokenize import Example, tokenize_split

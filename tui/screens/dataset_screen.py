@@ -84,7 +84,7 @@ def load_dataset(chain: list[Path], progress, use_cache: bool, runs_dir: Path | 
     """
     from engine.cli import format_worst
     from engine.config import load_stages
-    from engine.runs.store import latest_evaluated_run, worst_validation
+    from engine.runs.listing import latest_evaluated_run, worst_validation
     from engine.data.stats import compute_stats
 
     stage = load_stages(chain)[-1]

@@ -21,7 +21,8 @@ from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
 from engine.events import CheckpointSaved, EvalReport, Event, RunStarted, TrainReport
-from engine.runs.store import EventTail, RunSummary, RunTally, list_runs, promote_checkpoint
+from engine.runs.listing import RunSummary, RunTally, list_runs, promote_checkpoint
+from engine.runs.metrics import EventTail
 
 SCAN_SECONDS = 5.0
 TAIL_SECONDS = 1.0

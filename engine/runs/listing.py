@@ -1,8 +1,5 @@
-"""Run folders on disk: where a run's config, metrics and adapters live, written so nothing is lost.
-
-Every file but ``metrics.jsonl`` is written to a temporary file and renamed into place, so a
-crash mid-write leaves the previous version intact. ``metrics.jsonl`` is append-only and flushed
-after every event, so another process (or the TUI's Runs screen) can follow a run live.
+"""Run folders summarised for lists: status, progress and best validation of every run, read back
+from their events, and a live follower of a run another process trains.
 """
 
 from __future__ import annotations
@@ -10,163 +7,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import re
-import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from engine.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from engine.events import EvalReport, Event, RunFailed, RunFinished, RunStarted, StateChanged, event_from_dict
+from engine.errors import UserError
+from engine.events import EvalReport, Event, RunFailed, RunFinished, RunStarted, StateChanged
+from engine.files import atomic_write_bytes
+from engine.runs.folder import PROCESS_FILE, live_pid, next_stage_dir, process_record, process_running
+from engine.runs.metrics import METRICS_FILE, EventTail, read_events
 
-METRICS_FILE = "metrics.jsonl"
-PROCESS_FILE = "process.json"  # which process trains the run; removed when it ends
-NEXT_STAGE_FILE = "next_stage"  # in a chain: the folder of the stage that continues this one
 LIVE_SECONDS = 120  # a run with no process record whose metrics file is older than this has died
 
 
-def write_process_record(run_dir: Path) -> None:
-    """Record which process trains ``run_dir``, so other processes can tell it is alive."""
-    import psutil
-
-    me = psutil.Process()
-    atomic_write_json(Path(run_dir) / PROCESS_FILE, {
-        "pid": me.pid, "host": _host(), "created": me.create_time(), "argv": sys.argv,
-    })
-
-
-def clear_process_record(run_dir: Path) -> None:
-    (Path(run_dir) / PROCESS_FILE).unlink(missing_ok=True)
-
-
-def live_pid(run_dir: Path) -> int | None:
-    """The pid training ``run_dir`` when that process is alive on this machine, else None.
-
-    The process start time is compared too, so a pid reused by an unrelated process after the
-    trainer was killed does not count as the run being alive.
-    """
-    identity = _process_record(run_dir)
-    return identity[0] if identity is not None and _running(identity) else None
-
-
-def _process_record(run_dir: Path) -> tuple[int, float] | None:
-    """(pid, start time) of the process recorded as training ``run_dir`` on this machine."""
-    try:
-        record = json.loads((Path(run_dir) / PROCESS_FILE).read_text(encoding="utf-8"))
-        if record.get("host") != _host():
-            return None
-        return int(record["pid"]), float(record["created"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _running(identity: tuple[int, float]) -> bool:
-    """Whether the process (pid, start time) still runs: the same pid started at another time
-    is another process."""
-    import psutil
-
-    pid, created = identity
-    try:
-        return abs(psutil.Process(pid).create_time() - created) < 1.0
-    except psutil.Error:
-        return False
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()
-
-
-def new_run_dir(runs_dir: str | Path, name: str | None, stem: str) -> Path:
-    """Create a fresh, unique run folder: ``runs/<name>`` or ``runs/<stem>-<timestamp>``."""
-    base = Path(runs_dir)
-    base.mkdir(parents=True, exist_ok=True)
-    label = name or f"{_slug(stem)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    candidate, n = base / label, 2
-    while True:
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            candidate, n = base / f"{label}-{n}", n + 1
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
-
-
-class MetricsWriter:
-    """Appends each event as one JSON line and flushes it, so readers never wait on a buffer."""
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / METRICS_FILE
-        torn = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
-        self._file = open(self.path, "a", encoding="utf-8")
-        if torn:  # a killed writer left half a line: end it, so the next event starts clean
-            self._file.write("\n")
-
-    def __call__(self, event: Event) -> None:
-        self._file.write(json.dumps(event.to_dict()) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def read_events(run_dir: Path) -> Iterator[Event]:
-    """Events of a run, oldest first. A torn last line (a run killed mid-write) is skipped."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            event = _parse_line(line)
-            if event is not None:
-                yield event
-
-
-def _parse_line(line: str) -> Event | None:
-    """One ``metrics.jsonl`` line as an event, or None when it is torn or not an event at all."""
-    try:
-        return event_from_dict(json.loads(line))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
-
-
-class EventTail:
-    """Follows one run's ``metrics.jsonl`` as another process appends to it.
-
-    It remembers how many bytes it has consumed, so each poll reads only what is new, and it
-    holds back a last line that has no newline yet: the writer may be halfway through it.
-    """
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / METRICS_FILE
-        self._offset = 0
-        self._partial = b""
-
-    def read_new(self) -> list[Event]:
-        """Events appended since the previous call (none while the file does not exist yet)."""
-        try:
-            with open(self.path, "rb") as f:
-                if os.fstat(f.fileno()).st_size < self._offset:  # replaced or truncated: start over
-                    self._offset, self._partial = 0, b""
-                f.seek(self._offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return []
-        self._offset += len(chunk)
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
-        events = (_parse_line(line.decode("utf-8", errors="replace")) for line in lines if line.strip())
-        return [e for e in events if e is not None]
-
-
-# ---------------------------------------------------------------------- summaries of run folders
-
-
 @dataclasses.dataclass(frozen=True)
+
+
 class RunSummary:
     """What a list of runs shows about one run folder, read back from its events."""
 
@@ -322,8 +178,8 @@ def follow_run(run_dir: Path, emit: Callable[[Event], None], cancelled: Callable
             return "process ended"
         # the stage's process record, or the last one seen: between a chain's stages neither
         # folder has one, and the same process goes on; its start time tells a reused pid apart
-        identity = _process_record(run_dir) or identity
-        dead = identity is None or not _running(identity)
+        identity = process_record(run_dir) or identity
+        dead = identity is None or not process_running(identity)
         if not dead:
             time.sleep(poll_seconds)
     return "cancelled"
@@ -335,37 +191,6 @@ def _more_stages(tally: RunTally) -> bool:
     return tally.final_status == "completed" and started is not None and started.stage < started.stages
 
 
-def link_next_stage(run_dir: Path, next_dir: Path) -> None:
-    """Point a chain's stage folder at the folder of the stage after it."""
-    atomic_write_text(Path(run_dir) / NEXT_STAGE_FILE, str(Path(next_dir).resolve()) + "\n")
-
-
-def current_stage_dir(run_dir: Path) -> Path:
-    """The folder of the latest stage reached from ``run_dir`` by a chain's ``next_stage`` links
-    (``run_dir`` itself for a single stage): where a chain's live process reads its inbox."""
-    run_dir = Path(run_dir)
-    while (following := next_stage_dir(run_dir)) is not None and following.exists():
-        run_dir = following
-    return run_dir
-
-
-def next_stage_dir(run_dir: Path) -> Path | None:
-    try:
-        return Path((Path(run_dir) / NEXT_STAGE_FILE).read_text(encoding="utf-8").strip())
-    except OSError:
-        return None
-
-
-def fan_out(*sinks: Callable[[Event], None]) -> Callable[[Event], None]:
-    """One emit callback that hands every event to each sink in turn."""
-
-    def emit(event: Event) -> None:
-        for sink in sinks:
-            sink(event)
-
-    return emit
-
-
 def promote_checkpoint(run_dir: Path, step: int, adapter_dir: Path) -> Path:
     """Make a checkpoint's weights the run's final adapter (``adapters.safetensors``).
 
@@ -374,8 +199,6 @@ def promote_checkpoint(run_dir: Path, step: int, adapter_dir: Path) -> Path:
     """
     source = Path(run_dir) / "checkpoints" / f"step-{step:07d}" / "adapters.safetensors"
     if not source.exists():
-        from engine.errors import UserError
-
         raise UserError(f"{source}: no such checkpoint")
     target = Path(adapter_dir) / "adapters.safetensors"
     atomic_write_bytes(target, source.read_bytes())
