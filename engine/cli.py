@@ -113,7 +113,7 @@ def cmd_import_gguf(args) -> int:
 
 def cmd_validate(args) -> int:
     from engine.config import format_resolved, load_stages
-    from engine.training.trainer import check_chain
+    from engine.config.checks import check_chain
 
     stages = load_stages(args.configs, args.overrides)
     check_chain(stages)

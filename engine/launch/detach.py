@@ -37,7 +37,7 @@ def checked_chain(config_paths: list, overrides: list[str] = (), quiet: bool = F
     """Check a chain of configs here; (the ``tuner train`` arguments that run it elsewhere, its
     stages, its runs folder)."""
     from engine.config import load_stages
-    from engine.training.trainer import check_chain
+    from engine.config.checks import check_chain
 
     stages = load_stages(config_paths, overrides)
     check_chain(stages)

@@ -35,6 +35,7 @@ from mlx.utils import tree_flatten, tree_map
 from engine import events as ev
 from engine.data.batching import BatchStream, collate, total_steps
 from engine.config import Stage, config_to_dict
+from engine.config.checks import check_chain
 from engine.runs.control import Control
 from engine.levers.cpu_streams import RowStreams
 from engine.data.sources import load_splits
@@ -795,33 +796,6 @@ def load_dtype_label(model: nn.Module) -> str:
 
 
 # ---------------------------------------------------------------------- chains of stages
-SHAPE_KEYS = ("fine_tune_type", "num_layers")
-
-
-def check_chain(stages: list[Stage]) -> None:
-    """Refuse, before any training, a stage whose trained layers differ from the previous one's."""
-    for prev, cur in zip(stages, stages[1:]):
-        if "resume_adapter_file" in cur.explicit:
-            continue  # the stage names its own starting point
-        for key in SHAPE_KEYS:
-            if getattr(prev.config, key) != getattr(cur.config, key):
-                raise cur.error(
-                    key,
-                    f"{getattr(cur.config, key)!r} differs from stage {prev.index + 1}'s "
-                    f"{getattr(prev.config, key)!r}; a stage continues the previous stage's weights, "
-                    "so the trained layers must match",
-                )
-        if cur.config.fine_tune_type != "full":
-            a, b = prev.config.lora_parameters, cur.config.lora_parameters
-            for key in ("rank", "keys"):
-                if getattr(a, key) != getattr(b, key):
-                    raise cur.error(
-                        "lora_parameters",
-                        f"{key} {getattr(b, key)!r} differs from stage {prev.index + 1}'s "
-                        f"{getattr(a, key)!r}; the LoRA shape must match to continue its adapters",
-                    )
-
-
 def run_chain(stages: list[Stage], emit: Emit, control: Control | None = None,
               world: World | None = None) -> list[StageResult]:
     """Run the stages in order, each starting from the previous stage's trained weights.

@@ -22,7 +22,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Static, TextArea
 from textual_plotext import PlotextPlot
 
-from engine.config_help import help_for
+from engine.config.help import help_for
 from engine.errors import UserError
 from engine.files import atomic_write_text
 
@@ -51,7 +51,7 @@ def check_config(paths: list[Path], index: int, texts: dict[str, str]) -> Checke
     """
     from engine.config import load_stages, resolved_rows
     from engine.training.schedule import schedule_curve, updates_in_run
-    from engine.training.trainer import check_chain
+    from engine.config.checks import check_chain
 
     try:
         stages = load_stages(paths, texts=texts)
