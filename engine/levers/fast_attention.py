@@ -22,6 +22,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from engine.levers.fast_exp import softmax
+from engine.levers.swap import base_linear, is_switched, subclass, switch_if_same
 
 
 def _grouped_mask(mask, heads: int, groups: int):
@@ -84,54 +85,42 @@ def _mlx_lm_sdpa():
 
 
 _MLX_LM_SDPA = _mlx_lm_sdpa()
-_FAST_CLASSES: dict[type, type] = {}
+PREFIX = "FastSoftmax"
 
 
-def _fast_class(cls: type) -> type:
-    """``cls`` whose ``__call__`` is the same code reading the fast attention from its globals."""
-    if cls not in _FAST_CLASSES:
-        call = cls.__call__
-        scope = dict(call.__globals__, scaled_dot_product_attention=scaled_dot_product_attention)
-        fast_call = types.FunctionType(call.__code__, scope, call.__name__, call.__defaults__, call.__closure__)
-        fast_call.__kwdefaults__ = call.__kwdefaults__
-        _FAST_CLASSES[cls] = type(f"FastSoftmax{cls.__name__}", (cls,), {"__call__": fast_call})
-    return _FAST_CLASSES[cls]
-
-
-def _probe_agrees(module: nn.Module, width: int) -> bool:
-    """Whether the switched call gives the module's own output on a random causal probe."""
-    probe = mx.random.normal((2, 6, width), key=mx.random.key(0))
-    try:
-        own = module(probe, mask="causal")
-        fast = _fast_class(type(module)).__call__(module, probe, mask="causal")
-        scale = mx.abs(own).max().item() if own.size else 0.0
-        return own.shape == fast.shape and mx.abs(own - fast).max().item() <= 1e-5 * scale + 1e-6
-    except Exception:  # an attention whose call takes other arguments
-        return False
+def _fast_call(cls: type):
+    """``cls``'s own call code, reading :func:`scaled_dot_product_attention` from its globals."""
+    call = cls.__call__
+    scope = dict(call.__globals__, scaled_dot_product_attention=scaled_dot_product_attention)
+    fast_call = types.FunctionType(call.__code__, scope, call.__name__, call.__defaults__, call.__closure__)
+    fast_call.__kwdefaults__ = call.__kwdefaults__
+    return fast_call
 
 
 def speed_up_attention(model: nn.Module) -> int:
     """Switch the model's mlx-lm attention modules to :func:`attention` on the CPU backend, in
-    float32; returns how many. Call it before LoRA layers are added.
+    float32; returns how many.
 
-    A module is switched only if its class's call reads mlx-lm's ``scaled_dot_product_attention``
-    and a float32 probe through it gives what its own call gives.
+    Before or after LoRA layers are added. A module is switched only if its class's call reads
+    mlx-lm's ``scaled_dot_product_attention``, its query projection is a float32 ``nn.Linear`` (or
+    a LoRA/DoRA layer over one) and a causal probe through it gives what its own call gives
+    (:func:`engine.levers.swap.switch_if_same`).
     """
     if mx.default_device() != mx.cpu:
         return 0
     switched = 0
     for _, module in model.named_modules():
-        if type(module) in _FAST_CLASSES.values():
+        if is_switched(module, PREFIX):
             switched += 1
             continue
         call = getattr(type(module), "__call__", None)
         if getattr(call, "__globals__", {}).get("scaled_dot_product_attention") is not _MLX_LM_SDPA:
             continue
         projection = getattr(module, "q_proj", None) or getattr(module, "qkv_proj", None)
-        weight = getattr(projection, "weight", None)
-        if type(projection) is not nn.Linear or weight is None or weight.dtype != mx.float32:
+        base = base_linear(projection) if projection is not None else None
+        if base is None or base.weight.dtype != mx.float32:
             continue
-        if _probe_agrees(module, weight.shape[-1]):
-            module.__class__ = _fast_class(type(module))
+        probe = mx.random.normal((2, 6, base.weight.shape[-1]), key=mx.random.key(0))
+        if switch_if_same(module, subclass(PREFIX, type(module), _fast_call), lambda m: m(probe, mask="causal")):
             switched += 1
     return switched

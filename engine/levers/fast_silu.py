@@ -17,6 +17,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from engine.levers.fast_exp import polynomial_exp
+from engine.levers.swap import base_linear, is_switched, subclass, switch_if_same
+
 
 def sigmoid(x: mx.array) -> mx.array:
     return 1.0 / (1.0 + polynomial_exp(-x))
@@ -35,51 +37,39 @@ def _swiglu_vjp(primals, cotangent, output):
     return cotangent * up * s * (1.0 + gate * (1.0 - s)), cotangent * gate * s
 
 
-_FAST_CLASSES: dict[type, type] = {}
+PREFIX = "FastSiLU"
 
 
-def _fast_class(cls: type) -> type:
-    """``cls`` with its call replaced by the fast SwiGLU; made once per MLP class."""
-    if cls not in _FAST_CLASSES:
-        def __call__(self, x):
-            return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
+def _fast_call(cls: type):
+    def __call__(self, x):
+        return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
 
-        _FAST_CLASSES[cls] = type(f"FastSiLU{cls.__name__}", (cls,), {"__call__": __call__})
-    return _FAST_CLASSES[cls]
+    return __call__
 
 
 def speed_up_mlps(model: nn.Module) -> int:
     """Switch every gated-SiLU MLP of ``model`` to :func:`swiglu` on the CPU backend; returns how many.
 
-    Call it before LoRA layers are added (the switch survives them: only the MLP's own call
-    changes). An MLP is switched only if its layers are plain ``nn.Linear`` and, on a random
-    probe, the switched call gives what its own call gives.
+    Before or after LoRA layers are added (only the MLP's own call changes). An MLP is switched
+    only if its gate is a plain ``nn.Linear`` (or a LoRA/DoRA layer over one) and, on a random
+    probe, the switched call gives what its own call gives (:func:`engine.levers.swap.switch_if_same`).
     """
     if mx.default_device() != mx.cpu:
         return 0
     switched = 0
-    probe_cache: dict[int, mx.array] = {}
+    probes: dict[int, mx.array] = {}
     for _, module in model.named_modules():
         if not all(hasattr(module, name) for name in ("gate_proj", "up_proj", "down_proj")):
             continue
-        if type(module) in _FAST_CLASSES.values():
+        if is_switched(module, PREFIX):
             switched += 1
             continue
-        if type(module.gate_proj) is not nn.Linear:  # quantized (kept on purpose) or already wrapped
+        if (gate := base_linear(module.gate_proj)) is None:  # quantized: kept on purpose
             continue
-        weight = module.gate_proj.weight
-        if weight.shape[-1] not in probe_cache:
-            probe_cache[weight.shape[-1]] = mx.random.normal((1, 4, weight.shape[-1]), key=mx.random.key(0))
-        probe = probe_cache[weight.shape[-1]].astype(weight.dtype)
-        try:
-            own = module(probe)
-            fast = _fast_class(type(module)).__call__(module, probe)
-            scale = mx.abs(own).max().item() if own.size else 0.0
-            same = own.shape == fast.shape and mx.abs(own - fast).max().item() <= 1e-5 * scale + 1e-6
-        except Exception:  # an MLP whose call needs more than x
-            same = False
-        if same:
-            module.__class__ = _fast_class(type(module))
+        weight = gate.weight
+        if weight.shape[-1] not in probes:
+            probes[weight.shape[-1]] = mx.random.normal((1, 4, weight.shape[-1]), key=mx.random.key(0))
+        probe = probes[weight.shape[-1]].astype(weight.dtype)
+        if switch_if_same(module, subclass(PREFIX, type(module), _fast_call), lambda m: m(probe)):
             switched += 1
     return switched
-

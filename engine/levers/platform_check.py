@@ -18,7 +18,7 @@ OPENBLAS_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3",
     "/usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3",
 )
-FAST_BLAS_MARKERS = ("openblas", "libmkl", "blis")
+FAST_BLAS_MARKERS = ("openblas", "libmkl", "blis")  # in the path of the library MLX resolved
 HOW_TO_FIX = (
     "install Debian's libopenblas0-pthread (apt-get install libopenblas0-pthread); "
     "tuner then preloads it automatically"
@@ -44,19 +44,44 @@ def maybe_reexec_with_openblas() -> None:
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
-def blas_notice() -> str | None:
-    """A warning when MLX on Linux is running matmuls on the slow reference BLAS."""
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def mlx_blas_library() -> str | None:
+    """The file of the ``sgemm_`` that MLX's float32 matmuls call, or None where it cannot be told.
+
+    The dynamic linker binds MLX's ``sgemm_`` to the first definition in the process' global scope
+    (the program and anything preloaded), else to the one among MLX's own dependencies. Looking at
+    the libraries mapped into the process is not enough: numpy's wheel maps an OpenBLAS of its own
+    (``libscipy_openblas64_``, with renamed symbols MLX never calls) into every process.
+    """
     if not sys.platform.startswith("linux"):
         return None
+    import mlx.core as mx
+
+    libmlx = Path(mx.__file__).parent / "lib" / "libmlx.so"
     try:
-        with open("/proc/self/maps", encoding="utf-8") as f:
-            mapped = f.read().lower()
-    except OSError:
+        process = ctypes.CDLL(None)
+        scopes = [process] + ([ctypes.CDLL(str(libmlx))] if libmlx.exists() else [])
+        address = next((ctypes.cast(getattr(scope, "sgemm_"), ctypes.c_void_p).value
+                        for scope in scopes if hasattr(scope, "sgemm_")), None)
+        info = _DlInfo()
+        if address is None or not process.dladdr(ctypes.c_void_p(address), ctypes.byref(info)):
+            return None
+    except (OSError, AttributeError):  # no dladdr (not glibc), or MLX built without a BLAS of its own
         return None
-    if "libblas" not in mapped or any(m in mapped for m in FAST_BLAS_MARKERS):
+    return info.dli_fname.decode(errors="replace") if info.dli_fname else None
+
+
+def blas_notice() -> str | None:
+    """A warning when MLX on Linux runs its matmuls on the slow reference BLAS."""
+    library = mlx_blas_library()
+    if library is None or any(marker in library.lower() for marker in FAST_BLAS_MARKERS):
         return None
     return (
-        "MLX is using the reference BLAS that ships with the Linux mlx[cpu] wheel: "
+        f"MLX is using the reference BLAS that ships with the Linux mlx[cpu] wheel ({Path(library).name}): "
         "matmuls run ~30x slower than they can. To fix it, " + HOW_TO_FIX + "."
     )
 

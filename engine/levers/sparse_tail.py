@@ -29,9 +29,9 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from engine.levers.fast_exp import polynomial_applies, softmax
+from engine.levers.swap import is_switched, subclass, switch_if
 
 _ROWS: ContextVar[mx.array | None] = ContextVar("sparse_tail_rows", default=None)
-_SPARSE_CLASSES: dict[type, type] = {}
 
 
 def attend_rows(attn: nn.Module, queries: mx.array, keys: mx.array, values: mx.array, allowed: mx.array) -> mx.array:
@@ -111,24 +111,25 @@ def plain_causal(body: nn.Module, layers: list) -> bool:
     return all(_position_only_rope(getattr(layer.self_attn, "rope", None)) for layer in layers)
 
 
-def _sparse_class(cls: type) -> type:
-    """``cls`` whose call, while :data:`_ROWS` is set, returns [1, K, D]: its output at those rows."""
-    if cls not in _SPARSE_CLASSES:
+PREFIX = "SparseTail"
 
-        def __call__(self, x, mask=None, cache=None):
-            rows = _ROWS.get()
-            if rows is None or cache is not None or not (isinstance(mask, str) and mask == "causal"):
-                return cls.__call__(self, x, mask, cache)  # looked up now: gradient checkpointing patches it
-            h = x.reshape(-1, x.shape[-1])[rows] + _attend(self.self_attn, self.input_layernorm(x), rows)
-            return (h + self.mlp(self.post_attention_layernorm(h)))[None]
 
-        _SPARSE_CLASSES[cls] = type(f"SparseTail{cls.__name__}", (cls,), {"__call__": __call__})
-    return _SPARSE_CLASSES[cls]
+def _sparse_call(cls: type):
+    """A block call that, while :data:`_ROWS` is set, returns [1, K, D]: its output at those rows."""
+
+    def __call__(self, x, mask=None, cache=None):
+        rows = _ROWS.get()
+        if rows is None or cache is not None or not (isinstance(mask, str) and mask == "causal"):
+            return cls.__call__(self, x, mask, cache)  # looked up now: gradient checkpointing patches it
+        h = x.reshape(-1, x.shape[-1])[rows] + _attend(self.self_attn, self.input_layernorm(x), rows)
+        return (h + self.mlp(self.post_attention_layernorm(h)))[None]
+
+    return __call__
 
 
 def is_sparse(layer: nn.Module) -> bool:
     """Whether ``layer`` was switched to its sparse form by :func:`sparse_last_block`."""
-    return type(layer) in _SPARSE_CLASSES.values()
+    return is_switched(layer, PREFIX)
 
 
 def hidden_at(model: nn.Module, inputs: mx.array, rows: mx.array) -> mx.array:
@@ -217,9 +218,5 @@ def sparse_last_block(model: nn.Module) -> bool:
         return True
     if not plain_causal(model.model, [last]):
         return False
-    own = type(last)
-    last.__class__ = _sparse_class(own)
-    if probe_cut_first(model, lambda: _probe_agrees(model)):
-        return True
-    last.__class__ = own
-    return False
+    sparse = subclass(PREFIX, type(last), _sparse_call)
+    return switch_if(last, sparse, lambda: probe_cut_first(model, lambda: _probe_agrees(model)))
