@@ -2,16 +2,15 @@
 
 On MLX's CPU backend a matmul goes to the BLAS, which uses every core, but each element-wise
 kernel (softmax, SiLU, norms, the adds of the backward pass) runs on the single thread of its
-stream. On a SmolLM2-135M LoRA step on 2 cores that serial part was about 0.9 s of 3.1 s, with
-the second core idle all along (OpenBLAS's worker spinning). Split into halves, each half on its
+stream, so on two cores a large part of a step ran with the second core idle (bench/README.md
+has the measurements). Split into halves, each half on its
 own stream with its own share of the BLAS threads, one half's element-wise work runs beside the
 other half's matmuls. Same loss and gradients to float32 rounding: every half divides by the
 whole batch's weight sum, so the halves' losses and gradients add up to the batch's.
 
 One MLX setting makes this pay. An evaluation orders its operations breadth first but only up to
 ``MLX_BFS_MAX_WIDTH`` (20) at a time, and keeps at most 10 of them in flight: with the default,
-one half's operations come out ahead of the other's, the streams take turns, and the step took
-1.23x as long. With an unbounded width the two halves' operations alternate. MLX reads the
+one half's operations come out ahead of the other's and the streams take turns. With an unbounded width the two halves' operations alternate. MLX reads the
 variable once, at its first evaluation, so :func:`widen_eval_order` runs in
 :func:`engine.levers.process.prepare_process`, which tuner's command line and app call first; a
 program that evaluates MLX arrays before that keeps MLX's order, and its compute plan says so.
@@ -35,8 +34,8 @@ UNBOUNDED_WIDTH = 1 << 30
 def widen_eval_order() -> None:
     """On the CPU backend, ask MLX for a breadth-first order of every evaluation's operations.
 
-    Measured on SmolLM2 steps without a split, the order changed neither the step time nor the
-    peak memory; it only lets independent streams run side by side. Left alone where the user
+    Without a split the order changes neither the step time nor the peak memory (bench/README.md);
+    it only lets independent streams run side by side. Left alone where the user
     set the variable, and on Metal and CUDA, where nothing is split.
     """
     if WIDTH_VARIABLE not in os.environ and mx.default_device() == mx.cpu:

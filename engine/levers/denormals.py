@@ -1,12 +1,10 @@
 """Denormal floats flushed to zero on x86 CPUs, where they make matmuls two orders slower.
 
 Float32 values below about 1.2e-38 are *denormal*. Intel CPUs compute with them through a
-microcode assist: measured on this project's Linux machine (a Xeon with AVX-512), a float32
-OpenBLAS matmul of a SmolLM2-sized activation ran at 276 GFLOP/s on normal inputs and at 1.8
-GFLOP/s on denormal ones. Training makes such values: before :func:`engine.levers.fast_exp.polynomial_exp`
+microcode assist, and a matmul over them runs two orders of magnitude slower (bench/README.md
+has the measurements). Training makes such values: before :func:`engine.levers.fast_exp.polynomial_exp`
 returned 0 below -87, causal attention's masked probabilities were e**-87 over the row's sum,
-denormal, in half of every attention matrix, and the SmolLM2 benchmark ran at a third of its
-speed. Gradients flowing back through small probabilities, or a sigmoid of a very negative input,
+denormal, in half of every attention matrix. Gradients flowing back through small probabilities, or a sigmoid of a very negative input,
 still can. With the two MXCSR bits set (FTZ: results flush to zero; DAZ: denormal inputs read as
 zero) no such value slows a matmul.
 

@@ -1,8 +1,8 @@
 """Attention with a polynomial-exponential softmax, for MLX's CPU backend.
 
 On the CPU, ``mx.fast.scaled_dot_product_attention`` is plain matmuls around a softmax, and that
-softmax calls MLX's scalar ``exp`` once per score: profiled on a SmolLM2 training step (2-core
-x86 test machine), ``exp`` and the ``fmaf`` calls inside it were about a tenth of the step. Here
+softmax calls MLX's scalar ``exp`` once per score, a visible share of a step's profile
+(bench/README.md). Here
 the same attention is written out with the softmax's exponential taken from
 :func:`engine.levers.fast_exp.polynomial_exp` (multiplies and adds that MLX vectorises) and its gradient written
 out. Values agree to float32 rounding.

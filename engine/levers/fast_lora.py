@@ -5,8 +5,7 @@ CPU that sum is one more pass over an output-sized array, and the backward pass 
 scaling the output's gradient, then summing the two input gradients (through W and through A).
 Here the scale is applied to the rank-sized ``x A``, ``mx.addmm`` accumulates ``(scale·x A) B``
 straight into the base output, and the gradient is written out so the input gradient is one more
-``addmm`` too. Same values to float32 rounding; measured on a SmolLM2-135M LoRA step (all seven
-projections of every layer) about 6-10% faster, step by step interleaved with mlx-lm's layer.
+``addmm`` too. Same values to float32 rounding (bench/README.md measures the gain).
 
 Parameters, names and ``fuse`` are mlx-lm's own (the switched class derives from ``LoRALinear``),
 so adapters and fusing are unchanged. Only float32 layers without dropout on the CPU backend are

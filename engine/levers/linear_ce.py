@@ -23,9 +23,8 @@ is ``loss.eval_sums`` a slice of positions at a time (validation needs every pos
 
 Why slices of the vocabulary rather than of the rows: the head's gradient dW [V, D] is then a
 concatenation of per-slice blocks instead of a sum of one full [V, D] partial per row chunk, and
-W is read once per pass instead of once per row chunk. Measured on the cross entropy alone with
-dW (2,048 rows, 151,936 ids, hidden 256, CPU): 0.4 GB and 12 s, versus 0.9 GB and 25 s for row
-chunks of the same 16 MB (1.4 GB and 16 s for row chunks 4x larger).
+W is read once per pass instead of once per row chunk; it took less memory and time than row
+chunks when both were measured (``bench/linear_ce_memory.py``, bench/README.md).
 
 Aux at PLW 0: prompt positions carry weight 0, so they are not selected and their cross entropy
 is never computed. The aux sums are over *computed* positions: prompt CE sum 0 and prompt count 0,

@@ -96,8 +96,8 @@ def keep_freed_memory() -> bool:
     """On Linux with glibc, keep the memory a training step frees for the next step.
 
     By default glibc hands large freed blocks back to the kernel, so every step faults the same
-    pages in again and the kernel zeroes each one: profiled on a SmolLM2 step on the CPU backend,
-    2-3% of all samples were the kernel's page clearing. With these two settings the heap keeps
+    pages in again and the kernel zeroes each one, which showed in a step's profile
+    (bench/README.md). With these two settings the heap keeps
     them; the process' resident memory then stays near its peak, which a training run reaches
     every step anyway. Returns whether glibc took both settings.
     """

@@ -4,8 +4,8 @@ With sparse logits (engine/levers/linear_ce.py) the loss reads the final hidden 
 selected positions: at PLW 0 on short-completion data, a few percent of them. Every block but
 the last is still needed everywhere, since the last block's keys and values read every position.
 The last block's queries, attention, output projection and MLP, though, matter only at the
-selected rows; computing them there alone saves nearly all of that block (about 3% of a
-30-block SmolLM2 step). On any backend.
+selected rows; computing them there alone saves nearly all of that block (bench/README.md has
+its share of a step). On any backend.
 
 The block is written out for the Llama form that Llama, Mistral, Qwen2, Qwen3 and SmolLM share:
 input norm, attention with q/k/v/o projections, RoPE (and Qwen3's per-head norms), a residual,
