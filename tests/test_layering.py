@@ -137,6 +137,12 @@ def test_events_and_config_load_no_mlx_and_importing_changes_nothing():
     assert run_fresh(env_clean + code).splitlines() == ["False", "False False"]
 
 
+def test_the_command_line_loads_mlx_only_to_train():
+    """`tuner control`, `tuner validate` and the re-execution with OpenBLAS preloaded happen before
+    MLX (which loads slowly, and must load after the preload) is imported."""
+    assert run_fresh("import sys, engine.cli, tui.launch\nprint('mlx' in sys.modules)") == "False"
+
+
 def test_engine_source_has_no_textual_import():
     for path in (REPO / "engine").rglob("*.py"):
         for line in path.read_text().splitlines():

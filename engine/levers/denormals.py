@@ -27,6 +27,8 @@ import ctypes
 import platform
 import sys
 
+import mlx.core as mx
+
 FTZ, DAZ = 0x8000, 0x0040  # MXCSR bits: flush results to zero, read denormal inputs as zero
 FENV_SIZE, MXCSR_OFFSET = 32, 28  # glibc's x86-64 fenv_t, whose last field is the MXCSR
 
@@ -98,8 +100,6 @@ def mlx_flushes_denormals(stream=None) -> bool:
     """Whether MLX's CPU computes with denormals flushed on ``stream`` (the CPU's default stream if
     None): a denormal input times one, and through a matmul large enough for the BLAS to share out
     among its threads, reads zero."""
-    import mlx.core as mx
-
     # built and read as bits: converting a denormal on this thread would be flushed here already
     with mx.stream(stream or mx.cpu):
         tiny = mx.full((256, 256), 1 << 20, dtype=mx.uint32).view(mx.float32)  # about 1.5e-39 each

@@ -20,6 +20,7 @@ import types
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx_lm.models.base import scaled_dot_product_attention as _MLX_LM_SDPA
 
 from engine.levers.fast_exp import softmax
 from engine.levers.swap import base_linear, is_switched, subclass, switch_if_same
@@ -78,13 +79,6 @@ def scaled_dot_product_attention(queries, keys, values, cache, scale: float, mas
     return _MLX_LM_SDPA(queries, keys, values, cache=cache, scale=scale, mask=mask, sinks=sinks)
 
 
-def _mlx_lm_sdpa():
-    from mlx_lm.models.base import scaled_dot_product_attention as sdpa
-
-    return sdpa
-
-
-_MLX_LM_SDPA = _mlx_lm_sdpa()
 PREFIX = "FastSoftmax"
 
 

@@ -5,6 +5,9 @@ than they can. Debian's ``libopenblas0-pthread`` provides a drop-in ``libblas.so
 it makes training an order of magnitude faster. ``tuner`` re-executes itself with that preload
 when the library is present (set ``TUNER_NO_BLAS_PRELOAD=1`` to opt out) and says so when it
 is missing.
+
+MLX is imported inside the functions that need it: the command line imports this module before
+it re-executes itself with OpenBLAS preloaded, and MLX must not be loaded by then.
 """
 
 from __future__ import annotations
@@ -111,9 +114,12 @@ def keep_freed_memory() -> bool:
 
 
 def device_name() -> str:
+    """What MLX computes on: the default device, so MLX's CUDA backend counts as a GPU too."""
     import mlx.core as mx
 
+    if mx.default_device().type == mx.cpu:
+        return "CPU"
     if mx.metal.is_available():
         info = mx.device_info() if hasattr(mx, "device_info") else {}
         return f"Metal ({info.get('device_name', 'GPU')})"
-    return "CPU"
+    return "GPU"

@@ -27,6 +27,7 @@ from typing import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx_lm.models.rope_utils import Llama3RoPE, SuScaledRoPE, YarnRoPE
 
 from engine.levers.fast_exp import polynomial_applies, softmax
 from engine.levers.swap import is_switched, subclass, switch_if
@@ -85,8 +86,6 @@ def _attend(attn: nn.Module, h: mx.array, rows: mx.array) -> mx.array:
 def _position_only_rope(rope: nn.Module) -> bool:
     """Whether ``rope`` rotates by position alone, not by the length of what it is given (as
     dynamic NTK scaling does): engine/levers/shared_prefix.py rotates a prefix and suffixes apart."""
-    from mlx_lm.models.rope_utils import Llama3RoPE, SuScaledRoPE, YarnRoPE
-
     return type(rope) in (nn.RoPE, Llama3RoPE, SuScaledRoPE, YarnRoPE)
 
 
