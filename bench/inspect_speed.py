@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from engine.config import load_stages  # noqa: E402
-from engine.data.sources import parse_record  # noqa: E402
+from engine.data.records import parse_record  # noqa: E402
 from engine.model.demo_data import demo_records  # noqa: E402
 from engine.model.demo import ensure_demo_model  # noqa: E402
 from engine.levers.platform_check import maybe_reexec_with_openblas  # noqa: E402

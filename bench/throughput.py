@@ -165,7 +165,7 @@ def run_tuner(spec: dict, workdir: Path) -> dict:
     from engine import events as ev
     from engine.config import load_stages
     from engine.levers.process import prepare_process
-    from engine.training.trainer import run_chain
+    from engine.training.chain import run_chain
 
     prepare_process()  # as the tuner command does first
 

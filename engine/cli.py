@@ -8,20 +8,26 @@ SIGTERM during training stops after the current step and saves; a second Ctrl-C 
 
 Started by ``mlx.launch`` (directly, or through ``tuner train --hosts``), ``train`` is one rank of a
 data-parallel run: rank 0 prints and writes, the other ranks stay quiet.
+
+Each command imports the engine parts it needs when it runs, not at the top: the app's entry
+point imports this module, and ``tuner control`` or ``tuner validate`` should not wait for MLX,
+numpy or the Hugging Face libraries to load.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
-from engine.runs.control import ACTIONS
-from engine.errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_USER_ERROR
+from engine.errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_USER_ERROR, DataError, UserError
+from engine.runs.control import ACTIONS, Control, send_request
 from engine.levers.platform_check import maybe_reexec_with_openblas
-from engine.levers.process import prepare_process
+from engine.printer import format_worst
 
 
 
@@ -53,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check configs and show every resolved value and its source")
     validate.add_argument("configs", nargs="+", metavar="CONFIG")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.add_argument("--explain", action="store_true", help="print what each key means under its value")
     gguf = sub.add_parser("import-gguf", help="convert a Llama GGUF (F32/F16/Q4_0/Q4_1/Q8_0) into an mlx-lm folder")
     gguf.add_argument("gguf", metavar="FILE.gguf")
     gguf.add_argument("out_dir", metavar="OUT_DIR")
@@ -78,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         maybe_reexec_with_openblas()
         argv = sys.argv[1:]
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        prepare_process()  # before anything starts MLX's threads
-    from engine.errors import UserError
+    if args.command == "train":  # MLX is imported for training only: the other commands start fast
+        from engine.levers.process import prepare_process
 
+        prepare_process()  # before anything starts MLX's threads
     try:
         if args.command == "train":
             return cmd_train(args)
@@ -112,29 +119,26 @@ def cmd_import_gguf(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from engine.config import format_resolved, load_stages
-    from engine.config.checks import check_chain
+    from engine.config import check_chain, format_resolved, load_stages
 
     stages = load_stages(args.configs, args.overrides)
     check_chain(stages)
     for stage in stages:
         if len(stages) > 1:
             print(f"# stage {stage.index + 1}: {stage.path}")
-        print(format_resolved(stage))
+        print(format_resolved(stage, explain=args.explain))
     return 0
 
 
 def cmd_inspect(args) -> int:
-    import json
-
-    from engine.data.stats import compute_stats, format_stats, stats_to_json
+    from engine.data.stats import compute_stats
+    from engine.data.stats_report import format_stats, stats_to_json
 
     stage = _inspect_stage(args)
     progress = _show_progress if sys.stderr.isatty() else None
     stats = compute_stats(stage, progress=progress, use_cache=not args.no_cache)
     worst = None
     if args.run:
-        from engine.errors import UserError
         from engine.runs.listing import worst_validation
 
         worst = worst_validation(args.run)
@@ -152,38 +156,22 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def format_worst(run_dir, step: int, rows: list[dict]) -> str:
-    """The validation examples a run gets most wrong, with their length and Rg."""
-    lines = [f"\nworst validation examples of {run_dir} at step {step} (by completion loss):"]
-    for row in rows:
-        rg = f"{row['rg']:.3g}" if row["rg"] is not None else "—"
-        loss = f"{row['completion_loss']:.3f}" if row["completion_loss"] is not None else "—"
-        lines.append(
-            f"  {loss:>7}  acc {100 * (row['completion_accuracy'] or 0):5.1f}%  prompt {row['prompt_tokens']:>5}  "
-            f"completion {row['completion_tokens']:>5}  Rg {rg:>6}  {row['origin']}"
-        )
-    return "\n".join(lines)
-
-
 def _inspect_stage(args):
     """The config to inspect: the YAML file given, or one built from a data path and --model.
 
     The command-line values go in as ``--set`` overrides, so they are checked like any config.
     """
-    import json
-    from pathlib import Path
-
     import yaml
 
     from engine.config import load_stages
-    from engine.data.sources import looks_like_local_path
-    from engine.errors import DataError, UserError
+    from engine.data.rows import FILE_SUFFIXES
+    from engine.hub import looks_like_local_path
 
     given = {"model": args.model, "max_seq_length": args.max_seq_length, "prompt_loss_weight": args.prompt_loss_weight}
     overrides = [f"{key}={json.dumps(value)}" for key, value in given.items() if value is not None]
     if args.target.lower().endswith((".yaml", ".yml")):
         return load_stages([args.target], overrides)[0]
-    if not Path(args.target).expanduser().exists() and looks_like_local_path(args.target):
+    if not Path(args.target).expanduser().exists() and looks_like_local_path(args.target, FILE_SUFFIXES):
         raise DataError(f"{args.target}: no such file or folder")
     if args.model is None:
         raise UserError(f"{args.target}: not a config file, so say whose tokenizer to count with: --model MODEL")
@@ -197,10 +185,8 @@ def _show_progress(done: int, total: int) -> None:
 
 def cmd_train(args) -> int:
     from engine.config import load_stages
-    from engine.runs.control import Control
     from engine.printer import Printer
-    from engine.errors import UserError
-    from engine.training.trainer import resume_run, run_chain
+    from engine.training.chain import resume_run, run_chain
 
     if bool(args.configs) == bool(args.resume):
         raise UserError("train: give config files, or --resume RUN_DIR (not both)")
@@ -300,10 +286,6 @@ def _announcing(printer, announce: Path):
 
 
 def cmd_control(args) -> int:
-    import time
-
-    from engine.runs.control import send_request
-    from engine.errors import UserError
     from engine.runs.folder import current_stage_dir, live_pid
 
     run_dir = current_stage_dir(Path(args.run_dir))  # a chain: the stage training now

@@ -1,4 +1,7 @@
-"""Loading from the Hugging Face hub when the hub cannot be reached.
+"""The Hugging Face hub: telling its ids from local paths, and loading when it cannot be reached.
+
+A model or dataset is named by a local path or a hub id, and the two share the ``a/b`` shape;
+:func:`looks_like_local_path` is the one rule that tells them apart, for models and data alike.
 
 Without a network, ``datasets`` and ``huggingface_hub`` retry each request with back-off before
 giving up: about 25 seconds before a one-line "could not reach" error, or before they fall back
@@ -20,6 +23,22 @@ PROBE_SECONDS = 3.0
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 _switched_by_us = False  # offline mode that we set, and may take back when the hub is back
+
+
+def looks_like_local_path(value: str, suffixes: tuple[str, ...] = ()) -> bool:
+    """Whether ``value``, which names nothing here, was meant as a local path rather than a hub id.
+
+    Hub ids are ``name`` or ``owner/name``; these say "a path": a start of ``.``, ``/`` or ``~``, a
+    trailing slash, more than one slash, a backslash, or an ending in one of ``suffixes`` (the
+    file types the caller reads).
+    """
+    return (
+        value.startswith((".", "/", "~"))
+        or value.endswith("/")
+        or value.lower().endswith(suffixes)
+        or value.count("/") > 1
+        or "\\" in value
+    )
 
 
 def probe_address() -> tuple[str, int]:
@@ -62,6 +81,11 @@ def is_offline() -> bool:
 
 
 def _set_libraries_offline(offline: bool) -> None:
+    """Set the hub libraries' own offline flag, which they read from the environment only once.
+
+    They are imported here, not at the top: they take a second or more to import, and a run on a local
+    model and local data never needs them.
+    """
     import huggingface_hub.constants
 
     huggingface_hub.constants.HF_HUB_OFFLINE = offline  # the libraries read the variable at import

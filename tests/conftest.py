@@ -65,6 +65,12 @@ def write_config(folder: Path, name: str = "run.yaml", **keys) -> Path:
     return path
 
 
+def planned(events: list, name: str):
+    """The compute plan's choice for lever ``name``, from a run's run-started event."""
+    started = next(e for e in events if e.kind == "run_started")
+    return next(choice for choice in started.compute_plan if choice.name == name)
+
+
 async def wait_until(pilot, predicate, seconds: float = 10.0) -> bool:
     """Let a Textual app run until ``predicate()`` holds; False if it never does in time."""
     deadline = time.monotonic() + seconds

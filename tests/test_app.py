@@ -201,7 +201,7 @@ def test_chain_of_configs_switch_stages_and_catch_a_shape_mismatch(tmp_path, mon
 def test_resume_a_stopped_run_from_the_runs_screen(tmp_path, monkeypatch):
     from engine.config import load_stages
     from engine.runs.control import Control
-    from engine.training.trainer import run_chain
+    from engine.training.chain import run_chain
 
     monkeypatch.setenv("TUNER_CONFIG_DIR", str(tmp_path / "settings"))
     config = write_config(tmp_path, iters=6, steps_per_eval=100, val_batches=1)
@@ -247,3 +247,116 @@ def test_events_that_arrive_before_the_train_screen_opens_are_shown_when_it_does
             assert "step 65/100" in text_of(screen.query_one("#train-status"))
 
     run(scenario)
+
+
+def test_the_compute_plan_shows_as_one_line_and_opens_lever_by_lever_at_80_columns(tmp_path, monkeypatch):
+    from .test_screens_snapshot import PLAN, fake_run, make_app
+
+    app = make_app(tmp_path, monkeypatch)
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.switch_mode("train")
+            await pilot.pause(0.2)
+            panel = app.train_screen.query_one("#train-plan")
+            assert not panel.display  # no run yet
+            for event in fake_run():
+                app.events.put(event)
+            assert await wait_until(pilot, lambda: panel.display, 10)
+            assert text_of(panel) == "compute plan: fast BLAS, sparse logits, fast SiLU on · 2 off · i: why"
+            assert panel.region.height == 1 and panel.region.width <= 80
+            await pilot.press("i")
+            lines = text_of(panel).splitlines()
+            assert lines[0] == "compute plan:" and len(lines) == 1 + len(PLAN)
+            assert lines[1] == "  on   fast BLAS — MLX's matmuls run on an optimised BLAS"
+            assert lines[4] == "  off  shared prefix — no common prefix"
+            await pilot.press("i")
+            assert text_of(panel).startswith("compute plan: fast BLAS")
+            app.events.put(ev.RunStarted(**{**vars(fake_run()[0]), "run_dir": "runs/other", "compute_plan": ()}))
+            assert await wait_until(pilot, lambda: not panel.display, 10)  # a run without a plan shows none
+
+    run(scenario)
+
+
+def test_the_session_follows_its_events_and_ends_with_the_thread_message(tmp_path, monkeypatch):
+    """Events and the thread's end injected, no thread: the loop's state comes from the events,
+    a failure is notified, and the end drains what is left before the session goes idle."""
+    from engine.runs.control import Control
+    from tui.messages import TrainingEnded
+
+    from .test_screens_snapshot import fake_run, make_app
+
+    app = make_app(tmp_path, monkeypatch)
+    notes = []
+    monkeypatch.setattr(app, "notify", lambda message, **kw: notes.append((message, kw.get("severity"))))
+
+    async def scenario():
+        async with app.run_test(size=(120, 40)) as pilot:
+            app.control = Control()
+            app.set_state("running")
+            for event in fake_run():
+                app.events.put(event)
+            app.events.put(ev.StateChanged(state="paused", step=65))
+            assert await wait_until(pilot, lambda: app.run_state == "paused", 10)
+            app.events.put(ev.StateChanged(state="running", step=65))
+            app.events.put(ev.RunFailed(step=65, error="out of memory"))
+            app.post_message(TrainingEnded())  # the timer may not have drained the last events yet
+            await pilot.pause(0.05)
+            assert app.control is None and app.run_state == "idle"
+            assert isinstance(app.history[-1], ev.RunFailed)
+            assert notes == [("out of memory", "error")]
+
+    run(scenario)
+
+
+def test_quitting_during_a_run_exits_once_the_thread_has_ended(tmp_path, monkeypatch):
+    from engine.runs.control import Control
+    from tui.messages import TrainingEnded
+
+    from .test_screens_snapshot import make_app
+
+    app = make_app(tmp_path, monkeypatch)
+
+    async def scenario():
+        async with app.run_test(size=(120, 40)) as pilot:
+            app.control = control = Control()
+            app.set_state("running")
+            await pilot.press("escape", "ctrl+q")
+            await pilot.pause(0.2)
+            await pilot.press("y")
+            assert control.stopping and app.run_state == "stopping" and app.is_running
+            app.post_message(TrainingEnded())
+            assert await wait_until(pilot, lambda: not app.is_running, 10)
+
+    run(scenario)
+
+
+def test_a_detached_start_that_fails_is_told_and_leaves_the_app_idle(tmp_path, monkeypatch):
+    from tui.messages import DetachFailed
+
+    from .test_screens_snapshot import make_app
+
+    app = make_app(tmp_path, monkeypatch)
+    notes = []
+    monkeypatch.setattr(app, "notify", lambda message, **kw: notes.append((message, kw.get("severity"))))
+
+    async def scenario():
+        async with app.run_test(size=(120, 40)) as pilot:
+            app.set_state("starting")
+            app.post_message(DetachFailed("run.yaml:3: no such model"))
+            assert await wait_until(pilot, lambda: app.run_state == "idle", 10)
+            assert notes == [("run.yaml:3: no such model", "error")]
+
+    run(scenario)
+
+
+def test_the_config_chain_opens_stages_and_replaces_files():
+    from tui.config_chain import ConfigChain
+
+    chain = ConfigChain(["a.yaml", "b.yaml", "c.yaml"], index=-1)
+    assert (chain.index, chain.current.name, len(chain)) == (2, "c.yaml", 3)
+    assert not chain.step(1) and chain.index == 2  # past the end nothing changes
+    assert chain.step(-2) and chain.current.name == "a.yaml" and not chain.step(-1)
+    chain.open("other.yaml")
+    assert [p.name for p in chain.paths] == ["other.yaml", "b.yaml", "c.yaml"]
+    assert chain.step(1) and [p.name for p in chain.up_to_current()] == ["other.yaml", "b.yaml"]

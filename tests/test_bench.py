@@ -100,7 +100,8 @@ def _both_loaders(folder, tokenizer, max_seq_length):
     """The folder's training examples as tuner and mlx-lm each tokenize them."""
     from mlx_lm.tuner.datasets import load_dataset
 
-    from engine.data.sources import Features, load_local
+    from engine.data.records import Features
+    from engine.data.sources import load_local
     from engine.data.tokenize import tokenize_split
 
     ours = tokenize_split(tokenizer, load_local(Path(folder), Features(), 0.0, 0).train, max_seq_length)

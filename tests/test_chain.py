@@ -4,7 +4,7 @@ import pytest
 
 from engine import events as ev
 from engine.config import load_stages
-from engine.training.trainer import run_chain
+from engine.training.chain import run_chain
 
 from .conftest import write_config
 

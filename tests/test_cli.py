@@ -74,6 +74,16 @@ def test_validate_prints_sources(tmp_path):
     assert "default" in lines["optimizer"]
 
 
+def test_validate_explains_each_key_from_the_schema(tmp_path):
+    from engine.config.help import help_for
+
+    result = tuner("validate", write_config(tmp_path), "--explain")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("prompt_loss_weight "))
+    assert lines[at + 1].strip() == help_for("prompt_loss_weight")
+
+
 def test_train_prints_one_line_per_report_and_saves(tmp_path):
     path = write_config(tmp_path, iters=6, steps_per_report=2, steps_per_eval=6, save_every=100)
     result = tuner("train", path)
@@ -99,7 +109,7 @@ def test_resume_a_stopped_run_from_the_command_line(tmp_path):
 
     from engine.config import load_stages
     from engine.runs.control import Control
-    from engine.training.trainer import run_chain
+    from engine.training.chain import run_chain
 
     control = Control()
     control.stop()  # stops before the first step: the checkpoint is step 0
@@ -153,3 +163,43 @@ def test_train_lines_leave_out_a_prompt_loss_that_was_not_measured(loss, prompt,
                             trained_tokens=200, peak_memory_gb=1.0, active_memory_gb=1.0, cache_memory_gb=0.0,
                             elapsed=2.0)
     assert expected in format_event(report)
+
+
+def test_the_printer_prints_the_compute_plan_as_one_block_after_the_start_line():
+    import io
+
+    from engine import events as ev
+    from engine.printer import Printer
+
+    from .test_runs import started
+
+    plan = (ev.LeverChoice("sparse logits", True, "loss reads 12% of positions"),
+            ev.LeverChoice("shared prefix", False, "no common prefix"))
+    out = io.StringIO()
+    printer = Printer(out)
+    printer(started(run_dir="runs/a", compute_plan=plan))
+    printer(started(run_dir="runs/b"))  # a run that carries no plan prints no block
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("run runs/a (stage 1/2)")
+    assert lines[1:4] == [
+        "compute plan:",
+        "  on   sparse logits — loss reads 12% of positions",
+        "  off  shared prefix — no common prefix",
+    ]
+    assert len(lines) == 5 and lines[4].startswith("run runs/b")
+    quiet = io.StringIO()
+    Printer(quiet, quiet=True)(started(compute_plan=plan))
+    assert quiet.getvalue() == ""
+
+
+def test_worst_validation_examples_as_text():
+    from engine.printer import format_worst
+
+    rows = [{"completion_loss": 2.5, "completion_accuracy": 0.25, "prompt_tokens": 40, "completion_tokens": 10,
+             "rg": 0.25, "origin": "valid.jsonl:3"},
+            {"completion_loss": None, "completion_accuracy": None, "prompt_tokens": 0, "completion_tokens": 5,
+             "rg": None, "origin": "valid.jsonl:7"}]
+    text = format_worst("runs/a", 20, rows).splitlines()
+    assert text[0] == "" and text[1] == "worst validation examples of runs/a at step 20 (by completion loss):"
+    assert text[2] == "    2.500  acc  25.0%  prompt    40  completion    10  Rg   0.25  valid.jsonl:3"
+    assert text[3] == "        —  acc   0.0%  prompt     0  completion     5  Rg      —  valid.jsonl:7"

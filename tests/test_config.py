@@ -10,11 +10,18 @@ from engine.config import (
     ConfigError,
     Source,
     TrainConfig,
+    check_chain,
     config_to_dict,
     format_resolved,
     load_config,
     load_stages,
 )
+from engine.config.checks import check_ranks
+from engine.config.help import help_for
+from engine.config.reference import TABLE_END, TABLE_START, reference_rows, reference_table
+from engine.config.schema import submodel
+
+from .conftest import REPO
 
 # mlx-lm's own example (mlx_lm/examples/lora_config.yaml), comments trimmed: must load as is.
 MLX_LM_EXAMPLE = """\
@@ -267,3 +274,75 @@ def test_unsaved_text_stands_in_for_the_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_stages([path], texts={str(path): "model: m\nbatch_size: x\n"})
     assert str(err.value).startswith(f"{path}:2: batch_size")
+
+
+# --------------------------------------------------------------------------- checks across keys, stages, ranks
+
+
+def check_error(stages, ranks: int = 1) -> str:
+    with pytest.raises(ConfigError) as info:
+        check_chain(stages, ranks)
+    return str(info.value)
+
+
+def test_early_stopping_needs_validation_and_is_refused_at_its_line(tmp_path):
+    path = write(tmp_path, "c.yaml", "model: m\nval_batches: 0\nearly_stopping_patience: 3\n")
+    assert check_error(load_stages([path])) == (
+        f"{path}:3: early_stopping_patience: needs validation, and val_batches is 0 (no validation)"
+    )
+    check_chain(load_stages([path], ["val_batches=1"]))
+    check_chain(load_stages([path], ["early_stopping_patience=null"]))
+
+
+def test_a_later_stage_must_continue_the_same_layers(tmp_path):
+    first = write(tmp_path, "a.yaml", "model: m\nlora_parameters:\n  rank: 8\n")
+    second = write(tmp_path, "b.yaml", "# stage 2\nnum_layers: 4\n")
+    assert check_error(load_stages([first, second])).startswith(f"{second}:2: num_layers: 4 differs from stage 1's 16")
+    own_start = write(tmp_path, "c.yaml", "num_layers: 4\nresume_adapter_file: x.safetensors\n")
+    check_chain(load_stages([first, own_start]))
+
+
+def test_batches_must_split_evenly_over_the_ranks(tmp_path):
+    path = write(tmp_path, "c.yaml", "model: m\nbatch_size: 6\n")
+    stages = load_stages([path])
+    check_chain(stages, ranks=3)
+    assert check_error(stages, ranks=4) == f"{path}:2: batch_size: 6 does not split evenly over 4 ranks; use a multiple of 4"
+    with pytest.raises(ConfigError, match="over the 4 hosts of hosts.json; use a multiple of 4"):
+        check_ranks(stages, 4, over="the 4 hosts of hosts.json")
+
+
+# --------------------------------------------------------------------------- help from the schema
+
+
+def every_field():
+    for name, field in TrainConfig.model_fields.items():
+        yield name, field
+        inner = submodel(field.annotation)
+        for key, sub in (inner.model_fields.items() if inner else ()):
+            yield f"{name}.{key}", sub
+
+
+def test_every_key_has_one_line_of_help():
+    for key, field in every_field():
+        assert field.description and "\n" not in field.description, key
+        assert help_for(key) == field.description
+    assert "NOT alpha" in help_for("lora_parameters") and "alpha / rank" in help_for("lora_parameters.scale")
+    assert help_for("no_such_key") == "" and help_for("model.rank") == ""
+
+
+def test_readme_table_of_keys_is_the_schemas():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start, end = readme.index(TABLE_START), readme.index(TABLE_END) + len(TABLE_END)
+    assert readme[start:end] == reference_table(), "run: python -m engine.config.reference README.md"
+    rows = {key: (default, meaning) for key, default, meaning in reference_rows()}
+    assert len(rows) == len(list(every_field()))
+    assert rows["model"][0] == "required" and rows["batch_size"][0] == "`4`" and rows["data"][0] == "—"
+    assert rows["lora_parameters"][0] == "rank 8, scale 20, dropout 0"
+    assert rows["prompt_loss_weight"][0] == "from mask_prompt"
+
+
+def test_validate_explain_puts_each_keys_help_under_it(tmp_path):
+    lines = format_resolved(load_config(write(tmp_path, "c.yaml", "model: m\n")), explain=True).splitlines()
+    assert len(lines) == 2 * len(TrainConfig.model_fields)
+    at = next(i for i, line in enumerate(lines) if line.startswith("batch_size "))
+    assert lines[at + 1].strip() == help_for("batch_size")

@@ -1,6 +1,7 @@
 """A batch's rows split over CPU streams: the whole batch's loss and gradients, a split only where
 it can pay, the BLAS threads shared out while a step runs and given back after."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,8 +16,12 @@ from engine.levers import cpu_streams
 from engine import events as ev
 from engine.config import load_stages
 from engine.levers.cpu_streams import UNBOUNDED_WIDTH, WIDTH_VARIABLE, BlasThreads, RowStreams
-from engine.training.trainer import Trainer, run_chain
-from tests.conftest import REPO, write_config
+from engine.training.chain import run_chain
+from engine.training.distributed import World
+from engine.training.loss_path import choose_loss
+from engine.training.prepare import prepare_stage
+from engine.training.step import compile_step
+from tests.conftest import REPO, planned, write_config
 
 ON_CPU = mx.default_device() == mx.cpu
 
@@ -54,17 +59,16 @@ def splittable(monkeypatch):
 def test_split_rows_give_the_whole_batch_loss_and_gradients(tmp_path, plw, sparse):
     stage = load_stages([write_config(tmp_path, prompt_loss_weight=plw, sparse_logits=sparse, batch_size=4,
                                       val_batches=0)])[0]
-    trainer = Trainer(stage, lambda event: None)
-    trainer.prepare()
-    batch = trainer.stream.next()
+    cfg, world = stage.config, World()
+    prepared = prepare_stage(stage, world)
+    batch = prepared.stream.next()
     seen = {}
     for name, rows in (("whole", RowStreams()), ("split", two_streams())):
-        trainer.row_streams = rows
-        gradients, _ = trainer._compile_steps()
-        parts = trainer._loss_inputs(batch)
-        loss, aux, grad, norm = gradients(parts, None, True)
-        with rows.running():
-            mx.eval(loss, aux, grad, norm)
+        loss_path = choose_loss(cfg.plw, world.size, dataclasses.replace(prepared.levers, row_streams=rows))
+        step = compile_step(prepared.model, prepared.optimizer, loss_path, world, cfg.grad_accumulation_steps,
+                            cfg.max_grad_norm)
+        parts = loss_path.inputs(batch)
+        loss, aux, grad, norm = step.compute(parts, None, True)
         seen[name] = len(parts), loss.item(), np.array(aux), dict(tree_flatten(grad))
     (n_whole, loss_whole, aux_whole, grad_whole), (n_split, loss_split, aux_split, grad_split) = seen.values()
     assert (n_whole, n_split) == (1, 2)
@@ -97,9 +101,8 @@ def test_a_split_run_trains_as_a_whole_one(tmp_path, monkeypatch, splittable):
         adapters = mx.load(str(result.adapter_dir / "adapters.safetensors"))
         runs[streams] = seen, adapters
     (seen_whole, adapters_whole), (seen_split, adapters_split) = runs[1], runs[2]
-    said = [[e.message for e in seen if isinstance(e, ev.Notice) and "CPU streams" in e.message]
-            for seen in (seen_whole, seen_split)]
-    assert said[0] == [] and len(said[1]) == (1 if ON_CPU else 0)
+    assert not planned(seen_whole, "CPU streams").on and planned(seen_whole, "CPU streams").reason == "cpu_streams: 1"
+    assert planned(seen_split, "CPU streams").on == ON_CPU
     losses = [[e.loss for e in seen if isinstance(e, ev.TrainReport)] for seen in (seen_whole, seen_split)]
     assert len(losses[0]) == 2
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
@@ -166,10 +169,11 @@ def test_adding_up_runs_each_part_on_its_own_stream():
 
 
 @pytest.mark.parametrize("preset, expected", [(None, str(UNBOUNDED_WIDTH) if ON_CPU else "None"), ("7", "7")])
-def test_importing_the_engine_widens_the_eval_order_on_the_cpu(preset, expected):
+def test_preparing_the_process_widens_the_eval_order_on_the_cpu(preset, expected):
     env = {k: v for k, v in os.environ.items() if k != WIDTH_VARIABLE}
     if preset is not None:
         env[WIDTH_VARIABLE] = preset
-    code = f"import os, engine; print(os.environ.get({WIDTH_VARIABLE!r}))"
+    code = ("import os; from engine.levers.process import prepare_process; prepare_process(); "
+            f"print(os.environ.get({WIDTH_VARIABLE!r}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == expected

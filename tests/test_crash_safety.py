@@ -9,7 +9,7 @@ import time
 
 import mlx.core as mx
 
-from engine.training.trainer import latest_checkpoint
+from engine.runs.checkpoints import Checkpoints
 
 from .conftest import REPO, write_config
 
@@ -27,7 +27,7 @@ def test_sigkill_while_saving_every_step_leaves_a_loadable_checkpoint(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     [run_dir] = tmp_path.glob("runs/*")
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = Checkpoints(run_dir).latest().folder
     state = json.loads((ckpt / "state.json").read_text())
     assert ckpt.name == f"step-{state['step']:07d}" and state["step"] >= 5
     assert mx.load(str(ckpt / "adapters.safetensors")) and mx.load(str(ckpt / "optimizer.safetensors"))

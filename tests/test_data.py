@@ -7,8 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.data.sources import Features, hold_out, load_local, looks_like_local_path, parse_record
+from engine.data.records import Features, parse_record
+from engine.data.rows import FILE_SUFFIXES
+from engine.data.sources import hold_out, load_local
 from engine.errors import DataError
+from engine.hub import looks_like_local_path
 
 ROWS = [
     {"prompt": "p1", "completion": "c1"},
@@ -83,8 +86,10 @@ def test_hold_out_is_deterministic_and_disjoint():
 
 def test_local_paths_are_told_from_hub_ids():
     assert looks_like_local_path("./data") and looks_like_local_path("a/b/c")
-    assert looks_like_local_path("train.jsonl")
-    assert not looks_like_local_path("mlx-community/wikisql")
+    assert looks_like_local_path("train.jsonl", FILE_SUFFIXES)
+    assert not looks_like_local_path("mlx-community/wikisql", FILE_SUFFIXES)
+    assert looks_like_local_path("~/models/llama") and looks_like_local_path("models/") and looks_like_local_path("C:\\m")
+    assert not looks_like_local_path("train.jsonl")  # a file type counts only for the loader that reads it
 
 
 def test_null_columns_of_a_mixed_hugging_face_table_do_not_decide_the_format():

@@ -8,7 +8,6 @@ the real engine on the demo config.
 import asyncio
 import math
 import random
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,8 +17,10 @@ from textual.widgets import DataTable, ProgressBar, Static, TabbedContent
 
 from engine.data.stats import DatasetStats, ExampleRow, SplitStats, TokenCell, distribution, plw_guidance, rg_stats
 from themes import APP_CSS, DEFAULT_THEME, register_themes
+from tui.config_chain import ConfigChain
 from tui.screens import dataset_screen
-from tui.screens.dataset_screen import DatasetScreen, Loaded, sorted_rows
+from tui.screens.dataset_screen import DatasetScreen, Loaded
+from tui.widgets.example_table import sorted_rows
 from tui.widgets.token_view import TokenView
 
 from .conftest import REPO, wait_until
@@ -77,20 +78,18 @@ def fake_tokens(loaded, split, index):
 
 
 class DatasetApp(App):
-    """The screen alone, under the app's stylesheets and theme, with the app's config attributes."""
+    """The screen alone, under the app's stylesheets and theme, with its last config open."""
 
     CSS_PATH = [APP_CSS, APP_CSS.with_name("dataset.tcss")]
 
     def __init__(self, *config_paths):
         super().__init__()
-        self.config_paths = [Path(path) for path in config_paths]
-        self.stage_index = len(self.config_paths) - 1
-        self.config_path = self.config_paths[-1]
+        self.chain = ConfigChain(config_paths, index=len(config_paths) - 1)
 
     def on_mount(self) -> None:
         register_themes(self)
         self.theme = DEFAULT_THEME
-        self.push_screen(DatasetScreen())
+        self.push_screen(DatasetScreen(self.chain))
 
 
 def inject(monkeypatch, loaded=None, calls=None):

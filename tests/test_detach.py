@@ -158,7 +158,7 @@ def test_following_a_detached_chain_sees_both_stages_then_ends(tmp_path):
 
 def test_following_a_chain_that_already_finished_replays_every_stage(tmp_path):
     from engine.config import load_stages
-    from engine.training.trainer import run_chain
+    from engine.training.chain import run_chain
 
     stages = load_stages([write_config(tmp_path, "a.yaml", iters=5), write_config(tmp_path, "b.yaml", iters=5)])
     first, _ = run_chain(stages, lambda e: None)
@@ -173,7 +173,7 @@ def test_following_a_killed_run_ends_even_when_its_pid_was_reused(tmp_path):
     from engine.config import load_stages
     from engine.runs.folder import PROCESS_FILE
     from engine.runs.metrics import METRICS_FILE
-    from engine.training.trainer import run_chain
+    from engine.training.chain import run_chain
 
     [stage] = load_stages([write_config(tmp_path, iters=5)])
     result, = run_chain([stage], lambda e: None)

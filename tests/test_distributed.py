@@ -19,7 +19,7 @@ from engine.config import load_stages
 from engine.training.distributed import World
 from engine.launch.hosts import read_hostfile
 from engine.runs.metrics import read_events
-from engine.training.trainer import run_chain
+from engine.training.chain import run_chain
 
 from .conftest import DEMO_DATA, write_config
 

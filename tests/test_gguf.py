@@ -1,6 +1,6 @@
 """GGUF import: a tiny synthetic file with every supported tensor type, and SmolLM2-135M for real.
 
-The references here share no code with engine/model/gguf.py: the ``gguf`` package (llama.cpp's
+The references here share no code with engine/model/gguf*.py: the ``gguf`` package (llama.cpp's
 own Python reader) reads and dequantizes the raw bytes, a numpy Llama runs on the tensors
 in llama.cpp's layout (q/k rows as stored, RoPE rotating adjacent pairs), so it checks the
 row unpermutation independently, and a plain-Python BPE splits text the way llama.cpp does.
@@ -444,7 +444,7 @@ def test_a_config_can_train_on_a_gguf_file(tiny_gguf, tmp_path):
     """`model: x.gguf` imports once into the cache and trains like any model folder."""
     from engine import events as ev
     from engine.config import load_stages
-    from engine.training.trainer import run_chain
+    from engine.training.chain import run_chain
 
     from .conftest import write_config
 

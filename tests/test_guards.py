@@ -8,8 +8,10 @@ import numpy as np
 from engine import events as ev
 from engine.config import load_stages
 from engine.loss import EvalTotals
+from engine.runs.checkpoints import Checkpoints
 from engine.runs.metrics import read_events
-from engine.training.trainer import Trainer, run_chain
+from engine.training.chain import run_chain
+from engine.training.evaluator import Evaluator
 
 from .conftest import write_config
 
@@ -46,7 +48,7 @@ def test_early_stopping_keeps_a_pointer_to_the_best_checkpoint(tmp_path, monkeyp
                             prompt_tokens=10, examples=1)
         return totals, []
 
-    monkeypatch.setattr(Trainer, "evaluate", scripted)
+    monkeypatch.setattr(Evaluator, "evaluate", scripted)
     seen = []
     config = write_config(tmp_path, iters=50, steps_per_eval=1, early_stopping_patience=2, save_every=1000)
     [result] = run_chain(load_stages([config]), seen.append)
@@ -54,5 +56,7 @@ def test_early_stopping_keeps_a_pointer_to_the_best_checkpoint(tmp_path, monkeyp
     assert "best 2.0000 at step 1" in seen[-1].message
     best = json.loads((result.run_dir / "checkpoints" / "best.json").read_text())
     assert best["step"] == 1 and (result.run_dir / "checkpoints" / best["checkpoint"] / "adapters.safetensors").exists()
+    read_back = Checkpoints(result.run_dir).best()
+    assert (read_back.step, read_back.completion_loss, read_back.checkpoint.folder.name) == (1, 2.0, best["checkpoint"])
     reasons = [e.reason for e in seen if isinstance(e, ev.CheckpointSaved)]
     assert reasons == ["best", "stopped"]

@@ -123,6 +123,9 @@ CONFIGS = [
     config("infinite-learning-rate", MODEL + "learning_rate: .inf\n", "run.yaml:2", "learning_rate", "finite"),
     config("nan-scale", MODEL + "lora_parameters:\n  scale: .nan\n", "run.yaml:3", "lora_parameters.scale", "finite"),
     config("iters-and-epochs", MODEL + "iters: 10\nepochs: 2\n", "run.yaml:3", "epochs", "not both"),
+    # keys that do not go together
+    config("early-stopping-without-validation", MODEL + "val_batches: 0\nearly_stopping_patience: 2\n",
+           "run.yaml:3", "early_stopping_patience", "val_batches is 0"),
     # schedules and dataset lists
     config("unknown-schedule", MODEL + "lr_schedule:\n  name: cosine\n  arguments: [0.001, 100]\n",
            "run.yaml:3", "lr_schedule.name", "unknown schedule 'cosine'", "cosine_decay"),

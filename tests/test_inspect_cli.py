@@ -71,13 +71,32 @@ def test_bad_input_is_one_line():
     assert_user_error(tuner("inspect", DEMO_DATA, "--model", "./no/such/model"), "model", "no such model folder")
 
 
+def test_a_gguf_model_counts_with_its_own_tokenizer(tmp_path):
+    """`model: x.gguf` works for inspect as for training: the file is imported once, its tokenizer counts."""
+    from .test_gguf import write_tiny_gguf
+
+    gguf = write_tiny_gguf(tmp_path / "tiny.gguf")
+    (tmp_path / "run.yaml").write_text(f"model: tiny.gguf\ndata: {json.dumps(str(DEMO_DATA))}\n")
+    from_config = tuner("inspect", tmp_path / "run.yaml", "--json", "--no-cache")
+    assert from_config.returncode == 0, from_config.stderr
+    out = json.loads(from_config.stdout)
+    assert out["tokenizer"] == str(gguf) and out["splits"]["train"]["count"] == 800
+    demo = json.loads(tuner("inspect", DEMO_DATA, "--model", "builtin:tiny-llama", "--json").stdout)
+    assert out["splits"]["train"]["total"]["mean"] != demo["splits"]["train"]["total"]["mean"]  # another vocabulary
+
+    bare = tuner("inspect", DEMO_DATA, "--model", gguf, "--json")
+    assert bare.returncode == 0, bare.stderr
+    assert json.loads(bare.stdout)["splits"]["train"]["total"] == out["splits"]["train"]["total"]
+    assert_user_error(tuner("inspect", DEMO_DATA, "--model", tmp_path / "gone.gguf"), "model", "gone.gguf")
+
+
 def test_inspect_lists_a_runs_worst_validation_examples(tmp_path):
     import json
     import subprocess
     import sys
 
     from engine.config import load_stages
-    from engine.training.trainer import run_chain
+    from engine.training.chain import run_chain
 
     from .conftest import REPO, write_config
 

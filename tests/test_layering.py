@@ -16,7 +16,7 @@ from .conftest import REPO
 # lowest first; a module may import from its own layer and every layer listed before it
 LAYERS = [
     ("base", ("engine.errors", "engine.roles", "engine.files", "engine.events")),
-    ("config", ("engine.config", "engine.config.help", "engine.hub")),
+    ("config", ("engine.config", "engine.hub")),
     ("model", ("engine.model",)),
     ("data", ("engine.data",)),
     ("loss", ("engine.loss",)),

@@ -6,7 +6,7 @@ from engine import events as ev
 from engine.config import load_stages
 from engine.runs.control import Control
 from engine.training.memory_guard import MemoryGuard, MemoryReading
-from engine.training.trainer import run_chain
+from engine.training.chain import run_chain
 
 from .conftest import write_config
 

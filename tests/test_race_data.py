@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.data.sources import parse_record
+from engine.data.records import parse_record
 from bench.race_data import INSTRUCTION, LETTERS, race_records, write_race_dataset
 
 BUNDLED = Path(__file__).resolve().parent.parent / "sample_configs" / "data" / "race-like"

@@ -5,7 +5,7 @@ import pytest
 from engine import events as ev
 from engine.config import load_stages
 from engine.runs.control import Control
-from engine.training.trainer import resume_run, run_chain
+from engine.training.chain import resume_run, run_chain
 
 from .conftest import write_config
 
@@ -51,3 +51,30 @@ def test_stop_at_step_5_and_resume_matches_the_straight_run(tmp_path):
     keys = {**KEYS, "lora_parameters": {"rank": 8, "scale": 2.0, "dropout": 0.0}}
     run_chain(load_stages([write_config(tmp_path / "no-dropout", **keys)]), plain.append)
     assert losses(plain)[12] != pytest.approx(expected[12], rel=1e-4)
+
+
+def test_a_checkpoint_with_the_keys_older_runs_wrote_still_resumes(tmp_path):
+    """state.json holds the data position only; older runs also stored the seed and the config
+    file, which a resume skips."""
+    import json
+
+    from engine.runs.checkpoints import Checkpoints
+
+    control = Control()
+
+    def stop_after_three(event):
+        if isinstance(event, ev.TrainReport) and event.step == 3:
+            control.stop()
+
+    config = write_config(tmp_path, **{**KEYS, "iters": 6})
+    [stopped] = run_chain(load_stages([config]), stop_after_three, control)
+    checkpoints = Checkpoints(stopped.run_dir)
+    latest = checkpoints.latest()
+    state = latest.folder / "state.json"
+    assert latest.step == 3 and sorted(json.loads(state.read_text())) == ["batch_index", "epoch", "step", "trained_tokens"]
+    state.write_text(json.dumps({**json.loads(state.read_text()), "seed": 0, "config": str(config)}))
+    seen = []
+    resumed = resume_run(stopped.run_dir, seen.append)
+    assert resumed.status == "completed" and resumed.step == 6
+    assert [e.resumed_from for e in seen if isinstance(e, ev.RunStarted)] == [3]
+    assert [c.step for c in checkpoints.all()] == [3, 6] and checkpoints.latest().step == 6

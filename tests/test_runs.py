@@ -1,4 +1,4 @@
-"""Run folders read back: summaries, the list of runs, following a live file, atomic writes."""
+"""Run folders read back: the run view, summaries, the list of runs, following a live file, atomic writes."""
 
 import json
 import math
@@ -10,7 +10,9 @@ from engine import events as ev
 from engine.runs import listing as runs
 from engine.files import atomic_write_json, atomic_write_text
 from engine.runs.listing import LIVE_SECONDS, list_runs, summarize_run
+from engine.runs import view as view_module
 from engine.runs.metrics import METRICS_FILE, EventTail, MetricsWriter
+from engine.runs.view import RunView
 
 
 def started(**overrides) -> ev.RunStarted:
@@ -144,3 +146,58 @@ def test_atomic_writes_replace_the_file_and_leave_no_temporary_files(tmp_path):
     atomic_write_text(target, "second")
     assert target.read_text() == "second"
     assert [p.name for p in target.parent.iterdir()] == ["config.json"]
+
+
+# ---------------------------------------------------------------------- the run view
+
+
+def fold(*events) -> RunView:
+    view = RunView()
+    for event in events:
+        view = view.apply(event)
+    return view
+
+
+def test_run_view_folds_a_run_and_never_changes_the_view_it_was_given():
+    empty = RunView()
+    first = started(run_dir="runs/a", compute_plan=(ev.LeverChoice("sparse logits", True, "reads 12%"),))
+    view = fold(
+        first, ev.StateChanged(state="paused", step=3), evaluation(0, 2.0), evaluation(10, 1.5),
+        evaluation(10, 0.5, split="test"), evaluation(20, float("nan")),
+        ev.CheckpointSaved(step=10, path="x", reason="best"), ev.CheckpointSaved(step=10, path="x", reason="periodic"),
+        ev.SampleGenerated(step=10, prompt="p", completion="c", reference="r"),
+        ev.RunFinished(step=20, status="stopped", adapter_dir="x", elapsed=1.0),
+    )
+    assert empty == RunView() and empty.apply(first) is not empty
+    assert view.started is first and view.total_steps == 100 and view.step == 20
+    assert view.compute_plan == first.compute_plan
+    assert (view.best_completion_loss, view.best_step) == (1.5, 10)  # test splits and NaN never count
+    assert [e.step for e in view.evals] == [0, 10, 20] and view.latest_eval.step == 20
+    assert view.checkpoint_reasons() == {10: "periodic"} and view.evals_by_step()[10].completion_loss == 1.5
+    assert view.loop_state == "paused" and [s.completion for s in view.samples] == ["c"]
+    assert (view.status, view.finished, view.error, view.more_stages) == ("stopped", True, "", False)
+    assert fold(ev.RunFailed(step=0, error="boom")).status == "failed"  # a failure before any start
+    assert fold(ev.RunFailed(step=0, error="boom")).error == "boom"
+    assert fold(started(stage=1, stages=2), ev.RunFinished(step=1, status="completed", adapter_dir="",
+                                                            elapsed=1)).more_stages
+
+
+def test_a_resume_continues_the_run_and_another_run_starts_a_new_view():
+    before = fold(
+        started(run_dir="runs/a"), evaluation(10, 1.5), ev.CheckpointSaved(step=10, path="x", reason="periodic"),
+        ev.SampleGenerated(step=10, prompt="p", completion="c", reference="r"),
+        ev.StateChanged(state="paused", step=10), ev.RunFinished(step=10, status="stopped", adapter_dir="", elapsed=1),
+    )
+    resumed = before.apply(started(run_dir="/abs/runs/a", resumed_from=10))  # the same folder, spelled otherwise
+    assert (resumed.best_step, resumed.step, len(resumed.evals), len(resumed.checkpoints)) == (10, 10, 1, 1)
+    assert (resumed.status, resumed.loop_state, resumed.samples, resumed.last_train) == ("", "running", (), None)
+    other = before.apply(started(run_dir="runs/b"))
+    assert (other.best_step, other.evals, other.checkpoints, other.step) == (-1, (), (), 0)
+
+
+def test_run_view_buffers_are_bounded():
+    view = fold(started(), *(evaluation(step, 1.0) for step in range(view_module.EVALS_KEPT + 5)),
+                *(ev.SampleGenerated(step=s, prompt="p", completion=str(s), reference="r") for s in range(20)))
+    assert len(view.evals) == view_module.EVALS_KEPT and view.evals[-1].step == view_module.EVALS_KEPT + 4
+    assert [s.completion for s in view.samples] == [str(s) for s in range(20 - view_module.SAMPLES_KEPT, 20)]
+    assert view.best_step == 0  # the first of equal losses stays the best, whatever was dropped

@@ -169,7 +169,7 @@ def test_promote_a_checkpoint_from_the_table(tmp_path):
     from textual.app import App
 
     from engine.config import load_stages
-    from engine.training.trainer import run_chain
+    from engine.training.chain import run_chain
     from tui.screens.runs_screen import RunsScreen
 
     from .conftest import write_config
@@ -205,3 +205,30 @@ def test_promote_a_checkpoint_from_the_table(tmp_path):
     promoted = mx.load(str(result.adapter_dir / "adapters.safetensors"))
     step2 = mx.load(str(result.run_dir / "checkpoints" / "step-0000002" / "adapters.safetensors"))
     assert all(np.array_equal(np.array(promoted[k]), np.array(step2[k])) for k in step2)
+
+
+def test_scan_results_arrive_as_messages_and_a_superseded_one_is_dropped(tmp_path):
+    """Results injected as the scan worker would post them, no thread: a newer scan's cancellation
+    of an older one makes the older result a no-op."""
+    from types import SimpleNamespace
+
+    from engine.runs.listing import list_runs
+
+    make_runs(tmp_path)
+    runs = list_runs(tmp_path)
+
+    async def scenario():
+        app = RunsApp(tmp_path / "missing")  # its own scans find nothing
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = app.screen
+            await pilot.pause(0.2)
+            stale = RunsScreen.Scanned(runs[:1])
+            stale.worker = SimpleNamespace(is_cancelled=True)
+            screen.post_message(stale)
+            await pilot.pause(0.1)
+            assert table_of(app).row_count == 0
+            screen.post_message(RunsScreen.Scanned(runs))
+            assert await wait_until(pilot, lambda: table_of(app).row_count == 3)
+            assert [row[0] for row in cells(table_of(app))] == ["third", "plw-1.0", "plw-0.1"]
+
+    asyncio.run(scenario())

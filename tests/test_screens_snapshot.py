@@ -18,13 +18,22 @@ batch_size: 8
 """
 
 
+PLAN = (
+    ev.LeverChoice("fast BLAS", True, "MLX's matmuls run on an optimised BLAS"),
+    ev.LeverChoice("sparse logits", True, "the loss computes logits only at the positions it weighs"),
+    ev.LeverChoice("fast SiLU", True, "22 MLPs: the MLP's sigmoid uses a polynomial exponential"),
+    ev.LeverChoice("shared prefix", False, "no common prefix"),
+    ev.LeverChoice("gradient checkpointing", False, "grad_checkpoint: false (faster; more memory)"),
+)
+
+
 def fake_run() -> list[ev.Event]:
     events = [
         ev.RunStarted(run_dir="runs/demo", adapter_dir="runs/demo/adapters", stage=1, stages=1,
                       config_file="demo.yaml", model="builtin:tiny-llama", fine_tune_type="lora",
                       prompt_loss_weight=0.1, total_steps=100, steps_per_epoch=50, train_examples=400,
                       valid_examples=50, trainable_params=167936, total_params=1000576, device="CPU",
-                      compute_dtype="float32", time=0.0),
+                      compute_dtype="float32", time=0.0, compute_plan=PLAN),
         ev.Notice(message="computing in float32", time=0.0),
     ]
     for step in range(5, 65, 5):

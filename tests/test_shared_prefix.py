@@ -2,6 +2,7 @@
 and gradients at PLW 0, 0.1 and 1, a run that trains as one without it, and only where its form
 is the one written out."""
 
+import dataclasses
 import json
 
 import mlx.core as mx
@@ -17,8 +18,12 @@ from engine.config import load_stages
 from engine.levers.linear_ce import plw_loss_fast, select_targets
 from engine.levers.shared_prefix import common_prefix, hidden_at, shares_prefix
 from engine.levers.sparse_tail import sparse_last_block
-from engine.training.trainer import Trainer, run_chain
-from tests.conftest import write_config
+from engine.training.chain import run_chain
+from engine.training.distributed import World
+from engine.training.evaluator import Evaluator
+from engine.training.loss_path import choose_loss
+from engine.training.prepare import prepare_stage
+from tests.conftest import planned, write_config
 from tests.switched_models import count_calls, demo_lora, load_demo, lora, random_qwen3
 
 PREFIX = 5
@@ -185,10 +190,9 @@ def test_a_run_sharing_the_prefix_trains_as_one_without(tmp_path, plw):
         [result] = run_chain(load_stages([config]), seen.append)
         runs[share] = seen, mx.load(str(result.adapter_dir / "adapters.safetensors"))
     (seen_plain, adapters_plain), (seen_shared, adapters_shared) = runs[False], runs[True]
-    said = [[e.message for e in seen if isinstance(e, ev.Notice) and "the same in every training example" in e.message]
-            for seen in (seen_plain, seen_shared)]
-    assert said[0] == [] and len(said[1]) == 1
-    assert int(said[1][0].split()[2]) >= 10  # "the first N tokens": the system message and more
+    assert planned(seen_plain, "shared prefix").reason == "shared_prefix: false"
+    assert planned(seen_shared, "shared prefix").on
+    assert int(planned(seen_shared, "shared prefix").reason.split()[2]) >= 10  # "the first N tokens": the system message and more
     losses = [[e.loss for e in seen if isinstance(e, ev.TrainReport)] for seen in (seen_plain, seen_shared)]
     assert len(losses[0]) == 2
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
@@ -202,31 +206,35 @@ def test_a_run_sharing_the_prefix_trains_as_one_without(tmp_path, plw):
                                   {"shared_prefix": False}])
 def test_where_the_prefix_is_not_shared(tmp_path, keys):
     data = chats_with_a_system_message(tmp_path / "chats")
-    trainer = Trainer(load_stages([write_config(tmp_path, data=str(data), val_batches=0, **keys)])[0], lambda e: None)
-    trainer.prepare()
-    assert trainer.shared_prefix == 0
+    prepared = prepare_stage(load_stages([write_config(tmp_path, data=str(data), val_batches=0, **keys)])[0], World())
+    assert prepared.levers.shared_prefix == 0
 
 
 def test_the_prefix_is_shared_by_default(tmp_path):
     data = chats_with_a_system_message(tmp_path / "chats")
-    trainer = Trainer(load_stages([write_config(tmp_path, data=str(data), val_batches=0)])[0], lambda e: None)
-    trainer.prepare()
-    lengths = [len(e) for e in trainer.train_set]
-    assert shared_prefix.MIN_SHARED <= trainer.shared_prefix <= min(lengths) - 2
-    first = trainer.train_set[0].ids[: trainer.shared_prefix]
-    assert all((e.ids[: trainer.shared_prefix] == first).all() for e in trainer.train_set)
+    prepared = prepare_stage(load_stages([write_config(tmp_path, data=str(data), val_batches=0)])[0], World())
+    prefix, train = prepared.levers.shared_prefix, prepared.data.train
+    lengths = [len(e) for e in train]
+    assert shared_prefix.MIN_SHARED <= prefix <= min(lengths) - 2
+    first = train[0].ids[:prefix]
+    assert all((e.ids[:prefix] == first).all() for e in train)
 
 
 def test_validation_shares_the_prefix_and_scores_as_without(tmp_path, monkeypatch):
     data = chats_with_a_system_message(tmp_path / "chats")
     (data / "valid.jsonl").write_text((data / "train.jsonl").read_text())
-    trainer = Trainer(load_stages([write_config(tmp_path, data=str(data), batch_size=4)])[0], lambda e: None)
-    trainer.prepare()
+    stage = load_stages([write_config(tmp_path, data=str(data), batch_size=4)])[0]
+    prepared, world = prepare_stage(stage, World()), World()
+
+    def evaluator(levers):
+        loss = choose_loss(stage.config.plw, world.size, levers)
+        return Evaluator(dataclasses.replace(prepared, loss=loss), world, lambda e: None, lambda step, reason: None, None)
+
     calls = count_calls(monkeypatch, linear_ce, "hidden_at")
-    _, shared_rows = trainer.evaluate(trainer.valid_set, -1)
+    _, shared_rows = evaluator(prepared.levers).evaluate(prepared.data.valid, -1)
     assert len(calls) == 2  # traced once for each of the two batch shapes (4 rows, then 3)
-    trainer.can_share_prefix = False  # scored again with every row computed apart
-    _, plain_rows = trainer.evaluate(trainer.valid_set, -1)
+    apart = dataclasses.replace(prepared.levers, can_share_prefix=False)  # scored again with every row computed apart
+    _, plain_rows = evaluator(apart).evaluate(prepared.data.valid, -1)
     assert len(calls) == 2
     assert len(shared_rows) == len(plain_rows) == 7
     for shared, plain in zip(shared_rows, plain_rows):

@@ -8,13 +8,16 @@ import sys
 import numpy as np
 import pytest
 
-from engine.data import stats as stats_module
 from engine.config import load_config
+from engine.data import stats_measure
 from engine.data.sources import load_splits
+from engine.data.stats import compute_stats, plw_guidance, rg_stats
+from engine.data.stats_measure import load_record
+from engine.data.stats_report import stats_to_json
+from engine.data.token_view import token_view
+from engine.data.tokenize import encode_records, tokenize_split
 from engine.errors import DataError
 from engine.roles import COMPLETION
-from engine.data.stats import compute_stats, load_record, plw_guidance, rg_stats, stats_to_json, token_view
-from engine.data.tokenize import encode_records, tokenize_split
 
 from .conftest import REPO, write_config
 
@@ -215,7 +218,7 @@ def test_token_view_follows_training_roles(small, demo_tokenizer):
 
 
 def test_token_view_reads_naturally_across_multibyte_characters(demo_tokenizer):
-    from engine.data.sources import parse_record
+    from engine.data.records import parse_record
 
     record = parse_record({"prompt": "Grüße aus Köln 😀, bitte.", "completion": "Danke ✓"}, "x:1")
     cells = token_view(demo_tokenizer, record, 512, 0.0)
@@ -223,6 +226,27 @@ def test_token_view_reads_naturally_across_multibyte_characters(demo_tokenizer):
         list(record.messages), tokenize=False
     )
     assert not any("\ufffd" in c.text for c in cells)
+
+
+def test_a_gguf_model_is_counted_and_shown_with_its_own_tokenizer(tmp_path):
+    """The Data screen's path: `model: x.gguf` resolves as training resolves it, tokenizer and all."""
+    from engine.data.stats import load_stage_tokenizer
+
+    from .test_gguf import write_tiny_gguf
+
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    write_jsonl(tmp_path / "d" / "train.jsonl", RECORDS)
+    write_jsonl(tmp_path / "d" / "valid.jsonl", RECORDS[:2])
+    stage = load_config(write_config(tmp_path, model="tiny.gguf", data=str(tmp_path / "d"), max_seq_length=4096))
+    tokenizer = load_stage_tokenizer(stage)
+    assert tokenizer._tokenizer.vocab_size < 400  # the GGUF's own small vocabulary, not the demo model's
+    train = compute_stats(stage, use_cache=False).splits["train"]
+    counts = np.array([hand_counts(tokenizer, row) for row in RECORDS])
+    assert [r.prompt_tokens for r in train.rows] == counts[:, 0].tolist()
+    assert [r.completion_tokens for r in train.rows] == counts[:, 1].tolist()
+    record = load_record(stage, "train", 0)
+    cells = token_view(tokenizer, record, 4096, 0.0)
+    assert "".join(c.text for c in cells) == tokenizer._tokenizer.apply_chat_template(list(record.messages), tokenize=False)
 
 
 def test_cache_hit_skips_tokenising(small, monkeypatch):
@@ -233,7 +257,7 @@ def test_cache_hit_skips_tokenising(small, monkeypatch):
     def no_tokenising(*args, **kwargs):
         raise AssertionError("tokenised although the cache holds these statistics")
 
-    monkeypatch.setattr(stats_module, "encode_records", no_tokenising)
+    monkeypatch.setattr(stats_measure, "encode_records", no_tokenising)
     again = compute_stats(load_config(stage.path, ["prompt_loss_weight=0.5"]))  # PLW is not in the key
     assert again.cached and again.prompt_loss_weight == 0.5 and "PLW 0.5" in again.guidance
     assert stats_to_json(again, rows=True)["splits"] == stats_to_json(first, rows=True)["splits"]
@@ -248,7 +272,7 @@ def test_cache_hit_skips_tokenising(small, monkeypatch):
 
 
 def test_progress_reports_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(stats_module, "CHUNK", 3)
+    monkeypatch.setattr(stats_measure, "CHUNK", 3)
     write_jsonl(tmp_path / "d" / "train.jsonl", RECORDS)
     write_jsonl(tmp_path / "d" / "valid.jsonl", RECORDS[:2])
     calls = []

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from engine.data.sources import Features, parse_record
+from engine.data.records import Features, parse_record
 from engine.roles import COMPLETION, PROMPT
 from engine.data.tokenize import hf_tokenizer, tokenize_split
 

@@ -11,9 +11,9 @@ from engine import events as ev
 from engine.config import load_stages
 from engine.runs.control import Control
 from engine.runs.metrics import read_events
-from engine.training.trainer import run_chain
+from engine.training.chain import run_chain
 
-from .conftest import DEMO_DATA, write_config
+from .conftest import DEMO_DATA, planned, write_config
 
 
 def train(tmp_path, control=None, **keys):
@@ -240,8 +240,8 @@ def test_early_stopping_without_validation_is_a_config_error(tmp_path):
 
 def test_each_batch_shape_is_traced_once(tmp_path, monkeypatch):
     """The optimizer's state exists before the step is compiled, so its first update does not
-    change the compiled step's inputs and trace every shape again (0.3-0.5 s each on SmolLM2)."""
-    from engine.training import trainer as trainer_module
+    change the compiled step's inputs and trace every shape again (bench/README.md, "One trace per batch shape")."""
+    from engine.training.loss_path import SparseLogits
 
     data = tmp_path / "same"
     data.mkdir()
@@ -250,8 +250,8 @@ def test_each_batch_shape_is_traced_once(tmp_path, monkeypatch):
     for split in ("train", "valid"):
         (data / f"{split}.jsonl").write_text((json.dumps(chat) + "\n") * 8)
     traced = []
-    real = trainer_module.plw_loss_fast
-    monkeypatch.setattr(trainer_module, "plw_loss_fast", lambda *a, **k: traced.append(1) or real(*a, **k))
+    real = SparseLogits.loss
+    monkeypatch.setattr(SparseLogits, "loss", lambda *a, **k: traced.append(1) or real(*a, **k))
     _, seen = train(tmp_path, data=str(data), iters=4, batch_size=4, val_batches=0, steps_per_report=1,
                     cpu_streams=1)  # the loss is called once per trace (split rows would call it once per part)
     assert [e.step for e in seen if isinstance(e, ev.TrainReport)] == [1, 2, 3, 4]
@@ -264,14 +264,15 @@ def test_the_sparse_last_block_is_announced_only_where_it_can_apply(tmp_path):
         folder = tmp_path / str(plw)
         folder.mkdir()
         _, seen = train(folder, iters=1, val_batches=0, prompt_loss_weight=plw)
-        said[plw] = any(isinstance(e, ev.Notice) and "last block" in e.message for e in seen)
-    assert said == {0.0: True, 0.1: False}  # at PLW > 0 every real position is read
+        said[plw] = planned(seen, "sparse last block")
+    assert said[0.0].on and not said[0.1].on
+    assert said[0.1].reason == "PLW > 0 reads every real position"
+    assert not any(isinstance(e, ev.Notice) and "last block" in e.message for e in seen)  # one plan, not notices
 
 
 def test_denormal_flushing_is_announced_where_it_applies(demo_run):
     from .test_denormals import X86_LINUX
 
     _, seen = demo_run
-    said = [e for e in seen if isinstance(e, ev.Notice) and "denormal" in e.message]
-    assert [e.level for e in said] == (["info"] if X86_LINUX and mx.default_device() == mx.cpu else [])
+    assert planned(seen, "denormals flushed").on == (X86_LINUX and mx.default_device() == mx.cpu)
 

@@ -7,7 +7,9 @@ Train screen, so the training speed never waits on the UI. A 1 Hz timer reads sy
 A session is either trained here or *attached*: a run trained by another process (``tuner train
 --detach``, a headless run, another app) is followed from its ``metrics.jsonl`` by a thread that
 puts the same events on the same queue, and steered through the run's control inbox. Quitting
-leaves an attached run training.
+leaves an attached run training. Either thread's end comes back as a :class:`TrainingEnded`
+message; the session's state (running, paused, how it ended) is read from the events folded into
+a :class:`RunView`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ from pathlib import Path
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.worker import get_current_worker
 
 from engine import events as ev
+from engine.config import load_stages
+from engine.errors import UserError
+from engine.launch.detach import detach_chain
 from engine.runs.control import Control, RemoteControl
+from engine.runs.listing import follow_run
+from engine.runs.view import RunView
 from themes import APP_CSS, load_keymap, load_theme_choice, register_themes, save_theme_choice
 
+from .config_chain import ConfigChain
+from .messages import DetachFailed, DetachStarted, TrainingEnded
 from .screens.config_screen import ConfigScreen
 from .screens.dataset_screen import DatasetScreen
 from .screens.path_prompt import Confirm
@@ -35,10 +45,17 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "sample_configs" / "de
 QUEUE_LIMIT = 10_000
 HISTORY_LIMIT = 1_000
 DRAIN_HZ = 10
-THREAD_ENDED = "training thread ended"
 
 
 class TunerApp(App):
+    """The four screens and the one training session they share.
+
+    The session is ``control`` (which steers the run; a :class:`RemoteControl` when the run is
+    attached, so ``attached`` is read from it), ``view`` (its events folded), ``run_state`` (what
+    the footer's keys offer), and ``events`` / ``history`` (the queue from the training thread
+    and what the Train screen replays when it opens).
+    """
+
     TITLE = "tuner"
     CSS_PATH = [APP_CSS, APP_CSS.with_name("screens.tcss"), APP_CSS.with_name("dataset.tcss")]
     BINDINGS = [
@@ -66,24 +83,21 @@ class TunerApp(App):
             config_paths = [DEFAULT_CONFIG]
         elif isinstance(config_paths, (str, Path)):
             config_paths = [config_paths]
-        # the chain of stages; the Config screen edits one of them at a time
-        self.config_paths = [Path(p) for p in config_paths]
-        self.stage_index = 0
-        self.runs_dir = Path(runs_dir)
-        self.config_screen = ConfigScreen()
+        self.chain = ConfigChain(config_paths)  # the stages; the Config screen edits one at a time
+        runs_dir = Path(runs_dir)  # read only by the screens it makes
+        self.config_screen = ConfigScreen(self.chain)
         self.train_screen = TrainScreen()
         self.MODES = {  # one lasting screen per mode, so the app can reach them directly
             "config": lambda: self.config_screen,
-            "dataset": DatasetScreen,
+            "dataset": lambda: DatasetScreen(self.chain, runs_dir),
             "train": lambda: self.train_screen,
-            "runs": lambda: RunsScreen(self.runs_dir),
+            "runs": lambda: RunsScreen(runs_dir),
         }
         super().__init__()
         self.events: queue.Queue[ev.Event] = queue.Queue(maxsize=QUEUE_LIMIT)
         self.history: deque[ev.Event] = deque(maxlen=HISTORY_LIMIT)  # the latest events shown
+        self.view = RunView()  # the session's events so far, folded
         self.control: Control | RemoteControl | None = None
-        self.attached: Path | None = None  # the run folder followed, when another process trains it
-        self.attached_pid: int | None = None  # its trainer's process, from its RunStarted, for the RSS gauge
         self.attach_on_start = Path(attach) if attach else None
         self.run_state = "idle"  # idle | running | paused | stopping
         self.quit_when_stopped = False
@@ -107,15 +121,6 @@ class TunerApp(App):
             save_theme_choice(theme)
         except OSError as e:
             self.notify(f"could not save the theme choice: {e}", severity="warning")
-
-    @property
-    def config_path(self) -> Path:
-        """The config file being edited (the current stage of the chain)."""
-        return self.config_paths[self.stage_index]
-
-    @config_path.setter
-    def config_path(self, path: Path) -> None:
-        self.config_paths[self.stage_index] = Path(path)
 
     def get_system_commands(self, screen):
         """The palette (ctrl+p) offers the training actions next to Textual's own commands."""
@@ -153,7 +158,7 @@ class TunerApp(App):
     def action_start_training(self) -> None:
         if self.config_screen.is_mounted:
             self.config_screen.save_all()
-        self._launch(list(self.config_paths), None)
+        self._launch(list(self.chain.paths), None)
 
     def action_start_detached(self) -> None:
         """Train the open config in its own process, then follow it like any detached run."""
@@ -161,28 +166,25 @@ class TunerApp(App):
             self.config_screen.save_all()
         self.set_state("starting")
         self.notify("starting a detached run: loading the model and data ...")
-        self.launch_detached(list(self.config_paths))
+        self.launch_detached(list(self.chain.paths))
 
     @work(thread=True, exclusive=True, group="launch")
     def launch_detached(self, config_paths: list[Path]) -> None:
-        from engine.launch.detach import detach_chain
-        from engine.errors import UserError
-
         try:
             run = detach_chain(config_paths)
         except UserError as e:
-            self.call_from_thread(self._detach_failed, str(e))
+            self.post_message(DetachFailed(str(e)))
             return
-        self.call_from_thread(self._detached, run.run_dir, run.pid)
+        self.post_message(DetachStarted(run.run_dir, run.pid))
 
-    def _detach_failed(self, error: str) -> None:
+    def on_detach_failed(self, message: DetachFailed) -> None:
         self.set_state("idle")
-        self.notify(error, severity="error", timeout=10)
+        self.notify(message.error, severity="error", timeout=10)
 
-    def _detached(self, run_dir: Path, pid: int) -> None:
+    def on_detach_started(self, message: DetachStarted) -> None:
         self.set_state("idle")
-        self.notify(f"training in process {pid}, which outlives this app: {run_dir}")
-        self.attach_run(run_dir)
+        self.notify(f"training in process {message.pid}, which outlives this app: {message.run_dir}")
+        self.attach_run(message.run_dir)
 
     def resume_run(self, run_dir: Path) -> None:
         """Continue a stopped run from its latest checkpoint (from the Runs screen)."""
@@ -196,11 +198,10 @@ class TunerApp(App):
         if self.control is not None:
             self.notify("leave the run shown first (l on the Train screen)", severity="warning")
             return
-        self.control = RemoteControl(run_dir)
-        self.attached = Path(run_dir)
+        self.control, self.view = RemoteControl(run_dir), RunView()
         self.set_state("running")
         self.switch_mode("train")
-        self.follow_run(Path(run_dir))
+        self.follow_trainer(Path(run_dir))
 
     def action_leave_run(self) -> None:
         if self.attached is not None:
@@ -209,6 +210,7 @@ class TunerApp(App):
 
     def _launch(self, config_paths: list[Path], resume: Path | None) -> None:
         self.control = Control(pause_on_memory_pressure=True)  # a person can free memory and resume
+        self.view = RunView()
         self.set_state("running")
         self.switch_mode("train")
         self.run_training(config_paths, self.control, resume)
@@ -250,9 +252,7 @@ class TunerApp(App):
 
     @work(thread=True, exclusive=True, group="training")
     def run_training(self, config_paths: list[Path], control: Control, resume: Path | None = None) -> None:
-        from engine.config import load_stages
-        from engine.errors import UserError
-        from engine.training.trainer import resume_run, run_chain
+        from engine.training.chain import resume_run, run_chain  # MLX: loaded when a run starts, not with the app
 
         try:
             if resume is not None:
@@ -264,14 +264,10 @@ class TunerApp(App):
         except Exception as e:  # a bug: show it, keep the app alive
             self._enqueue(ev.RunFailed(step=0, error=f"{type(e).__name__}: {e}"))
         finally:
-            self._enqueue(ev.Notice(message=THREAD_ENDED))
+            self.post_message(TrainingEnded())
 
     @work(thread=True, exclusive=True, group="training")
-    def follow_run(self, run_dir: Path) -> None:
-        from textual.worker import get_current_worker
-
-        from engine.runs.listing import follow_run
-
+    def follow_trainer(self, run_dir: Path) -> None:
         worker = get_current_worker()
         try:
             ended = follow_run(run_dir, self._enqueue, lambda: worker.is_cancelled)
@@ -279,7 +275,7 @@ class TunerApp(App):
                 self._enqueue(ev.Notice(message=f"the process training {run_dir} ended before the run finished",
                                         level="warning"))
         finally:
-            self._enqueue(ev.Notice(message=THREAD_ENDED))
+            self.post_message(TrainingEnded())
 
     def _enqueue(self, event: ev.Event) -> None:
         """Called on the training thread; blocks only if the UI is 10,000 events behind."""
@@ -291,28 +287,45 @@ class TunerApp(App):
         self.refresh_bindings()
 
     def drain_events(self) -> None:
-        train = self.train_screen
+        """Show the events queued since the last drain (the timer's 10 Hz is the UI's throttle)."""
         with self.batch_update():
             while True:
                 try:
                     event = self.events.get_nowait()
                 except queue.Empty:
                     break
-                if isinstance(event, ev.StateChanged):
-                    self.set_state(event.state)
-                if isinstance(event, ev.RunStarted) and self.attached is not None:
-                    self.attached_pid = event.pid or None
-                if isinstance(event, ev.Notice) and event.message == THREAD_ENDED:
-                    self.control = self.attached = self.attached_pid = None
-                    self.set_state("idle")
-                    if self.quit_when_stopped:
-                        self.exit()
-                    continue
+                before, self.view = self.view, self.view.apply(event)
+                self._follow_view(before, self.view)
                 self.history.append(event)  # what the Train screen replays when it opens
-                if isinstance(event, ev.RunFailed):
-                    self.notify(event.error, severity="error", timeout=10)
                 if self._train_screen_live():
-                    train.apply(event)
+                    self.train_screen.apply(event)
+
+    def _follow_view(self, before: RunView, view: RunView) -> None:
+        """What the session's state says to the app: the loop's state, and a failure worth a
+        notification."""
+        if view.loop_state != before.loop_state:
+            self.set_state(view.loop_state)
+        if view.end is not before.end and view.error:
+            self.notify(view.error, severity="error", timeout=10)
+
+    def on_training_ended(self, message: TrainingEnded) -> None:
+        """The session is over once the thread's last events are shown."""
+        self.drain_events()
+        self.control = None
+        self.set_state("idle")
+        if self.quit_when_stopped:
+            self.exit()
+
+    @property
+    def attached(self) -> Path | None:
+        """The run folder followed, when another process trains it."""
+        return self.control.run_dir if isinstance(self.control, RemoteControl) else None
+
+    @property
+    def attached_pid(self) -> int | None:
+        """The process training the run followed, from its RunStarted, for the RSS gauge."""
+        started = self.view.started
+        return (started.pid or None) if self.attached is not None and started is not None else None
 
     def poll_system_memory(self) -> None:
         if self._train_screen_live():

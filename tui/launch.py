@@ -13,7 +13,6 @@ import sys
 from engine.cli import COMMANDS
 from engine.cli import main as headless_main
 from engine.levers.platform_check import maybe_reexec_with_openblas
-from engine.levers.process import prepare_process
 
 
 def main() -> int:
@@ -21,6 +20,8 @@ def main() -> int:
     argv = sys.argv[1:]
     if argv and (argv[0] in COMMANDS or argv[0].startswith("-")):
         return headless_main(argv)
+    from engine.levers.process import prepare_process  # not for the headless commands: MLX loads slowly
+
     prepare_process()  # the app trains in this process, so before MLX starts its threads
     if argv and argv[0] == "attach":
         from .app import run_app

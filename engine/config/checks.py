@@ -1,19 +1,35 @@
 """Checks that need several values, or several stages, of the configs and nothing else.
 
-A single value's type and range are the schema's business (:mod:`engine.config`); what is here
-looks across keys or across the stages of a chain, before any model or data is loaded, so
-``tuner validate``, the config screen and ``tuner train`` refuse the same things at once.
+A single value's type and range are the schema's business (:mod:`engine.config.schema`); what
+is here looks across keys, across the stages of a chain, or at how the ranks of a data-parallel
+run share a batch, before any model or data is loaded, so ``tuner validate``, the config screen
+and ``tuner train`` (foreground, ``--detach`` and ``--hosts``) refuse the same things at once.
+Each error is located where the user set the key.
 """
 
-from __future__ import annotations
-
-from engine.config import Stage
+from engine.config.load import Stage
 
 SHAPE_KEYS = ("fine_tune_type", "num_layers")
 
 
-def check_chain(stages: list[Stage]) -> None:
-    """Refuse, before any training, a stage whose trained layers differ from the previous one's."""
+def check_chain(stages: list[Stage], ranks: int = 1) -> None:
+    """Every config-only check of a chain trained on ``ranks`` ranks: each stage's keys, each
+    stage against the one before, and each batch against the ranks."""
+    for stage in stages:
+        check_keys(stage)
+    check_continuity(stages)
+    check_ranks(stages, ranks)
+
+
+def check_keys(stage: Stage) -> None:
+    """Keys that only make sense together."""
+    cfg = stage.config
+    if cfg.val_batches == 0 and cfg.early_stopping_patience:
+        raise stage.error("early_stopping_patience", "needs validation, and val_batches is 0 (no validation)")
+
+
+def check_continuity(stages: list[Stage]) -> None:
+    """Refuse a stage whose trained layers differ from the previous one's, which it continues."""
     for prev, cur in zip(stages, stages[1:]):
         if "resume_adapter_file" in cur.explicit:
             continue  # the stage names its own starting point
@@ -34,3 +50,15 @@ def check_chain(stages: list[Stage]) -> None:
                         f"{key} {getattr(b, key)!r} differs from stage {prev.index + 1}'s "
                         f"{getattr(a, key)!r}; the LoRA shape must match to continue its adapters",
                     )
+
+
+def check_ranks(stages: list[Stage], ranks: int, over: str | None = None) -> None:
+    """Refuse a batch that does not split evenly over the ranks of a data-parallel run.
+
+    ``over`` names the ranks in the message (default ``"N ranks"``; ``tuner train --hosts`` names
+    its hostfile's hosts).
+    """
+    for stage in stages:
+        if stage.config.batch_size % ranks:
+            raise stage.error("batch_size", f"{stage.config.batch_size} does not split evenly over "
+                              f"{over or f'{ranks} ranks'}; use a multiple of {ranks}")

@@ -12,46 +12,27 @@ here is a number the trainer will see. Per split, and per source when a split mi
   (PLW) matters;
 - truncation at ``max_seq_length``, exact duplicates, and examples shared between splits.
 
-Tokenising is the slow part, so the per-example measurements are cached as JSON under
-``$TUNER_CACHE/stats/``, keyed by the data files (path, size, mtime) or the Hugging Face ids, the
-tokenizer, its chat template and ``max_seq_length``. PLW is not part of the key: it only changes
-the guidance, which is written fresh each time.
+This module holds the types and the statistics; tokenising is
+:mod:`engine.data.stats_measure`'s (cached by :mod:`engine.data.stats_cache`), the printed and
+JSON forms are :mod:`engine.data.stats_report`'s, one example's tokens :mod:`engine.data.token_view`'s.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
-import re
-import textwrap
-from dataclasses import dataclass, fields, is_dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from jinja2 import TemplateError
 
-from engine.data.sources import FILE_SUFFIXES, SPLIT_NAMES, Record, Splits, load_splits
-from engine.model.demo import resolve_builtin
+from engine.data.stats_cache import cache_path, read_cache, write_cache
+from engine.data.stats_measure import measure, source_of
 from engine.errors import first_line
-from engine.roles import COMPLETION, PROMPT, role_weights
-from engine.files import atomic_write_text
-from engine.data.tokenize import encode_records, hf_tokenizer
-from engine.files import cache_root
+from engine.model.resolve import resolve_model
 
-SPLITS = ("train", "valid", "test")
 FORMATS = ("chat", "completion", "alpaca", "text")
-CHUNK = 2048  # records per batched tokenizer call, and per progress report
 BINS = 30
-CACHE_VERSION = 1  # bump when the cached measurements change meaning
-SCHEMA_VERSION = 1  # of stats_to_json's output; bump on any incompatible change
-# the per-example measurements, cached as one list per column
-COLUMNS = (
-    "index", "origin", "fmt", "prompt", "completion", "total",
-    "truncated", "completion_cut", "zero_completion", "content",
-)
 
 
 @dataclass(frozen=True)
@@ -157,16 +138,13 @@ def compute_stats(
     """
     cfg = stage.config
     tokenizer = load_stage_tokenizer(stage)
-    path = _cache_path(cfg, tokenizer)
-    measured = _read_cache(path) if use_cache else None
+    path = cache_path(stage, tokenizer)
+    measured = read_cache(path) if use_cache else None
     cached = measured is not None
     if measured is None:
-        measured = _measure(stage, tokenizer, progress)
+        measured = measure(stage, tokenizer, progress)
         if use_cache:
-            try:
-                atomic_write_text(path, json.dumps(measured, separators=(",", ":")))
-            except OSError:
-                pass  # a read-only cache costs speed next time, never the result
+            write_cache(path, measured)
     splits = {name: _split_stats(name, part["columns"], part["errors"]) for name, part in measured["splits"].items()}
     return DatasetStats(
         splits=splits,
@@ -180,131 +158,24 @@ def compute_stats(
 
 
 def load_stage_tokenizer(stage):
-    """The stage's tokenizer, found the way training finds the model, without loading weights."""
-    cfg = stage.config
+    """The stage's tokenizer, from the model training would load (see
+    :func:`engine.model.resolve.resolve_model`), without loading its weights."""
+    where = resolve_model(stage)
     try:
-        path = resolve_builtin(cfg.model)
-    except ValueError as e:
-        raise stage.error("model", str(e)) from None
-    local = Path(path).expanduser()
-    if local.exists():
-        path = str(local)
-    elif path.startswith((".", "/", "~")) or path.count("/") > 1:
-        raise stage.error("model", f"no such model folder: {path}")
-    try:
-        return _load_tokenizer(path, cfg.trust_remote_code)
+        return _load_tokenizer(where.path, stage.config.trust_remote_code)
     except Exception as e:  # hub, file and format errors all reach the user as one line
-        raise stage.error("model", f"could not load the tokenizer of {path!r}: {first_line(e)}") from None
+        raise stage.error("model", f"could not load the tokenizer of {where.path!r}: {first_line(e)}") from None
 
 
 @functools.lru_cache(maxsize=2)
 def _load_tokenizer(path: str, trust_remote_code: bool):
-    """Kept, because the app asks again for every example it shows."""
+    """Kept, because the app asks again for every example it shows.
+
+    mlx-lm is imported here, not at the top, so that the Data screen's types load without MLX.
+    """
     from mlx_lm.utils import load_tokenizer
 
     return load_tokenizer(path, tokenizer_config_extra={"trust_remote_code": trust_remote_code})
-
-
-_recent: dict[str, Splits] = {}  # the last dataset read, so browsing examples reads it once
-
-
-def load_record(stage, split: str, index: int) -> Record:
-    """Record ``index`` of ``split``, read leniently as ``compute_stats`` read it (rows' ``index``)."""
-    return getattr(_read_splits(stage), split)[index]
-
-
-def _read_splits(stage, errors: list[str] | None = None) -> Splits:
-    """Read the dataset leniently (a fresh read when the unreadable rows are wanted) and keep it."""
-    key = json.dumps(_data_fingerprint(stage.config), sort_keys=True)
-    if errors is not None or key not in _recent:
-        splits = load_splits(stage, errors=[] if errors is None else errors)
-        _recent.clear()
-        _recent[key] = splits
-    return _recent[key]
-
-
-# --------------------------------------------------------------------------- measuring
-
-
-def _measure(stage, tokenizer, progress) -> dict:
-    """Tokenise every split in chunks; return the per-example columns and the unreadable rows."""
-    errors: list[str] = []
-    splits = _read_splits(stage, errors)
-    records = {name: getattr(splits, name) for name in SPLITS}
-    total, done = sum(map(len, records.values())), 0
-    contents: dict[bytes, int] = {}  # token ids -> a small id shared by all splits
-    max_len = stage.config.max_seq_length
-    out = {}
-    for name in SPLITS:
-        split_errors = [e for e in errors if _error_split(e, stage.config) == name]
-        columns: dict[str, list] = {column: [] for column in COLUMNS}
-        for start in range(0, len(records[name]), CHUNK):
-            if progress:
-                progress(done, total)
-            chunk = records[name][start : start + CHUNK]
-            for i, (ids, roles) in _encode_chunk(tokenizer, chunk, split_errors):
-                digest = hashlib.blake2b(ids.tobytes(), digest_size=16).digest()
-                row = (
-                    start + i,
-                    chunk[i].origin,
-                    chunk[i].fmt,
-                    int(np.count_nonzero(roles == PROMPT)),
-                    int(np.count_nonzero(roles == COMPLETION)),
-                    len(ids),
-                    len(ids) > max_len,
-                    bool((roles[max_len:] == COMPLETION).any()),
-                    not (roles[1:max_len] == COMPLETION).any(),  # tokenize_split drops these
-                    contents.setdefault(digest, len(contents)),
-                )
-                for column, value in zip(COLUMNS, row):
-                    columns[column].append(value)
-            done += len(chunk)
-        if columns["index"] or split_errors:
-            out[name] = {"columns": columns, "errors": split_errors}
-    if progress:
-        progress(done, total)
-    return {"splits": out}
-
-
-def _encode_chunk(tokenizer, records: list[Record], errors: list[str]) -> list[tuple[int, tuple]]:
-    """(position, (ids, roles)) for a chunk, in one batched call.
-
-    A chat template can refuse a record (many reject a system turn, or turns that do not
-    alternate); training would stop there, so here that record becomes an error line instead.
-    """
-    try:
-        return list(enumerate(encode_records(tokenizer, records)))
-    except (TemplateError, ValueError):
-        pass
-    encoded = []
-    for i, record in enumerate(records):
-        try:
-            encoded.append((i, encode_records(tokenizer, [record])[0]))
-        except (TemplateError, ValueError) as e:
-            errors.append(f"{record.origin}: the chat template failed: {first_line(e)}")
-    return encoded
-
-
-def _source(origin: str) -> str:
-    """The file or dataset split an origin (or an error line) names: its row marker cut off."""
-    match = re.match(r"(.*?)(?::\d+|#\d+)(?=:|$)", origin)
-    return match.group(1) if match else origin
-
-
-def _error_split(message: str, cfg) -> str:
-    """The split an unreadable row belongs to, from the file or dataset split its message names."""
-    if cfg.hf_dataset:
-        for entry in cfg.hf_dataset:
-            for split in SPLITS:
-                hf_split = getattr(entry, f"{split}_split")
-                if hf_split and message.startswith(f"{entry.path}[{hf_split}]"):
-                    return split
-        return "train"
-    if Path(cfg.data).expanduser().is_file():
-        return "train"  # a single file: the validation split is held out of it
-    source = _source(message)
-    name = source[source.rfind("[") + 1 : -1] if source.endswith("]") else Path(source).stem
-    return next((split for split, names in SPLIT_NAMES.items() if name in names), "train")
 
 
 # --------------------------------------------------------------------------- statistics
@@ -343,7 +214,7 @@ def _split_stats(name: str, columns: dict, errors: list[str], top: bool = True) 
 
 def _by_source(columns: dict, errors: list[str]) -> dict[str, SplitStats]:
     """Per-source statistics of a split that mixes several files or dataset entries."""
-    sources = [_source(origin) for origin in columns["origin"]]
+    sources = [source_of(origin) for origin in columns["origin"]]
     names = list(dict.fromkeys(sources))
     if len(names) < 2:
         return {}
@@ -351,7 +222,7 @@ def _by_source(columns: dict, errors: list[str]) -> dict[str, SplitStats]:
     for name in names:
         keep = [source == name for source in sources]
         part = {column: [v for v, k in zip(values, keep) if k] for column, values in columns.items()}
-        own_errors = [e for e in errors if _source(e) == name]
+        own_errors = [e for e in errors if source_of(e) == name]
         out[name] = _split_stats(name, part, own_errors, top=False)
     return out
 
@@ -425,230 +296,3 @@ def plw_guidance(rg: RgStats, plw: float) -> str:
             "(Huerta-Enochian & Ko, 2024) PLW showed no effect on such data, so its value matters little here."
         )
     return f"{reading} {setting}"
-
-
-# --------------------------------------------------------------------------- the cache
-
-
-def _data_fingerprint(cfg) -> dict:
-    """What identifies the records read: the files' path, size and mtime, or the dataset ids."""
-    reading = {
-        key: getattr(cfg, key)
-        for key in ("prompt_feature", "completion_feature", "text_feature", "chat_feature", "valid_fraction", "seed")
-    }
-    if cfg.hf_dataset:
-        return {"hf_dataset": [entry.model_dump() for entry in cfg.hf_dataset], **reading}
-    path = Path(cfg.data).expanduser() if cfg.data else None
-    if path is None or not path.exists():
-        return {"data": cfg.data, **reading}  # a Hugging Face id (or an error load_splits reports)
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES) if path.is_dir() else [path]
-    return {"files": [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files], **reading}
-
-
-def _tokenizer_fingerprint(tokenizer) -> dict:
-    tok = hf_tokenizer(tokenizer)
-    backend = getattr(tok, "backend_tokenizer", None)
-    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tok.get_vocab().items()))
-    return {
-        "class": type(tok).__name__,
-        "tokenizer": hashlib.sha256(vocab.encode()).hexdigest(),
-        "eos_token_id": tok.eos_token_id,
-        "chat_template": hashlib.sha256(json.dumps(tok.chat_template).encode()).hexdigest(),
-    }
-
-
-def _cache_path(cfg, tokenizer) -> Path:
-    key = {
-        "version": CACHE_VERSION,
-        "data": _data_fingerprint(cfg),
-        **_tokenizer_fingerprint(tokenizer),
-        "max_seq_length": cfg.max_seq_length,
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-    return cache_root() / "stats" / f"{digest[:32]}.json"
-
-
-def _read_cache(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # missing or half-readable: measure again
-
-
-# --------------------------------------------------------------------------- the example browser
-
-
-def token_view(tokenizer, record: Record, max_seq_length: int, plw: float) -> list[TokenCell]:
-    """``record``'s tokens as training sees them: role, loss weight, truncation, special or not.
-
-    ``tokenizer`` is mlx-lm's wrapper, as ``load_stage_tokenizer`` returns it.
-    """
-    tok = hf_tokenizer(tokenizer)
-    ids, roles = encode_records(tokenizer, [record])[0]
-    ids = [int(i) for i in ids]
-    special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
-    return [
-        TokenCell(
-            text=text,
-            role="completion" if role == COMPLETION else "prompt",
-            weight=float(role_weights(role, plw)),
-            truncated=position >= max_seq_length,
-            special=token in special,
-        )
-        for position, (token, role, text) in enumerate(zip(ids, roles, _token_texts(tok, ids)))
-    ]
-
-
-def _token_texts(tok, ids: list[int]) -> list[str]:
-    """Each token's text as it reads in context.
-
-    Decoding a token alone loses SentencePiece's leading space and splits multi-byte characters
-    into replacement marks, so each token is decoded after the one before it and the new text
-    kept; the first tokens of an unfinished character show empty and the last carries it whole.
-    """
-    texts: list[str] = []
-    before: list[int] = []
-    pending: list[int] = []
-    for token in ids:
-        pending.append(token)
-        head = tok.decode(before) if before else ""
-        both = tok.decode(before + pending)
-        text = both[len(head) :] if both.startswith(head) else tok.decode(pending)
-        if text.endswith("\ufffd") and len(pending) < 4:  # a UTF-8 character needs up to 4 bytes
-            texts.append("")
-            continue
-        texts.append(text)
-        before, pending = pending[-1:], []
-    return texts
-
-
-# --------------------------------------------------------------------------- JSON
-
-
-def stats_to_json(stats: DatasetStats, rows: bool = False) -> dict:
-    """The documented JSON form (README, "Inspecting a dataset"); NaN becomes null."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "tokenizer": stats.tokenizer,
-        "max_seq_length": stats.max_seq_length,
-        "prompt_loss_weight": stats.prompt_loss_weight,
-        "cached": stats.cached,
-        "guidance": stats.guidance,
-        "overlap": dict(stats.overlap),
-        "splits": {name: _plain(split, rows) for name, split in stats.splits.items()},
-    }
-
-
-def _plain(value, rows: bool):
-    """JSON-ready copy of a dataclass tree; per-example rows only when asked for."""
-    if is_dataclass(value):
-        return {
-            f.name: _plain(getattr(value, f.name), rows)
-            for f in fields(value)
-            if rows or f.name != "rows"
-        }
-    if isinstance(value, dict):
-        return {key: _plain(item, rows) for key, item in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_plain(item, rows) for item in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-# --------------------------------------------------------------------------- text
-
-
-def format_stats(stats: DatasetStats) -> str:
-    """The report ``tuner inspect`` prints: one block per split, then overlap and PLW guidance."""
-    head = f"tokenizer {stats.tokenizer}  ·  max_seq_length {stats.max_seq_length}  ·  PLW {stats.prompt_loss_weight:g}"
-    lines = [head + ("  ·  from cache" if stats.cached else ""), ""]
-    for split in stats.splits.values():
-        lines += _format_split(split, stats.max_seq_length) + [""]
-    overlap = "  ·  ".join(f"{pair} {count:,}" for pair, count in stats.overlap.items())
-    lines += [f"shared with train (same token ids): {overlap}", "", textwrap.fill(stats.guidance, 96)]
-    return "\n".join(lines)
-
-
-def _format_split(s: SplitStats, max_len: int) -> list[str]:
-    kinds = ", ".join(f"{fmt} {n:,}" for fmt, n in s.formats.items() if n) or "no readable rows"
-    lines = [f"{s.name}: {s.count:,} examples ({kinds})"]
-    if s.count:
-        lines += _length_table(s)
-        lines += ["  total tokens:"] + _histogram(s.total.bin_counts, s.total.bin_edges, marker=max_len)
-        lines += _format_rg(s.rg)
-        lines.append(
-            f"  truncated at {max_len:,}: {s.truncated:,} examples; {s.completion_cut:,} lose completion "
-            f"tokens; {s.zero_completion:,} keep none (training drops them)"
-        )
-        lines.append(f"  exact duplicates: {s.duplicates:,}")
-    if s.parse_errors:
-        lines.append(f"  rows that could not be read: {len(s.parse_errors):,}")
-        lines += [f"    {error}" for error in s.parse_errors[:5]]
-        if len(s.parse_errors) > 5:
-            lines.append(f"    ... and {len(s.parse_errors) - 5:,} more (--json lists them all)")
-    if s.sources:
-        width = max(len(name) for name in s.sources)
-        lines.append(f"  {'source':<{width}}  examples  prompt p50  completion p50  Rg median  truncated")
-        for name, part in s.sources.items():
-            lines.append(
-                f"  {name:<{width}}  {part.count:>8,}  {_num(part.prompt.p50):>10}  {_num(part.completion.p50):>14}"
-                f"  {_num(part.rg.median, 3):>9}  {part.truncated:>9,}"
-            )
-    return lines
-
-
-def _length_table(s: SplitStats) -> list[str]:
-    names = ("min", "p10", "p25", "p50", "p75", "p90", "p99", "max", "mean")
-    lines = ["  tokens      " + "".join(f"{name:>8}" for name in names)]
-    for label, d in (("prompt", s.prompt), ("completion", s.completion), ("total", s.total)):
-        lines.append(f"  {label:<12}" + "".join(f"{_num(getattr(d, name)):>8}" for name in names))
-    return lines
-
-
-def _format_rg(rg: RgStats) -> list[str]:
-    if rg.count == 0:
-        return [f"  Rg: no example has prompt tokens ({rg.no_prompt:,} plain text)"]
-    without = f"; {rg.no_prompt:,} plain-text examples have no prompt, so no Rg" if rg.no_prompt else ""
-    lines = [
-        f"  Rg = completion / prompt tokens, over {rg.count:,} examples{without}:",
-        f"    mean {_num(rg.arithmetic_mean, 3)}  ·  geometric mean {_num(rg.geometric_mean, 3)}  ·  median "
-        f"{_num(rg.median, 3)}  ·  below 1: {rg.share_below_1:.1%}  ·  ratio of means {_num(rg.ratio_of_means, 3)}",
-    ]
-    if rg.bin_counts:
-        edges = tuple(10**e for e in rg.log10_bin_edges)
-        lines += ["  Rg (log scale):"] + _histogram(rg.bin_counts, edges)
-    return lines
-
-
-BLOCKS = " ▁▂▃▄▅▆▇█"
-
-
-def _histogram(counts, edges, height: int = 3, marker: float | None = None) -> list[str]:
-    """Bars ``height`` lines tall in eighth blocks, an axis with the range, and the marker's place."""
-    top = max(counts) or 1
-    levels = [max(1, round(c / top * height * 8)) if c else 0 for c in counts]
-    bars = [
-        "    " + "".join(BLOCKS[min(8, max(0, level - row * 8))] for level in levels)
-        for row in reversed(range(height))
-    ]
-    low, high = _num(edges[0], 3), _num(edges[-1], 3)
-    axis = f"    {low}{' ' * max(1, len(counts) - len(low) - len(high))}{high}"
-    if marker is None:
-        return bars + [axis]
-    if marker >= edges[-1]:
-        return bars + [axis + f"   (max_seq_length {marker:,}: longer than all)"]
-    if marker < edges[0]:
-        return bars + [axis + f"   (max_seq_length {marker:,}: shorter than all)"]
-    column = int(np.searchsorted(edges, marker, side="right")) - 1
-    return bars + [axis, "    " + " " * column + f"^ max_seq_length {marker:,}"]
-
-
-def _num(value: float, digits: int = 1) -> str:
-    """Whole numbers as integers, others with ``digits`` decimals (significant digits below 1)."""
-    if math.isnan(value):
-        return "-"
-    if abs(value) < 1:
-        return f"{value:.{digits}g}"
-    rounded = round(value, digits)
-    return f"{int(rounded):,}" if rounded.is_integer() else f"{rounded:,.{digits}f}"

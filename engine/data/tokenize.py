@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.data.sources import Record
+from engine.data.records import Record
 from engine.roles import COMPLETION, PROMPT
 
 

@@ -20,8 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.config import check_chain, load_stages
 from engine.errors import UserError
 from engine.launch.handshake import announced_run, child_env, launch_files
+from engine.launch.hosts import launch_command, ranks_for
 
 CONSOLE_LOG = "console.log"
 
@@ -36,9 +38,6 @@ class Detached:
 def checked_chain(config_paths: list, overrides: list[str] = (), quiet: bool = False) -> tuple[list[str], list, Path]:
     """Check a chain of configs here; (the ``tuner train`` arguments that run it elsewhere, its
     stages, its runs folder)."""
-    from engine.config import load_stages
-    from engine.config.checks import check_chain
-
     stages = load_stages(config_paths, overrides)
     check_chain(stages)
     train_args = [str(Path(path).resolve()) for path in config_paths]
@@ -49,14 +48,13 @@ def checked_chain(config_paths: list, overrides: list[str] = (), quiet: bool = F
 
 def checked_resume(run_dir: Path, quiet: bool = False) -> tuple[list[str], list, Path]:
     """Check that ``run_dir`` can be resumed (and is not training now); like :func:`checked_chain`."""
-    from engine.config import load_stages
     from engine.runs.folder import live_pid
-    from engine.training.trainer import latest_checkpoint
+    from engine.runs.checkpoints import Checkpoints
 
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "config.yaml").exists():
         raise UserError(f"{run_dir}: not a run folder (it has no config.yaml)")
-    latest_checkpoint(run_dir)
+    Checkpoints(run_dir).latest()
     if (pid := live_pid(run_dir)) is not None:
         raise UserError(f"{run_dir}: still training in process {pid}")
     stages = load_stages([run_dir / "config.yaml"])
@@ -75,9 +73,7 @@ def detach_resume(run_dir: Path, quiet: bool = False, hosts: Path | None = None)
 
 def _detach(train_args: list[str], stages: list, runs_dir: Path, hosts: Path | None) -> Detached:
     if hosts is not None:
-        from engine.launch.hosts import check_ranks
-
-        check_ranks(stages, hosts)
+        ranks_for(stages, hosts)
     return start_detached(train_args, runs_dir, hosts=hosts)
 
 
@@ -95,8 +91,6 @@ def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 
     if hosts is None:
         command = [sys.executable, "-m", "engine.cli", "train", *train_args]
     else:
-        from engine.launch.hosts import launch_command
-
         command = launch_command(hosts, train_args)
     with open(log, "wb") as out:
         child = subprocess.Popen(

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine.config.checks import check_ranks
 from engine.errors import EXIT_CODES, EXIT_INTERRUPTED, UserError
 from engine.launch.handshake import announced_run, child_env, launch_files
 
@@ -47,13 +48,10 @@ def read_hostfile(path: Path) -> list[dict]:
     return hosts
 
 
-def check_ranks(stages: list, hostfile: Path) -> int:
-    """The number of ranks, once every stage's batch splits evenly over them."""
+def ranks_for(stages: list, hostfile: Path) -> int:
+    """The number of ranks the hostfile makes, once every stage's batch splits evenly over them."""
     ranks = len(read_hostfile(hostfile))
-    for stage in stages:
-        if stage.config.batch_size % ranks:
-            raise stage.error("batch_size", f"{stage.config.batch_size} does not split evenly over the {ranks} "
-                              f"hosts of {hostfile}; use a multiple of {ranks}")
+    check_ranks(stages, ranks, over=f"the {ranks} hosts of {hostfile}")
     return ranks
 
 
@@ -77,7 +75,7 @@ def train_on_hosts(hostfile: Path, train_args: list[str], stages: list, runs_dir
     """Run ``tuner train TRAIN_ARGS`` on the hostfile's ranks, in the foreground. Returns the exit status."""
     from engine.runs.control import send_request
 
-    ranks = check_ranks(stages, hostfile)
+    ranks = ranks_for(stages, hostfile)
     announce, _ = launch_files(runs_dir)  # the ranks print to this terminal, not to a log
     command = launch_command(hostfile, [*train_args, "--announce", str(announce)])
     print(f"training on {ranks} ranks with mlx.launch (hostfile {hostfile})", file=sys.stderr, flush=True)

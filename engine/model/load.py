@@ -15,9 +15,14 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+from mlx_lm.tuner.utils import linear_to_lora_layers
+from mlx_lm.utils import dequantize_model, get_total_parameters, load, save
 
 from engine.errors import UserError, first_line
+from engine.files import atomic_write_json
+from engine.hub import explain_failure, offline_unless_reachable
+from engine.model.resolve import resolve_model
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 ADAPTER_LEAVES = ("lora_a", "lora_b", "m")
@@ -33,49 +38,29 @@ class LoadedModel:
     notes: list[str]
 
 
-def resolve_model_path(name: str) -> str:
-    """Built-in ids and ``.gguf`` files become a cached mlx-lm folder; the rest passes through."""
-    from engine.model.demo import resolve_builtin
-
-    if name.lower().endswith(".gguf"):
-        from engine.model.gguf import ensure_imported
-
-        return str(ensure_imported(Path(name).expanduser()))
-    return resolve_builtin(name)
-
-
 def load_base(stage) -> LoadedModel:
-    """Load the stage's model (local folder or Hugging Face id) and pick the compute dtype."""
-    from mlx_lm.utils import load
-
+    """Load the stage's model (found by :func:`engine.model.resolve.resolve_model`) and pick the
+    compute dtype."""
     cfg = stage.config
-    try:
-        path = resolve_model_path(cfg.model)
-    except (ValueError, UserError) as e:  # unknown builtin id, or a .gguf that cannot be imported
-        raise stage.error("model", str(e)) from None
-    local = Path(path).expanduser()
-    if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
-        raise stage.error("model", f"no such model folder: {path}")
-    from engine.hub import explain_failure, offline_unless_reachable
-
-    if not local.exists():  # a hub id: without a network, fail (or use the cache) at once
+    where = resolve_model(stage)
+    if not where.local:  # a hub id: without a network, fail (or use the cache) at once
         offline_unless_reachable()
     try:
         model, tokenizer, config = load(
-            str(local) if local.exists() else path,
+            where.path,
             tokenizer_config={"trust_remote_code": cfg.trust_remote_code},
             return_config=True,
             trust_remote_code=cfg.trust_remote_code,
         )
     except Exception as e:  # hub, file and format errors all reach the user as one line
-        why = first_line(e) if local.exists() else explain_failure(e, "model")
-        raise stage.error("model", f"could not load {path!r}: {why}") from None
+        why = first_line(e) if where.local else explain_failure(e, "model")
+        raise stage.error("model", f"could not load {where.path!r}: {why}") from None
     notes: list[str] = []
     dtype = choose_dtype(cfg.compute_dtype)
     if dtype is not None:
         notes.extend(cast_model(model, dtype))
     resolved = "model" if dtype is None else _dtype_name(dtype)
-    return LoadedModel(model, tokenizer, str(local) if local.exists() else path, config, resolved, notes)
+    return LoadedModel(model, tokenizer, where.path, config, resolved, notes)
 
 
 def choose_dtype(requested: str):
@@ -109,8 +94,6 @@ def _affine_float32(module) -> mx.array | None:
 
 def _dequantize_float32(model: nn.Module) -> None:
     """Swap affine-quantized linear and embedding layers for float32 ones (see :func:`_affine_float32`)."""
-    from mlx.utils import tree_unflatten
-
     swapped = []
     for name, module in model.named_modules():
         if not isinstance(module, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
@@ -132,8 +115,6 @@ def _dequantize_float32(model: nn.Module) -> None:
 
 def cast_model(model: nn.Module, dtype) -> list[str]:
     """Dequantize quantized layers (if computing in float) and cast floating weights."""
-    from mlx_lm.utils import dequantize_model
-
     notes = []
     quantized = sum(
         isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules()
@@ -158,8 +139,6 @@ def cast_model(model: nn.Module, dtype) -> list[str]:
 
 def setup_trainable(model: nn.Module, cfg) -> None:
     """Freeze the base and add LoRA/DoRA layers, or unfreeze the last layers for full tuning."""
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
     model.freeze()
     layers = len(model.layers)
     num_layers = layers if cfg.num_layers == -1 else cfg.num_layers
@@ -209,16 +188,12 @@ def load_trained_weights(model: nn.Module, file: str | Path) -> None:
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts; quantized weights count their logical size."""
-    from mlx_lm.utils import get_total_parameters
-
     trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
     return trainable, get_total_parameters(model)
 
 
 def write_adapter_config(adapter_dir: Path, cfg, model_path: str, extra: dict) -> None:
     """``adapter_config.json`` with the keys mlx-lm's ``load_adapters`` and fuse read."""
-    from engine.files import atomic_write_json
-
     data = {
         **extra,
         "model": model_path,
@@ -236,9 +211,6 @@ def read_adapter_config(adapter_dir: Path) -> dict:
 
 def fuse(model_path: str, adapter_dir: Path, save_dir: Path) -> Path:
     """Fuse trained adapters into the base model, as ``mlx_lm.fuse`` does, in its stored dtype."""
-    from mlx.utils import tree_unflatten
-    from mlx_lm.utils import load, save
-
     model, tokenizer, config = load(model_path, adapter_path=str(adapter_dir), return_config=True)
     fused = [(n, m.fuse()) for n, m in model.named_modules() if hasattr(m, "fuse")]
     if fused:

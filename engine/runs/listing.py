@@ -1,30 +1,27 @@
 """Run folders summarised for lists: status, progress and best validation of every run, read back
-from their events, and a live follower of a run another process trains.
+from their events (folded by :class:`engine.runs.view.RunView`), and a live follower of a run
+another process trains.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 from typing import Callable
 
-from engine.errors import UserError
-from engine.events import EvalReport, Event, RunFailed, RunFinished, RunStarted, StateChanged
-from engine.files import atomic_write_bytes
+from engine.events import Event
 from engine.runs.folder import PROCESS_FILE, live_pid, next_stage_dir, process_record, process_running
 from engine.runs.metrics import METRICS_FILE, EventTail, read_events
+from engine.runs.view import RunView
 
 LIVE_SECONDS = 120  # a run with no process record whose metrics file is older than this has died
 
 
 @dataclasses.dataclass(frozen=True)
-
-
 class RunSummary:
-    """What a list of runs shows about one run folder, read back from its events."""
+    """What a list of runs shows about one run folder: its :class:`RunView` and whether it lives."""
 
     run_dir: Path
     name: str
@@ -42,64 +39,42 @@ class RunSummary:
     loop_state: str = "running"  # the last StateChanged of an unfinished run: running | paused | stopping
 
 
-class RunTally:
-    """Folds a run's events into a :class:`RunSummary` one at a time, so a live view can keep
-    its summary current from the few events each poll brings instead of rereading the file."""
+def summary_of(run_dir: Path, view: RunView) -> RunSummary | None:
+    """The summary of a run folder whose events so far fold into ``view``; None until the run
+    has started. An unfinished run's status comes from the folder (is its process alive?)."""
+    started = view.started
+    if started is None:
+        return None
+    run_dir = Path(run_dir)
+    return RunSummary(
+        run_dir=run_dir,
+        name=run_dir.name,
+        status=view.status or unfinished_status(run_dir, view.loop_state),
+        stage=started.stage,
+        stages=started.stages,
+        step=view.step,
+        total_steps=view.total_steps,
+        best_completion_loss=view.best_completion_loss,
+        best_step=view.best_step,
+        started=started.time,
+        model=started.model,
+        plw=started.prompt_loss_weight,
+        config_file=started.config_file,
+        loop_state=view.loop_state,
+    )
 
-    def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
-        self.started: RunStarted | None = None
-        self.final_status = ""  # set once the run has finished or failed
-        self.step = 0
-        self.total_steps = 0
-        self.best_completion_loss = math.nan
-        self.best_step = -1
-        self.loop_state = "running"
 
-    def add(self, event: Event) -> None:
-        if isinstance(event, RunStarted):  # also when a resume reopens a finished run
-            self.started, self.total_steps, self.final_status = event, event.total_steps, ""
-        self.step = max(self.step, getattr(event, "step", 0))
-        if isinstance(event, EvalReport) and event.split == "valid" and math.isfinite(event.completion_loss):
-            if math.isnan(self.best_completion_loss) or event.completion_loss < self.best_completion_loss:
-                self.best_completion_loss, self.best_step = event.completion_loss, event.step
-        elif isinstance(event, StateChanged):
-            self.loop_state = event.state
-        elif isinstance(event, RunFinished):
-            self.final_status = event.status
-        elif isinstance(event, RunFailed):
-            self.final_status = "failed"
-
-    def summary(self) -> RunSummary | None:
-        """The summary so far; None until the run has started."""
-        started = self.started
-        if started is None:
-            return None
-        status = self.final_status or unfinished_status(self.run_dir, self.loop_state)
-        return RunSummary(
-            run_dir=self.run_dir,
-            name=self.run_dir.name,
-            status=status,
-            stage=started.stage,
-            stages=started.stages,
-            step=self.step,
-            total_steps=self.total_steps,
-            best_completion_loss=self.best_completion_loss,
-            best_step=self.best_step,
-            started=started.time,
-            model=started.model,
-            plw=started.prompt_loss_weight,
-            config_file=started.config_file,
-            loop_state=self.loop_state,
-        )
+def read_view(run_dir: Path) -> RunView:
+    """A run folder's events so far, folded."""
+    view = RunView()
+    for event in read_events(run_dir):
+        view = view.apply(event)
+    return view
 
 
 def summarize_run(run_dir: Path) -> RunSummary | None:
     """Summarize a run folder from its events; None when it holds no run (yet)."""
-    tally = RunTally(run_dir)
-    for event in read_events(tally.run_dir):
-        tally.add(event)
-    return tally.summary()
+    return summary_of(run_dir, read_view(run_dir))
 
 
 def unfinished_status(run_dir: Path, loop_state: str = "running") -> str:
@@ -163,16 +138,16 @@ def follow_run(run_dir: Path, emit: Callable[[Event], None], cancelled: Callable
     """
     run_dir = Path(run_dir)
     dead, identity = False, None
-    tail, tally = EventTail(run_dir), RunTally(run_dir)
+    tail, view = EventTail(run_dir), RunView()
     while not cancelled():
         for event in tail.read_new():
-            tally.add(event)
+            view = view.apply(event)
             emit(event)
-        if tally.final_status:
-            if not _more_stages(tally):
+        if view.finished:
+            if not view.more_stages:
                 return "finished"
             if (next_dir := next_stage_dir(run_dir)) is not None:  # the chain goes on there
-                run_dir, tail, tally = next_dir, EventTail(next_dir), RunTally(next_dir)
+                run_dir, tail, view = next_dir, EventTail(next_dir), RunView()
                 continue
         if dead:  # and the read after seeing it dead found nothing more
             return "process ended"
@@ -183,26 +158,6 @@ def follow_run(run_dir: Path, emit: Callable[[Event], None], cancelled: Callable
         if not dead:
             time.sleep(poll_seconds)
     return "cancelled"
-
-
-def _more_stages(tally: RunTally) -> bool:
-    """Whether a stage that just finished is followed by another one of its chain."""
-    started = tally.started
-    return tally.final_status == "completed" and started is not None and started.stage < started.stages
-
-
-def promote_checkpoint(run_dir: Path, step: int, adapter_dir: Path) -> Path:
-    """Make a checkpoint's weights the run's final adapter (``adapters.safetensors``).
-
-    The file mlx-lm loads is replaced atomically by the checkpoint's copy; the checkpoint itself
-    and the other numbered files stay, so any row can be promoted again later.
-    """
-    source = Path(run_dir) / "checkpoints" / f"step-{step:07d}" / "adapters.safetensors"
-    if not source.exists():
-        raise UserError(f"{source}: no such checkpoint")
-    target = Path(adapter_dir) / "adapters.safetensors"
-    atomic_write_bytes(target, source.read_bytes())
-    return target
 
 
 EVAL_EXAMPLES = "eval_examples.json"  # written by the trainer at every validation

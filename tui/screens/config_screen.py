@@ -1,7 +1,8 @@
 """Config: edit the YAML, see it validated as you type, the resolved values and the LR schedule.
 
 Validation runs in a thread worker 0.4 s after the last keystroke, on the editor's unsaved text,
-with the same loader ``tuner train`` uses; its result comes back in one call to the event loop.
+with the same loader ``tuner train`` uses; its result comes back as one message. The files edited
+are the app's :class:`ConfigChain`, one stage at a time.
 """
 
 from __future__ import annotations
@@ -22,10 +23,15 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Static, TextArea
 from textual_plotext import PlotextPlot
 
+from engine.config import load_stages, resolved_rows
+from engine.config.checks import check_chain
 from engine.config.help import help_for
 from engine.errors import UserError
 from engine.files import atomic_write_text
+from engine.training.schedule import schedule_curve, updates_in_run
 
+from ..config_chain import ConfigChain
+from ..messages import WorkerResult
 from .path_prompt import PathPrompt, SamplePicker
 
 DEBOUNCE_SECONDS = 0.4
@@ -49,10 +55,6 @@ def check_config(paths: list[Path], index: int, texts: dict[str, str]) -> Checke
 
     Runs in a worker thread. An error in any stage is reported, since a later stage inherits.
     """
-    from engine.config import load_stages, resolved_rows
-    from engine.training.schedule import schedule_curve, updates_in_run
-    from engine.config.checks import check_chain
-
     try:
         stages = load_stages(paths, texts=texts)
         check_chain(stages)
@@ -85,8 +87,21 @@ class ConfigScreen(Screen):
         Binding("escape", "leave_editor", "Leave editor", id="config-leave", show=False, tooltip="Give the keys back to the app (1/2/3 switch screens)"),
     ]
 
-    def __init__(self) -> None:
+    class FileRead(WorkerResult):
+        """A config file's text, or why it could not be read."""
+
+        def __init__(self, path: Path, text: str = "", error: str = "") -> None:
+            super().__init__()
+            self.path, self.text, self.error = path, text, error
+
+    class Validated(WorkerResult):
+        def __init__(self, checked: Checked) -> None:
+            super().__init__()
+            self.checked = checked
+
+    def __init__(self, chain: ConfigChain) -> None:
         super().__init__()
+        self.chain = chain
         self.error_line: int | None = None
         self._debounce: Timer | None = None
         self.saved_text = ""
@@ -94,7 +109,8 @@ class ConfigScreen(Screen):
 
     @property
     def path(self) -> Path:
-        return self.app.config_path
+        """The open stage's file."""
+        return self.chain.current
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -117,14 +133,20 @@ class ConfigScreen(Screen):
     @work(thread=True, exclusive=True, group="config-io")
     def load_file(self, path: Path) -> None:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            self.post_message(self.FileRead(Path(path), Path(path).read_text(encoding="utf-8")))
         except OSError as e:
-            self.app.call_from_thread(self.notify, f"cannot open {path}: {e}", severity="error")
+            self.post_message(self.FileRead(Path(path), error=f"cannot open {path}: {e}"))
+
+    def on_config_screen_file_read(self, message: ConfigScreen.FileRead) -> None:
+        if message.superseded:
             return
-        self.app.call_from_thread(self._show_file, Path(path), text)
+        if message.error:
+            self.notify(message.error, severity="error")
+        else:
+            self._show_file(message.path, message.text)
 
     def _show_file(self, path: Path, text: str, saved_text: str | None = None) -> None:
-        self.app.config_path = path
+        self.chain.open(path)
         self.saved_text = text if saved_text is None else saved_text
         self.query_one(TextArea).load_text(text)
         self._update_title()
@@ -132,26 +154,23 @@ class ConfigScreen(Screen):
         self.validate_now()
 
     def _show_chain(self) -> None:
-        paths = self.app.config_paths
         chain = self.query_one("#config-chain", Static)
-        chain.display = len(paths) > 1
+        chain.display = len(self.chain) > 1
         chain.update(
             "chain: "
             + "  ›  ".join(
-                f"[b reverse] {i + 1} {p.name} [/]" if i == self.app.stage_index else f"{i + 1} {p.name}"
-                for i, p in enumerate(paths)
+                f"[b reverse] {i + 1} {p.name} [/]" if i == self.chain.index else f"{i + 1} {p.name}"
+                for i, p in enumerate(self.chain.paths)
             )
             + "   ([ ] switch)"
         )
 
     def action_stage(self, delta: int) -> None:
-        paths = self.app.config_paths
-        target = self.app.stage_index + delta
-        if not 0 <= target < len(paths):
+        left, unsaved = self.path, (self.query_one(TextArea).text, self.saved_text)
+        if not self.chain.step(delta):
             return
-        if self.dirty:
-            self.stashed[self.path] = (self.query_one(TextArea).text, self.saved_text)
-        self.app.stage_index = target
+        if unsaved[0] != unsaved[1]:
+            self.stashed[left] = unsaved
         if self.path in self.stashed:
             text, saved = self.stashed.pop(self.path)
             self._show_file(self.path, text, saved)
@@ -160,7 +179,7 @@ class ConfigScreen(Screen):
 
     def check_action(self, action: str, parameters) -> bool | None:
         if action == "stage":  # hidden unless a chain of configs is open
-            return len(self.app.config_paths) > 1
+            return len(self.chain) > 1
         return True
 
     def save_all(self) -> None:
@@ -178,7 +197,7 @@ class ConfigScreen(Screen):
     def save_to(self, path: Path) -> None:
         text = self.query_one(TextArea).text
         atomic_write_text(path, text)  # one small file: a rename, no scan
-        self.app.config_path = path
+        self.chain.open(path)
         self.saved_text = text
         self._update_title()
         self.notify(f"saved {path}")
@@ -197,11 +216,15 @@ class ConfigScreen(Screen):
     def validate_now(self) -> None:
         texts = {str(path): text for path, (text, _) in self.stashed.items()}
         texts[str(self.path)] = self.query_one(TextArea).text
-        self.validate(list(self.app.config_paths), self.app.stage_index, texts)
+        self.validate(list(self.chain.paths), self.chain.index, texts)
 
     @work(thread=True, exclusive=True, group="config-validate")
     def validate(self, paths: list[Path], index: int, texts: dict[str, str]) -> None:
-        self.app.call_from_thread(self.show_check, check_config(paths, index, texts))
+        self.post_message(self.Validated(check_config(paths, index, texts)))
+
+    def on_config_screen_validated(self, message: ConfigScreen.Validated) -> None:
+        if not message.superseded:  # a newer check of newer text is on its way
+            self.show_check(message.checked)
 
     def show_check(self, checked: Checked) -> None:
         status = self.query_one("#config-check", Static)

@@ -2,52 +2,46 @@
 
 Statistics come from ``engine.data.stats`` as plain data. Computing them reads and tokenises every
 example, and showing one example loads its record and the tokenizer, so both run in thread
-workers; widgets are touched only on the event loop, once per worker result. The statistics
-are recomputed when the screen is shown after the config file changed, or on ``r``.
+workers whose results come back as messages. The statistics are recomputed when the screen is
+shown after a file of the config chain changed, or on ``r``. The overview and the example table
+are widgets of their own (``tui/widgets/split_overview.py``, ``tui/widgets/example_table.py``).
 
 The module-level functions ``load_dataset`` and ``example_tokens`` are the only places that
-call the engine, which keeps the screen testable with injected statistics.
+call the engine, so tests inject statistics through them.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
-from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, ProgressBar, Static, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.widgets import Footer, Header, ProgressBar, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
 
-from ..widgets.histogram import Histogram
+from engine.config import Stage, load_stages
+from engine.data.stats import DatasetStats, TokenCell, compute_stats, load_stage_tokenizer
+from engine.data.stats_measure import load_record
+from engine.data.token_view import token_view
+from engine.errors import UserError
+from engine.printer import format_worst
+from engine.runs.listing import latest_evaluated_run, worst_validation
+
+from ..config_chain import ConfigChain
+from ..messages import WorkerResult
+from ..widgets.example_table import ExampleTable
+from ..widgets.split_overview import SplitOverview, rg_text
 from ..widgets.token_view import TokenView
 
-if TYPE_CHECKING:
-    from engine.config import Stage
-    from engine.data.stats import DatasetStats, Distribution, ExampleRow, SplitStats, TokenCell
-
 SPLITS = ("train", "valid", "test")
-# sort column -> ExampleRow attribute, in the order ``s`` cycles through them
-SORTS = {
-    "index": "index", "total": "total_tokens", "prompt": "prompt_tokens", "completion": "completion_tokens", "Rg": "rg",
-}
-COLUMNS = ("index", "prompt", "completion", "total", "Rg", "flags", "origin")  # origin: file name and line
-# Textual's DataTable measures every cell it is given (about 0.3 s per 2,000 rows), so the
-# table shows the first rows of the sorted split; the sort itself always covers every row.
-ROW_LIMIT = 2_000
 PROGRESS_SECONDS = 0.1
-PARSE_ERRORS_SHOWN = 3
-PERCENTILES = ("mean", "min", "p10", "p25", "p50", "p75", "p90", "p99", "max")
-NO_VALUE = "—"
 
 
 @dataclass(frozen=True)
@@ -72,7 +66,7 @@ class ExampleTokens:
 class Superseded(Exception):
     """Raised from the progress callback to stop a computation nobody waits for any more.
 
-    Its worker is already cancelled, so whatever it returns is never shown.
+    Its worker is already cancelled, so whatever it posts is dropped.
     """
 
 
@@ -82,11 +76,6 @@ def load_dataset(chain: list[Path], progress, use_cache: bool, runs_dir: Path | 
     The stages before it are loaded too, because a later stage inherits their keys. When a run
     under ``runs_dir`` has evaluated, its worst validation examples come along.
     """
-    from engine.cli import format_worst
-    from engine.config import load_stages
-    from engine.runs.listing import latest_evaluated_run, worst_validation
-    from engine.data.stats import compute_stats
-
     stage = load_stages(chain)[-1]
     stats = compute_stats(stage, progress=progress, use_cache=use_cache)
     run = latest_evaluated_run(runs_dir) if runs_dir is not None else None
@@ -101,8 +90,6 @@ def example_tokens(loaded: Loaded, split: str, index: int) -> list[TokenCell]:
     The engine keeps the tokenizer and the records it read last, so stepping through examples
     loads neither again.
     """
-    from engine.data.stats import load_record, load_stage_tokenizer, token_view
-
     stats = loaded.stats
     record = load_record(loaded.stage, split, index)
     return token_view(load_stage_tokenizer(loaded.stage), record, stats.max_seq_length, stats.prompt_loss_weight)
@@ -110,12 +97,7 @@ def example_tokens(loaded: Loaded, split: str, index: int) -> list[TokenCell]:
 
 def _problem(error: Exception) -> str:
     """A UserError is already one line for the user; anything else is a bug, named as such."""
-    from engine.errors import UserError
-
     return str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-
-
-# ---------------------------------------------------------------------------- text for the panels
 
 
 def short_path(path: str | Path) -> str:
@@ -126,96 +108,6 @@ def short_path(path: str | Path) -> str:
         if not relative.startswith(".."):
             return relative
     return text
-
-
-def _number(value: float, digits: int = 0) -> str:
-    return f"{value:,.{digits}f}" if math.isfinite(value) else NO_VALUE
-
-
-def _percent(value: float) -> str:
-    return f"{value:.1%}" if math.isfinite(value) else NO_VALUE
-
-
-def rg_text(value: float) -> str:
-    """Rg to three significant digits; an example without prompt tokens has none."""
-    return f"{value:.3g}" if math.isfinite(value) else NO_VALUE
-
-
-def _share(part: int, whole: int) -> str:
-    return f"{part:,} ({part / whole:.1%})" if whole else f"{part:,}"
-
-
-def _flags(row: ExampleRow) -> str:
-    """The worst thing ``max_seq_length`` does to the example."""
-    if row.zero_completion:
-        return "no completion"
-    if row.completion_cut:
-        return "completion cut"
-    return "cut" if row.truncated else ""
-
-
-def length_title(name: str, dist: Distribution) -> str:
-    return f"{name} p50 {_number(dist.p50)} · p90 {_number(dist.p90)} · max {_number(dist.max)}"
-
-
-def summary_text(stats: DatasetStats, split: SplitStats) -> str:
-    """Counts, formats, parse errors, truncation, duplicates and overlap, then the length percentiles."""
-    formats = " · ".join(f"{name} {count:,}" for name, count in split.formats.items() if count) or "nothing readable"
-    lines = [f"{split.name}: {split.count:,} examples · {formats}"]
-    if len(split.sources) > 1:
-        lines.append("sources: " + " · ".join(f"{name} {part.count:,}" for name, part in split.sources.items()))
-    errors = split.parse_errors
-    if errors:
-        more = f" (first {PARSE_ERRORS_SHOWN})" if len(errors) > PARSE_ERRORS_SHOWN else ""
-        lines.append(f"{len(errors):,} rows could not be read{more}:")
-        lines.extend(f"  {error}" for error in errors[:PARSE_ERRORS_SHOWN])
-    lines.append(
-        f"at max_seq_length {stats.max_seq_length:,}: {_share(split.truncated, split.count)} cut · "
-        f"{_share(split.completion_cut, split.count)} lose completion tokens · "
-        f"{_share(split.zero_completion, split.count)} keep no completion"
-    )
-    overlap = " · ".join(f"{pair} overlap {count:,}" for pair, count in stats.overlap.items())
-    lines.append(f"duplicates within {split.name}: {split.duplicates:,}" + (f" · {overlap}" if overlap else ""))
-    lines.append("")
-    lines.append(f"{'tokens':<10}" + "".join(f"{name:>7}" for name in PERCENTILES))
-    for name, dist in (("prompt", split.prompt), ("completion", split.completion), ("total", split.total)):
-        values = [_number(dist.mean, 1)] + [_number(getattr(dist, key)) for key in PERCENTILES[1:]]
-        lines.append(f"{name:<10}" + "".join(f"{value:>7}" for value in values))
-    return "\n".join(lines)
-
-
-def rg_notes(stats: DatasetStats, split: SplitStats) -> str:
-    """The Rg figures printed beside its histogram, and the engine's guidance for the data."""
-    rg = split.rg
-    lines = [
-        f"over {rg.count:,} examples with a prompt",
-        f"arithmetic mean  {rg_text(rg.arithmetic_mean)}",
-        f"geometric mean   {rg_text(rg.geometric_mean)}",
-        f"median           {rg_text(rg.median)}",
-        f"ratio of means   {rg_text(rg.ratio_of_means)}",
-        f"share Rg < 1     {_percent(rg.share_below_1)}",
-        f"without prompt   {rg.no_prompt:,}",
-    ]
-    if stats.guidance:
-        lines += ["", stats.guidance]
-    return "\n".join(lines)
-
-
-def sorted_rows(rows: tuple[ExampleRow, ...], sort: str, descending: bool) -> list[ExampleRow]:
-    """Rows in the chosen order; rows without a value (Rg of a prompt-less example) always go last."""
-    key = attrgetter(SORTS[sort])
-    known = [row for row in rows if not math.isnan(key(row))]
-    unknown = [row for row in rows if math.isnan(key(row))]
-    return sorted(known, key=key, reverse=descending) + unknown
-
-
-def row_cells(row: ExampleRow) -> tuple:
-    numbers = (row.index, row.prompt_tokens, row.completion_tokens, row.total_tokens)
-    right = [Text(f"{n:,}", justify="right") for n in numbers]
-    return (*right, Text(rg_text(row.rg), justify="right"), _flags(row), row.origin.rsplit("/", 1)[-1])
-
-
-# ---------------------------------------------------------------------------- the screen
 
 
 class DatasetScreen(Screen):
@@ -252,16 +144,31 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
                 tooltip="Read and tokenise the data again, ignoring the cache"),
     ]
 
-    def __init__(self) -> None:
+    class Progress(WorkerResult):
+        def __init__(self, done: int, total: int) -> None:
+            super().__init__()
+            self.done, self.total = done, total
+
+    class Computed(WorkerResult):
+        """The statistics, or the one line that says why they could not be computed."""
+
+        def __init__(self, result: Loaded | str) -> None:
+            super().__init__()
+            self.result = result
+
+    class Tokenised(WorkerResult):
+        def __init__(self, example: ExampleTokens) -> None:
+            super().__init__()
+            self.example = example
+
+    def __init__(self, chain: ConfigChain, runs_dir: Path | None = None) -> None:
         super().__init__()
+        self.chain = chain
+        self.runs_dir = runs_dir  # where to look for the latest evaluated run's worst examples
         self.loaded: Loaded | None = None
         self.split = "train"
-        self.sort = "index"
-        self.descending = False
         self._computed_for: tuple[tuple[Path, int | None], ...] = ()  # the chain's files and mtimes
         self._example: tuple[str, int] | None = None  # the example asked for last
-        self._shown_rows: list[ExampleRow] = []  # the table's rows, in table order
-        self._shown_split = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -272,18 +179,10 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
             yield ProgressBar(total=None, show_eta=False, id="dataset-progress")
         with TabbedContent(id="dataset-tabs"):
             with TabPane("Overview", id="dataset-overview"):
-                with VerticalScroll():
-                    yield Static("", id="dataset-summary")
-                    with Grid(id="dataset-lengths"):
-                        for name in ("prompt", "completion", "total"):
-                            yield Histogram(id=f"dataset-{name}")
-                    with Horizontal(id="dataset-rg-row"):
-                        yield Histogram(id="dataset-rg")
-                        yield Static("", id="dataset-rg-notes")
-                    yield Static("", id="dataset-worst")
+                yield SplitOverview()
             with TabPane("Examples", id="dataset-examples"):
                 yield Static("", id="dataset-table-note")
-                yield DataTable(cursor_type="row", zebra_stripes=True, id="dataset-table")
+                yield ExampleTable(id="dataset-table")
                 yield Static("", id="dataset-example-title")
                 with VerticalScroll(id="dataset-token-scroll"):
                     yield TokenView("select an example to see its tokens", id="dataset-tokens")
@@ -299,7 +198,7 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
     def _chain_files(self) -> tuple[tuple[Path, int | None], ...]:
         """The config files up to the open stage, with their modification times."""
         files = []
-        for path in map(Path, self.app.config_paths[: self.app.stage_index + 1]):
+        for path in self.chain.up_to_current():
             try:
                 files.append((path, path.stat().st_mtime_ns))
             except OSError:
@@ -326,7 +225,7 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
         self.compute([path for path, _ in self._computed_for], use_cache)
 
     @work(thread=True, exclusive=True, group="dataset-stats")
-    def compute(self, chain: list[Path], use_cache: bool) -> Loaded | str:
+    def compute(self, chain: list[Path], use_cache: bool) -> None:
         worker = get_current_worker()
         last = 0.0
 
@@ -338,29 +237,26 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
             now = time.monotonic()
             if now - last >= PROGRESS_SECONDS or done >= total:
                 last = now
-                self.app.call_from_thread(self._show_progress, done, total)
+                self.post_message(self.Progress(done, total))
 
         try:
-            return load_dataset(chain, progress, use_cache, getattr(self.app, "runs_dir", None))
+            result = load_dataset(chain, progress, use_cache, self.runs_dir)
         except Exception as error:  # shown on the screen; the app stays alive
-            return _problem(error)
+            result = _problem(error)
+        self.post_message(self.Computed(result))
 
-    def _show_progress(self, done: int, total: int) -> None:
-        self.query_one("#dataset-progress", ProgressBar).update(total=total, progress=done)
+    def on_dataset_screen_progress(self, message: DatasetScreen.Progress) -> None:
+        if not message.superseded:
+            self.query_one("#dataset-progress", ProgressBar).update(total=message.total, progress=message.done)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """Apply a worker's result on the event loop; a superseded worker never gets here."""
-        if event.state != WorkerState.SUCCESS:
+    def on_dataset_screen_computed(self, message: DatasetScreen.Computed) -> None:
+        if message.superseded:  # the chain changed while it ran; the newer computation shows
             return
-        result = event.worker.result
-        if event.worker.group == "dataset-stats":
-            self.remove_class("-busy")
-            if isinstance(result, Loaded):
-                self.show_loaded(result)
-            else:
-                self._show_error(result)
-        elif event.worker.group == "dataset-example":
-            self._show_example(result)
+        self.remove_class("-busy")
+        if isinstance(message.result, Loaded):
+            self.show_loaded(message.result)
+        else:
+            self._show_error(message.result)
 
     def _show_error(self, message: str) -> None:
         error = self.query_one("#dataset-error", Static)
@@ -386,14 +282,11 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
             f"{self.config_label} · data {data} · tokenizer {stats.tokenizer} · "
             f"max_seq_length {stats.max_seq_length:,} · PLW {stats.prompt_loss_weight:g}{cached}"
         )
-        worst = self.query_one("#dataset-worst", Static)
-        worst.update(loaded.worst)
-        worst.display = bool(loaded.worst)
+        self.query_one(SplitOverview).show_worst(loaded.worst)
         self._show_split()
 
     def _show_split(self) -> None:
         stats = self.loaded.stats
-        split = stats.splits[self.split]
         names = Text("split  ")
         for name in SPLITS:
             if name in stats.splits:
@@ -401,16 +294,7 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
                 names.append(" ")
         names.append("  v next split · r recompute", "dim")
         self.query_one("#dataset-splits", Static).update(names)
-        self.query_one("#dataset-summary", Static).update(summary_text(stats, split))
-        for name, dist in (("prompt", split.prompt), ("completion", split.completion), ("total", split.total)):
-            self.query_one(f"#dataset-{name}", Histogram).show(
-                dist.bin_edges, dist.bin_counts, length_title(name, dist), marker=stats.max_seq_length
-            )
-        self.query_one("#dataset-rg", Histogram).show(
-            split.rg.log10_bin_edges, split.rg.bin_counts, "Rg = completion / prompt tokens (log scale)",
-            marker=1.0, log_x=True,
-        )
-        self.query_one("#dataset-rg-notes", Static).update(rg_notes(stats, split))
+        self.query_one(SplitOverview).show_split(stats, stats.splits[self.split])
         self._fill_table()
 
     def action_next_split(self) -> None:
@@ -426,52 +310,35 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "dataset-examples":
-            self.query_one(DataTable).focus()
+            self.query_one(ExampleTable).focus()
 
     # ------------------------------------------------------------------ the example browser
 
     def action_next_sort(self) -> None:
-        names = list(SORTS)
-        self.sort = names[(names.index(self.sort) + 1) % len(names)]
+        self.query_one(ExampleTable).next_sort()
         self._fill_table()
 
     def action_flip_order(self) -> None:
-        self.descending = not self.descending
+        self.query_one(ExampleTable).flip_order()
         self._fill_table()
 
     def _fill_table(self) -> None:
-        """Show the split's rows in the chosen order, keeping the selected example selected."""
+        """Show the split's rows in the chosen order, and the selected example's tokens."""
         if self.loaded is None:
             return
-        rows = self.loaded.stats.splits[self.split].rows
-        shown = sorted_rows(rows, self.sort, self.descending)[:ROW_LIMIT]
-        table = self.query_one(DataTable)
-        selected = None
-        if self._shown_split == self.split and 0 <= table.cursor_row < len(self._shown_rows):
-            selected = self._shown_rows[table.cursor_row].index
-        self._shown_rows, self._shown_split = shown, self.split
-        arrow = " ↓" if self.descending else " ↑"
-        table.clear(columns=True)
-        for column in COLUMNS:
-            table.add_column(column + (arrow if column == self.sort else ""), key=column)
-        table.add_rows((row_cells(row) for row in shown))
-        order = "descending" if self.descending else "ascending"
-        limit = f"the first {len(shown):,} of {len(rows):,}" if len(shown) < len(rows) else f"all {len(rows):,}"
-        self.query_one("#dataset-table-note", Static).update(
-            f"{self.split}: {limit} examples, sorted by {self.sort} {order} · s sort column · o order · n/p step"
-        )
-        position = next((i for i, row in enumerate(shown) if row.index == selected), 0)
-        if shown:
-            table.move_cursor(row=position)
-            self._request_example(shown[position].index)
+        table = self.query_one(ExampleTable)
+        note = table.show_split(self.split, self.loaded.stats.splits[self.split].rows)
+        self.query_one("#dataset-table-note", Static).update(note)
+        if (index := table.example_at(table.cursor_row)) is not None:
+            self._request_example(index)
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if 0 <= event.cursor_row < len(self._shown_rows):
-            self._request_example(self._shown_rows[event.cursor_row].index)
+    def on_data_table_row_highlighted(self, event: ExampleTable.RowHighlighted) -> None:
+        if (index := self.query_one(ExampleTable).example_at(event.cursor_row)) is not None:
+            self._request_example(index)
 
     def action_step(self, delta: int) -> None:
         self.query_one(TabbedContent).active = "dataset-examples"
-        table = self.query_one(DataTable)
+        table = self.query_one(ExampleTable)
         table.move_cursor(row=max(0, table.cursor_row + delta))
 
     def _request_example(self, index: int) -> None:
@@ -482,13 +349,15 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
         self.tokenize_example(self.loaded, self.split, index)
 
     @work(thread=True, exclusive=True, group="dataset-example")
-    def tokenize_example(self, loaded: Loaded, split: str, index: int) -> ExampleTokens:
+    def tokenize_example(self, loaded: Loaded, split: str, index: int) -> None:
         try:
-            return ExampleTokens(split, index, tuple(example_tokens(loaded, split, index)))
+            example = ExampleTokens(split, index, tuple(example_tokens(loaded, split, index)))
         except Exception as error:  # shown in the example's title line
-            return ExampleTokens(split, index, error=_problem(error))
+            example = ExampleTokens(split, index, error=_problem(error))
+        self.post_message(self.Tokenised(example))
 
-    def _show_example(self, example: ExampleTokens) -> None:
+    def on_dataset_screen_tokenised(self, message: DatasetScreen.Tokenised) -> None:
+        example = message.example
         if (example.split, example.index) != self._example:
             return  # the cursor has moved on
         title = self.query_one("#dataset-example-title", Static)

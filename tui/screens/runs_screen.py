@@ -1,8 +1,9 @@
 """The Runs screen: every run folder in a table, and one opened run's losses charted, live.
 
 A run may be written by a headless ``tuner train`` in another process, so this screen knows
-runs only through their ``metrics.jsonl`` files. Scanning folders and reading those files
-happen in thread workers; widgets are touched only on the event loop, once per worker result.
+runs only through their ``metrics.jsonl`` files, folded into a :class:`RunView`. Scanning folders
+and reading those files happen in thread workers; widgets are touched only on the event loop,
+once per worker result message.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 from textual_plotext import PlotextPlot
 
-from engine.events import CheckpointSaved, EvalReport, Event, RunStarted, TrainReport
-from engine.runs.listing import RunSummary, RunTally, list_runs, promote_checkpoint
+from engine.events import Event
+from engine.runs.checkpoints import Checkpoints
+from engine.runs.listing import RunSummary, list_runs, summary_of
 from engine.runs.metrics import EventTail
+from engine.runs.view import RunView
+
+from ..messages import WorkerResult
 
 SCAN_SECONDS = 5.0
 TAIL_SECONDS = 1.0
@@ -58,7 +63,7 @@ def _loss(value: float) -> str:
 
 
 class RunHistory:
-    """An opened run: the tail that follows its file, its summary so far and its loss series.
+    """An opened run: the tail that follows its file, its view so far and its loss series.
 
     The initial read goes through the same tail as the live polls, so nothing written between
     the two is missed or counted twice.
@@ -67,31 +72,29 @@ class RunHistory:
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
         self.tail = EventTail(run_dir)
-        self.tally = RunTally(run_dir)
+        self.view = RunView()
         self.series: dict[str, deque[tuple[int, float]]] = {
             name: deque(maxlen=SERIES_LIMIT) for name in ("train loss", "valid completion", "valid prompt")
         }
-        self.adapter_dir = run_dir / "adapters"
-        self.checkpoints: dict[int, str] = {}  # step -> why it was saved
-        self.evals: dict[int, EvalReport] = {}  # step -> validation there
 
     @property
-    def finished(self) -> bool:
-        return bool(self.tally.final_status)
+    def adapter_dir(self) -> Path:
+        started = self.view.started
+        return Path(started.adapter_dir) if started is not None else self.run_dir / "adapters"
 
     def add(self, events: list[Event]) -> None:
         for event in events:
-            self.tally.add(event)
-            if isinstance(event, TrainReport):
-                self._point("train loss", event.step, event.loss)
-            elif isinstance(event, EvalReport) and event.split == "valid":
-                self._point("valid completion", event.step, event.completion_loss)
-                self._point("valid prompt", event.step, event.prompt_loss)
-                self.evals[event.step] = event
-            elif isinstance(event, CheckpointSaved):
-                self.checkpoints[event.step] = event.reason
-            elif isinstance(event, RunStarted):
-                self.adapter_dir = Path(event.adapter_dir)
+            before, self.view = self.view, self.view.apply(event)
+            view = self.view
+            if view.last_train is not before.last_train and view.last_train is not None:
+                self._point("train loss", view.last_train.step, view.last_train.loss)
+            if view.evals is not before.evals and (report := view.latest_eval) is not None:
+                self._point("valid completion", report.step, report.completion_loss)
+                self._point("valid prompt", report.step, report.prompt_loss)
+
+    def summary(self) -> RunSummary | None:
+        """The run as the list shows it (whether it still trains is read from its folder)."""
+        return summary_of(self.run_dir, self.view)
 
     def _point(self, series: str, step: int, value: float) -> None:
         if math.isfinite(value):  # a diverged loss would wreck the y axis
@@ -103,7 +106,7 @@ class LossChart(PlotextPlot):
 
     def show(self, history: RunHistory) -> None:
         plt = self.plt
-        plt.clear_data()  # without it plotext's next build can take seconds (textual.md gotcha 5)
+        plt.clear_data()  # plotext keeps old series until cleared, and a crowded figure takes seconds to build
         plt.xlabel("step")
         for label, points in history.series.items():
             if points:
@@ -114,6 +117,25 @@ class LossChart(PlotextPlot):
 
 class RunsScreen(Screen):
     """Every run under a runs folder; enter charts one and follows it while it trains."""
+
+    class Scanned(WorkerResult):
+        def __init__(self, runs: list[RunSummary]) -> None:
+            super().__init__()
+            self.runs = runs
+
+    class Opened(WorkerResult):
+        """A run's events so far, read when it was opened."""
+
+        def __init__(self, history: RunHistory) -> None:
+            super().__init__()
+            self.history = history
+
+    class TailRead(WorkerResult):
+        """Events an opened run's file gained since the last read."""
+
+        def __init__(self, history: RunHistory, events: list[Event]) -> None:
+            super().__init__()
+            self.history, self.events = history, events
 
     BINDING_GROUP_TITLE = "Runs"
     HELP = """\
@@ -181,7 +203,9 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         ]
 
     def on_screen_resume(self) -> None:
-        self.scan_runs()
+        # after the screen's first layout: rows a DataTable gets before it has been laid out can
+        # keep column widths measured from its header alone
+        self.call_after_refresh(self.scan_runs)
         for timer in self._polls:
             timer.resume()
 
@@ -196,8 +220,12 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         self.scan_runs()
 
     @work(thread=True, exclusive=True, group="runs-scan")
-    def scan_runs(self) -> list[RunSummary]:
-        return list_runs(self.runs_dir, self._scan_cache)
+    def scan_runs(self) -> None:
+        self.post_message(self.Scanned(list_runs(self.runs_dir, self._scan_cache)))
+
+    def on_runs_screen_scanned(self, message: RunsScreen.Scanned) -> None:
+        if not message.superseded:
+            self._fill_table(message.runs)
 
     def _fill_table(self, runs: list[RunSummary]) -> None:
         """Show a scan's result, keeping the selected run selected; an unchanged scan does nothing."""
@@ -252,26 +280,37 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         self.load_run(run_dir)
 
     @work(thread=True, exclusive=True, group="run-load")
-    def load_run(self, run_dir: Path) -> RunHistory:
+    def load_run(self, run_dir: Path) -> None:
         history = RunHistory(run_dir)
         history.add(history.tail.read_new())
-        return history
+        self.post_message(self.Opened(history))
+
+    def on_runs_screen_opened(self, message: RunsScreen.Opened) -> None:
+        if message.history.run_dir == self._opening:  # not a run opened before the one open now
+            self._history = message.history
+            self._show_history(message.history, replot=True)
 
     def _poll_tail(self) -> None:
         """Start one read of the opened run's new events, unless the last one is still going."""
         history = self._history
-        if history is None or history.finished:
+        if history is None or history.view.finished:
             return
         if self._tail_worker is not None and not self._tail_worker.is_finished:
             return
         self._tail_worker = self.poll_tail(history)
 
     @work(thread=True, group="run-tail")
-    def poll_tail(self, history: RunHistory) -> tuple[RunHistory, list[Event]]:
-        return history, history.tail.read_new()
+    def poll_tail(self, history: RunHistory) -> None:
+        self.post_message(self.TailRead(history, history.tail.read_new()))
+
+    def on_runs_screen_tail_read(self, message: RunsScreen.TailRead) -> None:
+        history = message.history
+        if history is self._history:  # still the run open
+            history.add(message.events)
+            self._show_history(history, replot=bool(message.events))
 
     def _show_history(self, history: RunHistory, replot: bool) -> None:
-        summary = history.tally.summary()
+        summary = history.summary()
         text = describe(summary) if summary else f"{history.run_dir}: no run has started there yet"
         self.query_one("#run-summary", Static).update(text)
         if replot:
@@ -281,11 +320,12 @@ A run is *interrupted* when it never finished and its metrics file has not chang
     def _fill_checkpoints(self, history: RunHistory) -> None:
         table = self.query_one("#checkpoints", DataTable)
         table.clear()
-        for step in sorted(history.checkpoints):
-            found = history.evals.get(step)
+        reasons, evals = history.view.checkpoint_reasons(), history.view.evals_by_step()
+        for step in sorted(reasons):
+            found = evals.get(step)
             loss = _loss(found.completion_loss) if found else "—"
             accuracy = f"{found.completion_accuracy:.1%}" if found and math.isfinite(found.completion_accuracy) else "—"
-            table.add_row(str(step), history.checkpoints[step], loss, accuracy, key=str(step))
+            table.add_row(str(step), reasons[step], loss, accuracy, key=str(step))
 
     def action_promote(self) -> None:
         history, table = self._history, self.query_one("#checkpoints", DataTable)
@@ -293,21 +333,5 @@ A run is *interrupted* when it never finished and its metrics file has not chang
             self.notify("open a run (enter) and pick a checkpoint first", severity="warning")
             return
         step = int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
-        target = promote_checkpoint(history.run_dir, step, history.adapter_dir)
+        target = Checkpoints(history.run_dir, history.adapter_dir).promote(step)
         self.notify(f"step {step} is now {target}")
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """Apply a worker's result on the event loop, dropping one for a run no longer open."""
-        worker = event.worker
-        if event.state != WorkerState.SUCCESS:
-            return
-        if worker.group == "runs-scan":
-            self._fill_table(worker.result)
-        elif worker.group == "run-load" and worker.result.run_dir == self._opening:
-            self._history = worker.result
-            self._show_history(self._history, replot=True)
-        elif worker.group == "run-tail":
-            history, events = worker.result
-            if history is self._history:
-                history.add(events)
-                self._show_history(history, replot=bool(events))

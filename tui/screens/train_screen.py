@@ -1,8 +1,9 @@
 """Train: start, pause, stop and watch a run.
 
 The screen only renders: the app owns the training session (thread worker, Control, event
-queue) and hands each drained event to :meth:`TrainScreen.apply`. Every series is bounded and
-NaN/inf never reach a Sparkline (MetricSparkline filters them and shows them as text).
+queue) and hands each drained event to :meth:`TrainScreen.apply`, which folds it into the run's
+:class:`RunView` and draws what the event changed. Every series is bounded and NaN/inf never
+reach a Sparkline (MetricSparkline filters them and shows them as text).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, RichLog, Static
 
 from engine import events as ev
-from engine.printer import fmt, format_event, ranks_text
+from engine.printer import fmt, format_event, format_plan, plan_summary, ranks_text
+from engine.runs.view import RunView
 
 from ..system_memory import BYTES_PER_GB, SystemMemory
 from ..widgets.memory_gauge import MemoryGauge
@@ -37,7 +39,6 @@ SERIES = (
 GB_TO_GIB = 1e9 / BYTES_PER_GB  # engine events count 10^9 bytes, the gauges 2^30 like the OS
 HISTORY = 10_000  # points kept per series for the full chart
 LOG_LINES = 500
-SAMPLES_SHOWN = 6
 
 
 def clock(seconds: float) -> str:
@@ -67,7 +68,8 @@ class TrainScreen(Screen):
         "training after you quit the app or your SSH connection drops (Runs, **a**, attaches to it "
         "again). **p** pauses or resumes between steps, **x** stops and saves, **s** saves a checkpoint "
         "now, **e** evaluates now, also on a run followed from another process; **l** leaves such a run "
-        "training and stops following it. **c** opens a larger chart."
+        "training and stops following it. **c** opens a larger chart; **i** shows why each compute lever "
+        "of the run is on or off."
     )
     BINDINGS = [
         Binding("t", "app.start_training", "Start", id="train-start", tooltip="Train the open config"),
@@ -80,17 +82,21 @@ class TrainScreen(Screen):
         Binding("l", "app.leave_run", "Leave", id="train-leave",
                 tooltip="Stop following the run another process trains; it goes on"),
         Binding("c", "chart", "Chart", id="train-chart", tooltip="Show one series as a large chart"),
+        Binding("i", "toggle_plan", "Plan", id="train-plan", show=False,
+                tooltip="Show or hide why each compute lever of the run is on or off"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
+        self.view = RunView()  # the shown run's events so far, folded
         self.history: dict[str, deque[tuple[int, float]]] = {key: deque(maxlen=HISTORY) for key, _, _ in SERIES}
-        self.samples: deque[str] = deque(maxlen=SAMPLES_SHOWN)
+        self.plan_open = False  # the compute plan lever by lever, or its one-line summary
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="train-body"):
             yield Static("idle: press t to train the open config", id="train-status")
+            yield Static("", id="train-plan")
             yield ProgressBar(total=None, show_eta=False, id="train-progress")
             with Grid(id="train-metrics"):
                 for key, title, spec in SERIES:
@@ -121,34 +127,49 @@ class TrainScreen(Screen):
     # ------------------------------------------------------------------ events in
     def apply(self, event: ev.Event) -> None:
         """Show one engine event. Called on the event loop by the app's drain timer."""
-        if isinstance(event, ev.RunStarted):
-            self._start(event)
-        elif isinstance(event, ev.TrainReport):
-            self._train_report(event)
-        elif isinstance(event, ev.EvalReport) and event.split == "valid":
-            self._push("val-completion", event.step, event.completion_loss)
-            self._push("val-prompt", event.step, event.prompt_loss)
-            self._push("val-accuracy", event.step, event.completion_accuracy)
-        elif isinstance(event, ev.SampleGenerated):
-            self.samples.appendleft(f"@{event.step} {event.prompt[:50]!r}\n  → {event.completion[:60]!r}  (want {event.reference[:30]!r})")
-            self.query_one("#train-samples", Static).update("\n".join(self.samples))
-        elif isinstance(event, (ev.RunFinished, ev.RunFailed)):
-            self.query_one("#train-status", Static).update(format_event(event) or "")
+        before, self.view = self.view, self.view.apply(event)
+        self._show_change(before, self.view)
         line = format_event(event)
         if line:
             self.query_one("#train-log", RichLog).write(line)
+
+    def _show_change(self, before: RunView, view: RunView) -> None:
+        """Draw what one event changed in the run's view."""
+        if view.started is not before.started:
+            self._start(view.started)
+        if view.last_train is not before.last_train and view.last_train is not None:
+            self._train_report(view.last_train)
+        if view.evals is not before.evals and (report := view.latest_eval) is not None:
+            self._push("val-completion", report.step, report.completion_loss)
+            self._push("val-prompt", report.step, report.prompt_loss)
+            self._push("val-accuracy", report.step, report.completion_accuracy)
+        if view.samples and view.samples[-1] is not (before.samples[-1] if before.samples else None):
+            self.query_one("#train-samples", Static).update("\n".join(
+                f"@{s.step} {s.prompt[:50]!r}\n  → {s.completion[:60]!r}  (want {s.reference[:30]!r})"
+                for s in reversed(view.samples)
+            ))
+        if view.end is not before.end:
+            self.query_one("#train-status", Static).update(format_event(view.end) or "")
 
     def _start(self, event: ev.RunStarted) -> None:
         for key, _, _ in SERIES:
             self.history[key].clear()
             self.query_one(f"#{key}", MetricSparkline).reset()
-        self.samples.clear()
         self.query_one("#train-progress", ProgressBar).update(total=event.total_steps, progress=0)
         self.query_one("#train-status", Static).update(
             f"stage {event.stage}/{event.stages} · {event.model} · {event.fine_tune_type} · PLW {fmt(event.prompt_loss_weight, 'g')} "
             + (f"· {event.world_size} ranks " if event.world_size > 1 else "")
             + f"· {event.run_dir}"
         )
+        self._show_plan()
+
+    def _show_plan(self) -> None:
+        """The run's compute plan: one line naming the levers on, or every lever with its reason."""
+        plan = self.view.compute_plan
+        panel = self.query_one("#train-plan", Static)
+        panel.display = bool(plan)
+        if plan:
+            panel.update(format_plan(plan) if self.plan_open else f"{plan_summary(plan)} · i: why")
 
     def _train_report(self, r: ev.TrainReport) -> None:
         self._push("train-loss", r.step, r.loss)
@@ -175,10 +196,11 @@ class TrainScreen(Screen):
         self.query_one("#mem-system", MemoryGauge).update_gauge(mem.used_gb, mem.total_gb)
         self.query_one("#mem-swap", MemoryGauge).update_gauge(mem.swap_used_gb, max(mem.swap_total_gb, 1e-9))
 
-    def show_state(self, state: str) -> None:
-        self.sub_title = state
-
     # ------------------------------------------------------------------ actions
+    def action_toggle_plan(self) -> None:
+        self.plan_open = not self.plan_open
+        self._show_plan()
+
     def action_chart(self) -> None:
         from .chart_screen import ChartScreen
 

@@ -3,7 +3,7 @@
 The engine bins a split once (it may hold 100k examples), so this widget only draws one bar
 per bin and stays fast whatever the dataset size. plotext keeps every series it was given
 until told otherwise, and a figure holding old data can take seconds to build on the event
-loop (textual.md gotcha 5), so every ``show`` starts from a cleared figure.
+loop, so every ``show`` starts from a cleared figure.
 """
 
 from __future__ import annotations

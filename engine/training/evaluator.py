@@ -1,0 +1,179 @@
+"""Validation and test passes, the best checkpoint, early stopping, and sample generations.
+
+A pass is deterministic: the first ``val_batches`` batches of the split, sorted by length, scored
+without dropout through the stage's :class:`engine.training.loss_path.LossPath`. Each validation
+writes every example's losses to ``eval_examples.json`` (worst completion first, so a person can
+find what the model gets wrong), checkpoints a new best validation completion loss, counts the
+evaluations since one for early stopping, and generates a few samples to read beside the numbers.
+With several ranks, each scores its share of every batch and the rows are gathered, so every rank
+ends with the same totals and takes the same decisions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from typing import Callable
+
+import mlx.core as mx
+from mlx_lm.generate import generate
+
+from engine import events as ev
+from engine.data.batching import collate
+from engine.data.tokenize import Example
+from engine.files import atomic_write_json
+from engine.loss import EvalTotals
+from engine.runs.checkpoints import Checkpoints
+from engine.runs.listing import EVAL_EXAMPLES
+from engine.training.distributed import World
+from engine.training.prepare import PreparedStage
+
+
+class Evaluator:
+    """Scores a stage's splits and keeps the best validation.
+
+    ``save(step, reason)`` checkpoints the training state (every rank calls it);
+    ``checkpoints``, rank 0's (None on the others, which write nothing), also gives the run
+    folder that ``eval_examples.json`` goes to.
+    """
+
+    def __init__(self, prepared: PreparedStage, world: World, emit: Callable[[ev.Event], None],
+                 save: Callable[[int, str], None], checkpoints: Checkpoints | None):
+        self.prepared, self.cfg, self.world, self.emit = prepared, prepared.cfg, world, emit
+        self.save, self.checkpoints = save, checkpoints
+        self.best: tuple[float, int] | None = None  # (valid completion loss, step) of the best eval
+        self.evals_since_best = 0
+        self._compiled = {}  # validation's sums per shared prefix length, built on first use
+
+    def validate(self, step: int) -> None:
+        """A validation pass (none without a validation set), its event, best and samples."""
+        if self.prepared.data.valid:
+            self._pass(step, "valid", self.prepared.data.valid, self.cfg.val_batches)
+
+    def test(self, step: int) -> None:
+        """The test pass at the end of a completed stage (none unless ``test: true``)."""
+        if self.prepared.data.test:
+            self._pass(step, "test", self.prepared.data.test, self.cfg.test_batches)
+
+    @property
+    def patience_exhausted(self) -> bool:
+        patience = self.cfg.early_stopping_patience
+        return patience is not None and self.evals_since_best >= patience
+
+    def stop_reason(self) -> str:
+        """Why early stopping ends the stage, naming the best checkpoint."""
+        best_loss, best_step = self.best
+        return (f"no better validation completion loss in {self.cfg.early_stopping_patience} evaluations; "
+                f"best {best_loss:.4f} at step {best_step} ({Checkpoints.relative(best_step)})")
+
+    def evaluate(self, examples: list[Example], max_batches: int) -> tuple[EvalTotals, list[dict]]:
+        """Deterministic pass over the first ``max_batches`` batches (-1: all), length-sorted.
+
+        Returns the totals and one row per example (its losses and token counts).
+        """
+        model, size, pad_id = self.prepared.model, self.cfg.batch_size, self.prepared.data.pad_id
+        subset = examples if max_batches == -1 else examples[: max_batches * size]
+        subset = sorted(subset, key=len)
+        totals, rows = EvalTotals(), []
+        prefix = self.prepared.loss.eval_prefix(subset)
+        model.eval()
+        for i in range(0, len(subset), size):
+            chunk = subset[i : i + size]
+            share = self.world.share(chunk)
+            batch = collate(share, pad_id)
+            sums = self._sums(mx.array(batch.ids), mx.array(batch.roles), prefix)
+            sums = self._gather_rows(sums[: len(share)], len(chunk))
+            totals.add(sums, len(chunk))
+            rows.extend(_example_row(example, *values) for example, values in zip(chunk, sums.tolist()))
+        model.train()
+        return totals, rows
+
+    def _sums(self, ids: mx.array, roles: mx.array, prefix: int) -> mx.array:
+        """Validation's per-example sums, compiled (once per batch shape): eager, each element-wise
+        op is its own pass over memory, and the CPU's polynomial exponentials are a dozen of them
+        (bench/README.md, "Compiled validation"). ``prefix``: the leading tokens every row shares, computed once; one compiled function each."""
+        if prefix not in self._compiled:
+            model = self.prepared.model
+            sums = partial(self.prepared.loss.eval_sums, model, prefix=prefix)
+            self._compiled[prefix] = mx.compile(sums, inputs=model.state)
+        return self._compiled[prefix](ids, roles)
+
+    def _gather_rows(self, rows: mx.array, n: int) -> mx.array:
+        """All ranks' per-example rows of one batch of ``n`` examples, in the batch's order
+        (example j is row j // size of rank j % size)."""
+        world = self.world
+        if not world.distributed:
+            return rows
+        width = -(-n // world.size)
+        padded = mx.concatenate([rows, mx.zeros((width - rows.shape[0], rows.shape[1]), rows.dtype)])
+        gathered = world.gather(padded)
+        order = mx.array([(j % world.size) * width + j // world.size for j in range(n)])
+        return gathered[order]
+
+    def _pass(self, step: int, split: str, examples: list[Example], batches: int) -> None:
+        tic = time.perf_counter()
+        t, rows = self.evaluate(examples, batches)
+        if split == "valid" and self.world.is_main:  # the latest validation, worst completion loss first
+            rows.sort(key=lambda r: -(r["completion_loss"] or 0.0))
+            atomic_write_json(self.checkpoints.run_dir / EVAL_EXAMPLES, {"step": step, "examples": rows})
+        self.emit(
+            ev.EvalReport(
+                step=step,
+                split=split,
+                prompt_loss=t.prompt_loss,
+                completion_loss=t.completion_loss,
+                full_loss=t.full_loss,
+                weighted_loss=t.weighted_loss(self.cfg.plw),
+                completion_accuracy=t.completion_accuracy,
+                completion_perplexity=math.exp(min(t.completion_loss, 50.0)),
+                prompt_tokens=t.prompt_tokens,
+                completion_tokens=t.completion_tokens,
+                examples=t.examples,
+                seconds=time.perf_counter() - tic,
+            )
+        )
+        if split == "valid":
+            self._track_best(step, t.completion_loss)
+            self._samples(step)
+
+    def _track_best(self, step: int, loss: float) -> None:
+        """Checkpoint every new best validation completion loss and count evals since one."""
+        if not math.isfinite(loss):
+            return
+        if self.best is None or loss < self.best[0]:
+            self.best, self.evals_since_best = (loss, step), 0
+            if step > 0:
+                self.save(step, "best")
+                if self.world.is_main:
+                    self.checkpoints.mark_best(step, loss)
+        else:
+            self.evals_since_best += 1
+
+    def _samples(self, step: int) -> None:
+        """Greedy generations for the first validation prompts, to read beside the numbers."""
+        n = self.cfg.samples_per_eval
+        if not n or not self.world.is_main:
+            return
+        model, tokenizer = self.prepared.model, self.prepared.tokenizer
+        model.eval()
+        chats = [r for r in self.prepared.data.valid_records if r.messages and r.messages[-1]["role"] == "assistant"]
+        for record in chats[:n]:
+            prompt_messages = list(record.messages[:-1])
+            prompt_ids = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True)
+            text = generate(model, tokenizer, prompt_ids, max_tokens=self.cfg.sample_max_tokens)
+            self.emit(ev.SampleGenerated(step=step, prompt=prompt_messages[-1]["content"], completion=text,
+                                         reference=record.messages[-1]["content"]))
+        model.train()
+
+
+def _example_row(example: Example, p_ce: float, p_n: float, c_ce: float, c_n: float, c_ok: float) -> dict:
+    """One example's line of ``eval_examples.json``."""
+    return {
+        "origin": example.origin,
+        "prompt_tokens": int(p_n),
+        "completion_tokens": int(c_n),
+        "prompt_loss": p_ce / p_n if p_n else None,
+        "completion_loss": c_ce / c_n if c_n else None,
+        "completion_accuracy": c_ok / c_n if c_n else None,
+    }
