@@ -80,6 +80,6 @@ def test_a_loaded_openblas_has_its_threads_restarted_once():
     (conftest prepared the process, as the tuner command does.)"""
     from engine.levers.cpu_streams import BlasThreads
 
-    assert denormals._openblas_restarted is (X86_LINUX and BlasThreads.find() is not None)
+    assert denormals.openblas_restarted() is (X86_LINUX and BlasThreads.find() is not None)
     assert denormals.flush_denormals() is X86_LINUX
-    assert denormals._openblas_restarted is (X86_LINUX and BlasThreads.find() is not None)
+    assert denormals.openblas_restarted() is (X86_LINUX and BlasThreads.find() is not None)

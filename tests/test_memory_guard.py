@@ -19,10 +19,17 @@ def readings(*values):
 def test_guard_fires_on_memory_use_and_on_swap_growth():
     guard = MemoryGuard(90, 2.0, readings(MemoryReading(50, 1.0), MemoryReading(91, 1.0)))
     assert "91% used" in guard.check()
-    guard = MemoryGuard(90, 2.0, readings(MemoryReading(50, 1.0), MemoryReading(60, 2.5), MemoryReading(60, 3.5)))
+    guard = MemoryGuard(90, 2.0, readings(MemoryReading(50, 1.0), MemoryReading(60, 2.5), MemoryReading(60, 3.5)),
+                        every_seconds=0.0)
     assert guard.check() is None
-    guard._next_check = 0
     assert "swap grew by 2.5 GB" in guard.check()
+
+
+def test_guard_reads_memory_at_most_once_per_interval():
+    guard = MemoryGuard(90, 2.0, readings(MemoryReading(50, 1.0), MemoryReading(50, 1.0), MemoryReading(95, 1.0)),
+                        every_seconds=3600)
+    assert guard.check() is None
+    assert guard.check() is None  # within the hour: the 95% reading is not taken yet
 
 
 def test_headless_run_stops_with_a_checkpoint(tmp_path):

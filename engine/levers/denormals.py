@@ -89,6 +89,11 @@ def _restart_openblas_threads() -> None:
     shutdown()
 
 
+def openblas_restarted() -> bool:
+    """Whether :func:`flush_denormals` found a preloaded OpenBLAS and restarted its threads."""
+    return _openblas_restarted
+
+
 def denormals_flushed_here() -> bool:
     """Whether this thread flushes denormals (both bits set)."""
     libm = _libm()

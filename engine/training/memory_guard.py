@@ -31,10 +31,14 @@ def read_memory() -> MemoryReading:
 class MemoryGuard:
     """Says why, once memory use or swap growth since the run started crosses its limit."""
 
-    def __init__(self, limit_percent: float, swap_growth_gb: float, reader=read_memory):
+    def __init__(self, limit_percent: float, swap_growth_gb: float, reader=read_memory,
+                 every_seconds: float = CHECK_EVERY_SECONDS):
+        """``every_seconds``: how often :meth:`check` reads memory at most (steps can be far
+        shorter than a reading is worth); the checks in between say nothing."""
         self.limit_percent = limit_percent
         self.swap_growth_gb = swap_growth_gb
         self.reader = reader
+        self.every_seconds = every_seconds
         self.swap_at_start = reader().swap_used_gb
         self._next_check = 0.0
 
@@ -42,7 +46,7 @@ class MemoryGuard:
         now = time.monotonic()
         if now < self._next_check:
             return None
-        self._next_check = now + CHECK_EVERY_SECONDS
+        self._next_check = now + self.every_seconds
         reading = self.reader()
         if reading.used_percent >= self.limit_percent:
             return f"system memory {reading.used_percent:.0f}% used (limit memory_limit_percent={self.limit_percent:g})"
