@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one config, or a chain of configs as stages")
     train.add_argument("configs", nargs="*", metavar="CONFIG", help="YAML files, run in order")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its latest checkpoint")
+    train.add_argument("--more", metavar="N", help="with --resume on a finished run: train it N more steps "
+                       "(or '2 epochs') as a new run folder linked from it, starting from its final adapter")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key in every stage (repeatable), e.g. --set iters=50")
     train.add_argument("--quiet", action="store_true", help="print only evaluations and the result")
@@ -186,10 +188,13 @@ def _show_progress(done: int, total: int) -> None:
 def cmd_train(args) -> int:
     from engine.config import load_stages
     from engine.printer import Printer
-    from engine.training.chain import resume_run, run_chain
+    from engine.runs.more import parse_more
+    from engine.training.chain import continue_run, resume_run, run_chain
 
     if bool(args.configs) == bool(args.resume):
         raise UserError("train: give config files, or --resume RUN_DIR (not both)")
+    if args.more and (args.detach or args.hosts):
+        raise UserError("train: --more trains here, without --detach or --hosts")
     if args.detach:
         return detach_train(args)
     if args.hosts:
@@ -197,7 +202,12 @@ def cmd_train(args) -> int:
     from engine.training.distributed import current_world
 
     world = current_world()
-    if args.resume:
+    if args.more:
+        more = parse_more(args.more) if args.resume else None
+        if more is None:
+            raise UserError("train: --more goes with --resume RUN_DIR")
+        start = lambda emit, control: [continue_run(args.resume, emit, control, **more)]  # noqa: E731
+    elif args.resume:
         start = lambda emit, control: [resume_run(args.resume, emit, control, world)]  # noqa: E731
     else:
         stages = load_stages(args.configs, args.overrides)

@@ -57,6 +57,13 @@ class LeverChoice:
 
 @dataclass(frozen=True)
 class RunStarted(Event):
+    """Everything a view needs to know about a run before its first step.
+
+    Larger than the ~15 fields the project aims for, on purpose: an event is one line of
+    ``metrics.jsonl``, read back alone (a run followed from its file has nothing else), so what
+    the CLI, the Train and Runs screens show about a run's set-up all travels here.
+    """
+
     kind: ClassVar[str] = "run_started"
     run_dir: str
     adapter_dir: str
@@ -103,6 +110,8 @@ class StateChanged(Event):
 
 @dataclass(frozen=True)
 class TrainReport(Event):
+    """One report window's training figures; one record for the same reason as :class:`RunStarted`."""
+
     kind: ClassVar[str] = "train"
     step: int
     total_steps: int
@@ -145,9 +154,10 @@ class EvalReport(Event):
 class SampleGenerated(Event):
     kind: ClassVar[str] = "sample"
     step: int
-    prompt: str
+    prompt: str  # the last user message
     completion: str
     reference: str
+    rendered_prompt: str = ""  # the whole prompt as the model read it: chat template, system message and all
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,11 @@ def rank_denominator(global_roles: list[np.ndarray], plw: float, ranks: int) -> 
     return mx.array(total / ranks, dtype=mx.float32)
 
 
+def mean_or_nan(total: float, n: float) -> float:
+    """``total / n``, or NaN when nothing was counted (a split or window without such tokens)."""
+    return total / n if n else float("nan")
+
+
 @dataclass
 class EvalTotals:
     """Running sums over validation batches; turned into means at the end."""
@@ -92,33 +97,29 @@ class EvalTotals:
         self.completion_correct += int(c_ok)
         self.examples += examples
 
-    @staticmethod
-    def _mean(total: float, n: int) -> float:
-        return total / n if n else float("nan")
-
     @property
     def prompt_loss(self) -> float:
-        return self._mean(self.prompt_ce, self.prompt_tokens)
+        return mean_or_nan(self.prompt_ce, self.prompt_tokens)
 
     @property
     def completion_loss(self) -> float:
-        return self._mean(self.completion_ce, self.completion_tokens)
+        return mean_or_nan(self.completion_ce, self.completion_tokens)
 
     @property
     def full_loss(self) -> float:
-        return self._mean(
+        return mean_or_nan(
             self.prompt_ce + self.completion_ce, self.prompt_tokens + self.completion_tokens
         )
 
     def weighted_loss(self, plw: float) -> float:
-        return self._mean(
+        return mean_or_nan(
             plw * self.prompt_ce + self.completion_ce,
             plw * self.prompt_tokens + self.completion_tokens,
         )
 
     @property
     def completion_accuracy(self) -> float:
-        return self._mean(self.completion_correct, self.completion_tokens)
+        return mean_or_nan(self.completion_correct, self.completion_tokens)
 
 
 def eval_sums(model, ids: mx.array, roles: mx.array) -> mx.array:

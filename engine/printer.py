@@ -95,7 +95,9 @@ def state_line(event: ev.StateChanged) -> str:
 
 
 def finished_line(event: ev.RunFinished) -> str:
-    line = f"{event.status} at step {event.step} in {fmt(event.elapsed, '.1f')}s; adapters: {event.adapter_dir}"
+    line = f"{event.status} at step {event.step} in {fmt(event.elapsed, '.1f')}s"
+    if event.adapter_dir:  # an evaluation of the base model has none
+        line += f"; adapters: {event.adapter_dir}"
     if event.message:
         line += f" ({event.message})"
     return line + (f"; fused model: {event.fused_dir}" if event.fused_dir else "")

@@ -187,11 +187,19 @@ def test_following_a_killed_run_ends_even_when_its_pid_was_reused(tmp_path):
 
 
 def test_detached_resume_continues_where_the_run_stopped(tmp_path):
-    config = write_config(tmp_path, iters=30, steps_per_eval=100, save_every=10)
-    straight = tuner("train", str(config), "--set", "iters=10")
-    assert straight.returncode == 0, straight.stderr
-    [run_dir] = (tmp_path / "runs").iterdir()
-    (run_dir / "config.yaml").write_text((run_dir / "config.yaml").read_text().replace("iters: 10", "iters: 30"))
+    from engine.config import load_stages
+    from engine.training.chain import run_chain
+
+    config = write_config(tmp_path, iters=30, steps_per_eval=100, save_every=10, steps_per_report=1)
+    control = Control()
+
+    def stop_at_10(event):
+        if isinstance(event, ev.TrainReport) and event.step == 10:
+            control.stop()
+
+    [stopped] = run_chain(load_stages([config]), stop_at_10, control)
+    assert stopped.status == "stopped" and stopped.step == 10
+    run_dir = stopped.run_dir
     resumed = tuner("train", "--detach", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
     assert follow_run(run_dir, lambda e: None, lambda: False, poll_seconds=0.1) == "finished"

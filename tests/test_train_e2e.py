@@ -57,6 +57,16 @@ def test_reports_carry_the_promised_fields(demo_run):
     assert any(isinstance(e, ev.SampleGenerated) for e in seen)
 
 
+def test_samples_carry_the_prompt_as_the_model_read_it(demo_run):
+    """The whole templated prompt (what the Train screen's v shows), the last user message inside it."""
+    _, seen = demo_run
+    samples = [e for e in seen if isinstance(e, ev.SampleGenerated)]
+    assert samples
+    for sample in samples:
+        assert sample.prompt in sample.rendered_prompt and len(sample.rendered_prompt) > len(sample.prompt)
+        assert "<|im_start|>assistant" in sample.rendered_prompt  # the demo template's generation prompt
+
+
 def test_reports_say_how_full_the_batches_and_the_machine_are(demo_run):
     result, seen = demo_run
     started = seen[0]

@@ -14,7 +14,9 @@ import tempfile
 from pathlib import Path
 
 from textual.app import App
+from textual.screen import Screen
 from textual.theme import BUILTIN_THEMES, Theme
+from textual.widgets import TextArea
 
 APP_CSS = Path(__file__).with_name("app.tcss")
 """The app-level stylesheet, for ``App.CSS_PATH``."""
@@ -51,15 +53,44 @@ TUNER_LIGHT = Theme(
     variables={"border-blurred": "#C7C7CC"},
 )
 
+# The editor's syntax colours are a TextArea theme of their own, which CSS cannot set: one for
+# dark app themes, one for light ones.
+EDITOR_THEMES = {True: "monokai", False: "github_light"}
+
 THEMES = (TUNER_DARK, TUNER_LIGHT)
 THEME_NAMES = tuple(theme.name for theme in THEMES)
 DEFAULT_THEME = TUNER_DARK.name
 
 
 def register_themes(app: App) -> None:
-    """Make both themes selectable (e.g. from the command palette's "Theme" entry)."""
+    """Make both themes selectable (e.g. from the command palette's "Theme" entry), and make
+    every editor follow the app theme, light or dark."""
     for theme in THEMES:
         app.register_theme(theme)
+
+    def editors_follow(_changed: object = None) -> None:
+        app.call_after_refresh(_follow_theme, app, app.screen)  # a screen just shown composes first
+
+    def subscribe() -> None:
+        app.theme_changed_signal.subscribe(app, editors_follow)
+        app.screen_change_signal.subscribe(app, editors_follow)
+        editors_follow()
+
+    if app.is_running:
+        subscribe()
+    else:  # called from the app's __init__: signals take subscribers once it runs
+        app.call_later(subscribe)
+
+
+def editor_theme(app: App) -> str:
+    """The TextArea theme that matches the app's current theme."""
+    return EDITOR_THEMES[app.current_theme.dark]
+
+
+def _follow_theme(app: App, screen: Screen) -> None:
+    """Give the screen's editors the app theme's editor colours (the others get theirs when shown)."""
+    for area in screen.query(TextArea):
+        area.theme = editor_theme(app)
 
 
 def settings_path() -> Path:

@@ -63,11 +63,14 @@ class TunerApp(App):
         Binding("2", "switch_mode('dataset')", "Data", id="mode-dataset", tooltip="Inspect the dataset"),
         Binding("3", "switch_mode('train')", "Train", id="mode-train", tooltip="Run and watch training"),
         Binding("4", "switch_mode('runs')", "Runs", id="mode-runs", tooltip="Every run, finished or live"),
-        # alt+digit switches even while the YAML editor has the keyboard
-        Binding("alt+1", "switch_mode('config')", show=False, priority=True, id="mode-config-alt"),
-        Binding("alt+2", "switch_mode('dataset')", show=False, priority=True, id="mode-dataset-alt"),
-        Binding("alt+3", "switch_mode('train')", show=False, priority=True, id="mode-train-alt"),
-        Binding("alt+4", "switch_mode('runs')", show=False, priority=True, id="mode-runs-alt"),
+        # alt+digit switches even while the YAML editor has the keyboard. Terminals send alt+1 as
+        # ESC 1, which Textual 8 reads as the character macOS's option+1 types (¡ ™ £ ¢), so
+        # those characters are bound too (and cannot be typed in the editor: paste them)
+        Binding("alt+1,inverted_exclamation_mark", "switch_mode('config')", show=False, priority=True,
+                id="mode-config-alt"),
+        Binding("alt+2,trade_mark_sign", "switch_mode('dataset')", show=False, priority=True, id="mode-dataset-alt"),
+        Binding("alt+3,pound_sign", "switch_mode('train')", show=False, priority=True, id="mode-train-alt"),
+        Binding("alt+4,cent_sign", "switch_mode('runs')", show=False, priority=True, id="mode-runs-alt"),
         Binding("f1", "toggle_help", "Keys", id="help", tooltip="Show or hide every key of this screen"),
         Binding("ctrl+q", "quit", "Quit", id="quit", tooltip="Quit (asks first during a run)", priority=True),
     ]
@@ -156,17 +159,24 @@ class TunerApp(App):
         return True
 
     def action_start_training(self) -> None:
-        if self.config_screen.is_mounted:
-            self.config_screen.save_all()
-        self._launch(list(self.chain.paths), None)
+        self._when_valid(lambda: self._launch(list(self.chain.paths), None))
 
     def action_start_detached(self) -> None:
         """Train the open config in its own process, then follow it like any detached run."""
+
+        def start() -> None:
+            self.set_state("starting")
+            self.notify("starting a detached run: loading the model and data ...")
+            self.launch_detached(list(self.chain.paths))
+
+        self._when_valid(start)
+
+    def _when_valid(self, start) -> None:
+        """Start only from a config that validates, saved first; with errors, show them and stay."""
         if self.config_screen.is_mounted:
-            self.config_screen.save_all()
-        self.set_state("starting")
-        self.notify("starting a detached run: loading the model and data ...")
-        self.launch_detached(list(self.chain.paths))
+            self.config_screen.start_when_valid(start)
+        else:
+            start()
 
     @work(thread=True, exclusive=True, group="launch")
     def launch_detached(self, config_paths: list[Path]) -> None:
@@ -186,12 +196,13 @@ class TunerApp(App):
         self.notify(f"training in process {message.pid}, which outlives this app: {message.run_dir}")
         self.attach_run(message.run_dir)
 
-    def resume_run(self, run_dir: Path) -> None:
-        """Continue a stopped run from its latest checkpoint (from the Runs screen)."""
+    def resume_run(self, run_dir: Path, more: dict | None = None) -> None:
+        """Continue a stopped run from its latest checkpoint, or with ``more`` (``{"steps": n}``
+        or ``{"epochs": x}``) train a finished one further as a new linked run (from the Runs screen)."""
         if self.control is not None:
             self.notify("a run is already in progress", severity="warning")
             return
-        self._launch([], run_dir)
+        self._launch([], run_dir, more)
 
     def attach_run(self, run_dir: Path) -> None:
         """Follow a run another process trains, with pause, stop, save and eval working on it."""
@@ -208,12 +219,12 @@ class TunerApp(App):
             self.workers.cancel_group(self, "training")
             self.notify(f"{self.attached} goes on training; attach again from Runs (4)")
 
-    def _launch(self, config_paths: list[Path], resume: Path | None) -> None:
+    def _launch(self, config_paths: list[Path], resume: Path | None, more: dict | None = None) -> None:
         self.control = Control(pause_on_memory_pressure=True)  # a person can free memory and resume
         self.view = RunView()
         self.set_state("running")
         self.switch_mode("train")
-        self.run_training(config_paths, self.control, resume)
+        self.run_training(config_paths, self.control, resume, more)
 
     def action_toggle_pause(self) -> None:
         if self.control is None:
@@ -251,11 +262,15 @@ class TunerApp(App):
         self.push_screen(Confirm("A run is in progress. Stop it, save a checkpoint and quit?"), answered)
 
     @work(thread=True, exclusive=True, group="training")
-    def run_training(self, config_paths: list[Path], control: Control, resume: Path | None = None) -> None:
-        from engine.training.chain import resume_run, run_chain  # MLX: loaded when a run starts, not with the app
+    def run_training(self, config_paths: list[Path], control: Control, resume: Path | None = None,
+                     more: dict | None = None) -> None:
+        # MLX: loaded when a run starts, not with the app
+        from engine.training.chain import continue_run, resume_run, run_chain
 
         try:
-            if resume is not None:
+            if resume is not None and more is not None:
+                continue_run(resume, self._enqueue, control, **more)
+            elif resume is not None:
                 resume_run(resume, self._enqueue, control)
             else:
                 run_chain(load_stages(config_paths), self._enqueue, control)

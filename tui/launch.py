@@ -8,6 +8,7 @@ only for the app.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from engine.cli import COMMANDS
@@ -26,14 +27,30 @@ def main() -> int:
     if argv and argv[0] == "attach":
         from .app import run_app
 
-        return attach(argv[1:], run_app)
+        return leave(attach(argv[1:], run_app))
     if options := [a for a in argv if a.startswith("-")]:  # e.g. tuner run.yaml --set iters=5
         print(f"tuner: error: {options[0]}: the app takes config files only; options such as --set go with "
               "`tuner train` or `tuner validate` (in the app, edit the YAML)", file=sys.stderr)
         return 2
     from .app import run_app
 
-    return run_app(argv)
+    return leave(run_app(argv))
+
+
+def leave(code: int) -> int:
+    """End the app's process at once with ``code``, skipping the C++ static destructors.
+
+    MLX 0.32 aborts the interpreter's exit ("terminate called without an active exception",
+    status 134) once it has evaluated arrays on a thread other than the main one with
+    ``MLX_BFS_MAX_WIDTH`` set, which is how the app trains (a worker thread) with the CPU streams'
+    evaluation order. By the time the app returns, everything it wrote is closed (the trainer
+    closes ``metrics.jsonl``; checkpoints and configs are renamed into place), so only the
+    standard streams need flushing. The headless commands train on the main thread and exit
+    normally.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def attach(argv: list[str], run_app) -> int:

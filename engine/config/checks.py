@@ -17,6 +17,10 @@ def check_chain(stages: list[Stage], ranks: int = 1) -> None:
     stage against the one before, and each batch against the ranks."""
     for stage in stages:
         check_keys(stage)
+    for stage in stages[:-1]:
+        if not stage.config.train:
+            raise stage.error("train", "false (evaluate only) leaves no adapters for the next stage to continue; "
+                              "only a chain's last stage can be an evaluation")
     check_continuity(stages)
     check_ranks(stages, ranks)
 

@@ -96,6 +96,7 @@ class HFDataset(BaseModel):
     completion_feature: str | None = Field(None, description="This dataset's completion column; unset: the config's.")
     text_feature: str | None = Field(None, description="This dataset's text column; unset: the config's.")
     chat_feature: str | None = Field(None, description="This dataset's chat column; unset: the config's.")
+    system_feature: str | None = Field(None, description="This dataset's system-prompt column; unset: the config's.")
     config: dict[str, Any] = Field({}, description="Keyword arguments for datasets.load_dataset.")
 
     @model_validator(mode="before")
@@ -134,6 +135,8 @@ class TrainConfig(BaseModel):
     completion_feature: str = Field("completion", description="Column holding the completion of prompt/completion records.")
     text_feature: str = Field("text", description="Column holding plain text (every token is trained).")
     chat_feature: str = Field("messages", description="Column holding a chat: a list of {role, content} messages.")
+    system_feature: str = Field("system", description="Column holding a record's system prompt (any format but "
+                                "text), put first in its chat.")
     valid_fraction: float = Field(0.05, ge=0, le=0.5, description="Share held out for validation when the data has "
                                   "no valid split.")
     mask_prompt: bool = Field(False, description="mlx-lm's switch: true means prompt_loss_weight 0, false means 1. "
@@ -211,9 +214,9 @@ class TrainConfig(BaseModel):
 
     # reporting, evaluation and saving
     steps_per_report: int = Field(10, ge=1, description="Steps between training reports.")
-    steps_per_eval: int = Field(200, ge=1, description="Steps between validations (evals_per_epoch wins when training "
-                                "by epochs).")
-    evals_per_epoch: int | None = Field(None, ge=1, description="Validations per epoch when training by epochs.")
+    steps_per_eval: int = Field(200, ge=1, description="Steps between validations (evals_per_epoch wins when set).")
+    evals_per_epoch: int | None = Field(None, ge=1, description="Validations per epoch: every (steps per epoch // "
+                                        "this) steps, at least 1, with epochs or iters; wins over steps_per_eval.")
     val_batches: int = Field(25, ge=-1, description="Validation batches per evaluation; -1 for the whole split, 0 for "
                              "no validation at all.")
     samples_per_eval: int = Field(0, ge=0, description="Validation prompts to answer greedily at each evaluation.")
@@ -232,9 +235,11 @@ class TrainConfig(BaseModel):
     report_to: str | None = Field(None, description=f"{COMPATIBILITY}; tuner writes metrics.jsonl instead.")
     project_name: str | None = Field(None, description=f"{COMPATIBILITY}.")
     trust_remote_code: bool = Field(False, description="Allow a model's own Python code from the Hugging Face hub.")
+    train: bool = Field(True, description="false: no training; evaluate the model (with the adapters of "
+                        "resume_adapter_file, else adapter_path, if set) on the valid and test splits and "
+                        "report, as mlx-lm's --test without --train. Only a chain's last stage.")
 
     # accepted so mlx-lm files load unchanged; they mean nothing here
-    train: bool = Field(False, description=f"{COMPATIBILITY} (tuner always trains).")
     config: str | None = Field(None, description=f"{COMPATIBILITY}.")
     training_mode: Literal["normal"] = Field("normal", description=f"{COMPATIBILITY} (only normal).")
 

@@ -7,8 +7,8 @@ Each record is detected on its own (mlx-lm looks at the first row only), so mixe
 - instruction/input/output (Alpaca): ``{"instruction", "input"?, "output"}``
 - plain text: ``{"text": str}``
 
-The field names of chat, prompt, completion and text can be overridden in the config
-(:class:`Features`). A row that fits none of them is a :class:`DataError` naming where it came from.
+The field names of chat, prompt, completion, text and system can be overridden in the config
+(:class:`Features`); the system field, where a row has one, opens the chat as a system message. A row that fits none of them is a :class:`DataError` naming where it came from.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Features:
     completion: str = "completion"
     text: str = "text"
     chat: str = "messages"
+    system: str = "system"
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,11 @@ def parse_record(raw: Any, origin: str, features: Features = Features()) -> Reco
         return raw.get(key) is not None
 
     if has(features.chat):
-        return _chat_record(raw, origin, features.chat)
+        return _chat_record(raw, origin, features)
     if has(features.prompt) and has(features.completion):
         prompt = _text_field(raw, features.prompt, origin)
         completion = _text_field(raw, features.completion, origin)
-        messages = _with_system(raw, origin, [_msg("user", prompt), _msg("assistant", completion)])
+        messages = _with_system(raw, origin, features.system, [_msg("user", prompt), _msg("assistant", completion)])
         return Record("completion", origin, messages=messages, tools=raw.get("tools"))
     if has("instruction") and has("output"):
         instruction = _text_field(raw, "instruction", origin)
@@ -64,7 +65,7 @@ def parse_record(raw: Any, origin: str, features: Features = Features()) -> Reco
             raise DataError(f"{origin}: field 'input' must be text")
         prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
         output = _text_field(raw, "output", origin)
-        messages = _with_system(raw, origin, [_msg("user", prompt), _msg("assistant", output)])
+        messages = _with_system(raw, origin, features.system, [_msg("user", prompt), _msg("assistant", output)])
         return Record("alpaca", origin, messages=messages)
     if has(features.text):
         return Record("text", origin, text=_text_field(raw, features.text, origin))
@@ -95,16 +96,17 @@ def _text_field(raw: dict, key: str, origin: str) -> str:
     return value
 
 
-def _with_system(raw: dict, origin: str, messages: list[dict]) -> tuple[dict, ...]:
-    system = raw.get("system")
+def _with_system(raw: dict, origin: str, key: str, messages: list[dict]) -> tuple[dict, ...]:
+    system = raw.get(key)
     if system:
         if not isinstance(system, str):
-            raise DataError(f"{origin}: field 'system' must be text")
+            raise DataError(f"{origin}: field '{key}' must be text")
         messages = [_msg("system", system), *messages]
     return tuple(messages)
 
 
-def _chat_record(raw: dict, origin: str, key: str) -> Record:
+def _chat_record(raw: dict, origin: str, features: Features) -> Record:
+    key = features.chat
     turns = raw[key]
     if not isinstance(turns, list) or not turns:
         raise DataError(f"{origin}: field '{key}' must be a non-empty list of messages")
@@ -127,8 +129,8 @@ def _chat_record(raw: dict, origin: str, key: str) -> Record:
         messages.append({**turn, "content": content})
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{origin}: chat has no assistant message, so there is nothing to learn")
-    if raw.get("system") and messages[0]["role"] != "system":
-        messages.insert(0, _msg("system", _text_field(raw, "system", origin)))
+    if raw.get(features.system) and messages[0]["role"] != "system":
+        messages.insert(0, _msg("system", _text_field(raw, features.system, origin)))
     return Record("chat", origin, messages=tuple(messages), tools=raw.get("tools"))
 
 

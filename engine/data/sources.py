@@ -124,6 +124,7 @@ def load_hf_list(entries, base: Features, errors: list[str] | None = None) -> Sp
             completion=entry.completion_feature or base.completion,
             text=entry.text_feature or base.text,
             chat=entry.chat_feature or base.chat,
+            system=entry.system_feature or base.system,
         )
         wanted = {"train": entry.train_split, "valid": entry.valid_split, "test": entry.test_split}
         for split, hf_split in wanted.items():
@@ -160,6 +161,7 @@ def load_splits(stage, errors: list[str] | None = None) -> Splits:
         completion=cfg.completion_feature,
         text=cfg.text_feature,
         chat=cfg.chat_feature,
+        system=cfg.system_feature,
     )
     if cfg.hf_dataset:
         try:

@@ -112,6 +112,11 @@ class DatasetStats:
     tokenizer: str
     cached: bool
 
+    def split_guidance(self, name: str) -> str:
+        """The PLW reading from split ``name``'s own Rg (``guidance`` is train's, the split that
+        training weighs)."""
+        return plw_guidance(self.splits[name].rg, self.prompt_loss_weight)
+
 
 @dataclass(frozen=True)
 class TokenCell:

@@ -25,7 +25,8 @@ def data_fingerprint(stage) -> dict:
     cfg = stage.config
     reading = {
         key: getattr(cfg, key)
-        for key in ("prompt_feature", "completion_feature", "text_feature", "chat_feature", "valid_fraction", "seed")
+        for key in ("prompt_feature", "completion_feature", "text_feature", "chat_feature", "system_feature",
+                    "valid_fraction", "seed")
     }
     if cfg.hf_dataset:
         return {"hf_dataset": [entry.model_dump() for entry in cfg.hf_dataset], **reading}

@@ -12,7 +12,9 @@ puts it elsewhere)::
                                               between two updates of an accumulation only)
         state.json                            the data position (:class:`Position`)
     checkpoints/latest                        the newest checkpoint's folder name
-    checkpoints/best.json                     the best validation: step, loss, folder name
+    checkpoints/best.json                     the best validation: step, loss, folder name (null
+                                              when it is step 0's, the weights before training;
+                                              ``trained`` then names the best checkpoint)
 
 Every file is written atomically (:mod:`engine.files`), and ``latest`` after the checkpoint it
 names, so a run killed at any moment leaves one that loads. Randomness needs no state: training
@@ -105,11 +107,14 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Best:
-    """The run's best validation so far (``best.json``)."""
+    """The run's best validation so far (``best.json``). Step 0 is the weights training started
+    from, which no checkpoint holds: ``checkpoint`` is None and ``trained`` is the best of the
+    trained steps (None before one was validated)."""
 
     step: int
     completion_loss: float
-    checkpoint: Checkpoint
+    checkpoint: Checkpoint | None
+    trained: Best | None = None
 
 
 class Checkpoints:
@@ -138,7 +143,8 @@ class Checkpoints:
         """Write a checkpoint of evaluated flat arrays, the adapter beside it, then ``latest``.
 
         ``adapters.safetensors`` in the adapter folder is always the latest weights; a periodic
-        save also keeps a numbered copy there, as mlx-lm does.
+        save (every ``save_every`` steps, the last step included) also keeps a numbered copy
+        there, as mlx-lm does.
         """
         step = position.step
         atomic_save_safetensors(self.adapter_file, weights)
@@ -160,22 +166,57 @@ class Checkpoints:
             raise UserError(f"{self.run_dir}: no checkpoint to resume from")
         return Checkpoint(self.run_dir, self.root / pointer.read_text().strip())
 
-    def mark_best(self, step: int, completion_loss: float) -> None:
-        """Record the checkpoint of ``step`` (saved already) as the best validation."""
-        atomic_write_json(self.root / BEST, {"step": step, "completion_loss": completion_loss,
-                                             "checkpoint": folder_name(step)})
+    def mark_best(self, best: tuple[float, int], trained: tuple[float, int] | None = None) -> None:
+        """Record the best validation, (completion loss, step): a step's checkpoint (saved
+        already), or step 0's starting weights, with ``trained``, the best checkpointed one."""
+        data = self._best_entry(*best)
+        if best[1] == 0:
+            data["before_training"] = True
+            data["trained"] = self._best_entry(*trained) if trained is not None else None
+        atomic_write_json(self.root / BEST, data)
+
+    @staticmethod
+    def _best_entry(completion_loss: float, step: int) -> dict:
+        return {"step": step, "completion_loss": completion_loss, "checkpoint": folder_name(step) if step else None}
 
     def best(self) -> Best | None:
         try:
             data = json.loads((self.root / BEST).read_text())
         except (OSError, ValueError):
             return None
-        return Best(data["step"], data["completion_loss"], self.at(data["step"]))
+
+        def read(entry: dict | None) -> Best | None:
+            if entry is None:
+                return None
+            step = entry["step"]
+            return Best(step, entry["completion_loss"], self.at(step) if step else None, read(entry.get("trained")))
+
+        return read(data)
 
     def all(self) -> list[Checkpoint]:
         """Every complete checkpoint (its ``state.json`` is written last), oldest first."""
         found = [Checkpoint(self.run_dir, p.parent) for p in self.root.glob(f"{STEP}*/{STATE}")]
         return sorted(found, key=lambda c: c.step)
+
+    def final_step(self) -> int | None:
+        """The step of the checkpoint whose weights the final adapter holds now (the newest of
+        equal ones): the last save, or the checkpoint promoted since. None when none matches.
+
+        Compared byte for byte, so it also holds for runs promoted before this was asked, or by
+        hand; it reads the files, so callers keep it off a UI's event loop.
+        """
+        try:
+            final = self.adapter_file.read_bytes()
+        except OSError:
+            return None
+        for checkpoint in reversed(self.all()):
+            weights = checkpoint.folder / WEIGHTS
+            try:
+                if weights.stat().st_size == len(final) and weights.read_bytes() == final:
+                    return checkpoint.step
+            except OSError:  # removed meanwhile
+                continue
+        return None
 
     def promote(self, step: int) -> Path:
         """Make a checkpoint's weights the run's final adapter (``adapters.safetensors``).

@@ -5,6 +5,11 @@ without dropout through the stage's :class:`engine.training.loss_path.LossPath`.
 writes every example's losses to ``eval_examples.json`` (worst completion first, so a person can
 find what the model gets wrong), checkpoints a new best validation completion loss, counts the
 evaluations since one for early stopping, and generates a few samples to read beside the numbers.
+A step is validated once: the weights have not changed since, so a second pass (an eval request
+served right after the scheduled one) would only repeat the numbers and the samples, and count
+against patience. The step-0 validation scores the starting weights, which no checkpoint holds:
+when it stays the best, ``best.json`` and the stop message say so and name the best trained
+checkpoint beside it.
 With several ranks, each scores its share of every batch and the rows are gathered, so every rank
 ends with the same totals and takes the same decisions.
 """
@@ -24,7 +29,7 @@ from engine.data.batching import collate
 from engine.data.tokenize import Example
 from engine.files import atomic_write_json
 from engine.loss import EvalTotals
-from engine.runs.checkpoints import Checkpoints
+from engine.runs.checkpoints import Best, Checkpoints
 from engine.runs.listing import EVAL_EXAMPLES
 from engine.training.distributed import World
 from engine.training.prepare import PreparedStage
@@ -35,21 +40,42 @@ class Evaluator:
 
     ``save(step, reason)`` checkpoints the training state (every rank calls it);
     ``checkpoints``, rank 0's (None on the others, which write nothing), also gives the run
-    folder that ``eval_examples.json`` goes to.
+    folder that ``eval_examples.json`` goes to. ``training``: False for ``train: false``, which
+    only reports (no best, no checkpoints).
     """
 
     def __init__(self, prepared: PreparedStage, world: World, emit: Callable[[ev.Event], None],
-                 save: Callable[[int, str], None], checkpoints: Checkpoints | None):
+                 save: Callable[[int, str], None], checkpoints: Checkpoints | None, training: bool = True):
         self.prepared, self.cfg, self.world, self.emit = prepared, prepared.cfg, world, emit
-        self.save, self.checkpoints = save, checkpoints
+        self.save, self.checkpoints, self.training = save, checkpoints, training
         self.best: tuple[float, int] | None = None  # (valid completion loss, step) of the best eval
+        self.best_trained: tuple[float, int] | None = None  # the same over steps > 0, which have checkpoints
         self.evals_since_best = 0
+        self.validated_step = -1  # the step of the latest validation
         self._compiled = {}  # validation's sums per shared prefix length, built on first use
 
-    def validate(self, step: int) -> None:
-        """A validation pass (none without a validation set), its event, best and samples."""
-        if self.prepared.data.valid:
-            self._pass(step, "valid", self.prepared.data.valid, self.cfg.val_batches)
+    def validate(self, step: int) -> bool:
+        """A validation pass (none without a validation set, or when ``step`` was just validated),
+        its event, best and samples. Returns whether it ran."""
+        if not self.prepared.data.valid or step == self.validated_step:
+            return False
+        self.validated_step = step
+        self._pass(step, "valid", self.prepared.data.valid, self.cfg.val_batches)
+        return True
+
+    def restore_best(self, saved: Best | None) -> None:
+        """On resume, the run's best so far (``best.json``, which only rank 0 reads; every rank
+        takes its values), so that only a better validation replaces it. The count of evaluations
+        towards patience starts again."""
+        trained = None if saved is None else saved if saved.step > 0 else saved.trained
+        losses = [saved.completion_loss if saved else 0.0, trained.completion_loss if trained else 0.0]
+        steps = [saved.step if saved else -1, trained.step if trained else -1]
+        losses = self.world.from_main(mx.array(losses, dtype=mx.float32)).tolist() if self.world.distributed else losses
+        steps = self.world.from_main_ints(steps)
+        if steps[0] >= 0:
+            self.best = (losses[0], steps[0])
+        if steps[1] > 0:
+            self.best_trained = (losses[1], steps[1])
 
     def test(self, step: int) -> None:
         """The test pass at the end of a completed stage (none unless ``test: true``)."""
@@ -62,10 +88,17 @@ class Evaluator:
         return patience is not None and self.evals_since_best >= patience
 
     def stop_reason(self) -> str:
-        """Why early stopping ends the stage, naming the best checkpoint."""
+        """Why early stopping ends the stage, naming the best checkpoint (or, when no trained step
+        beat the starting weights, saying so and naming the best trained one)."""
         best_loss, best_step = self.best
-        return (f"no better validation completion loss in {self.cfg.early_stopping_patience} evaluations; "
-                f"best {best_loss:.4f} at step {best_step} ({Checkpoints.relative(best_step)})")
+        said = f"no better validation completion loss in {self.cfg.early_stopping_patience} evaluations; "
+        if best_step > 0:
+            return said + f"best {best_loss:.4f} at step {best_step} ({Checkpoints.relative(best_step)})"
+        said += f"best {best_loss:.4f} at step 0, before training: no trained step beat the starting weights"
+        if self.best_trained is not None:
+            loss, step = self.best_trained
+            said += f"; best trained {loss:.4f} at step {step} ({Checkpoints.relative(step)})"
+        return said
 
     def evaluate(self, examples: list[Example], max_batches: int) -> tuple[EvalTotals, list[dict]]:
         """Deterministic pass over the first ``max_batches`` batches (-1: all), length-sorted.
@@ -134,21 +167,24 @@ class Evaluator:
             )
         )
         if split == "valid":
-            self._track_best(step, t.completion_loss)
+            if self.training:
+                self._track_best(step, t.completion_loss)
             self._samples(step)
 
     def _track_best(self, step: int, loss: float) -> None:
-        """Checkpoint every new best validation completion loss and count evals since one."""
+        """Count evals since the best validation completion loss, record the best in ``best.json``,
+        and checkpoint every new best of the trained steps (step 0's weights are the start's)."""
         if not math.isfinite(loss):
             return
+        if step > 0 and (self.best_trained is None or loss < self.best_trained[0]):
+            self.best_trained = (loss, step)
+            self.save(step, "best")
         if self.best is None or loss < self.best[0]:
             self.best, self.evals_since_best = (loss, step), 0
-            if step > 0:
-                self.save(step, "best")
-                if self.world.is_main:
-                    self.checkpoints.mark_best(step, loss)
         else:
             self.evals_since_best += 1
+        if self.world.is_main and (self.best[1] == step or self.best_trained == (loss, step)):
+            self.checkpoints.mark_best(self.best, self.best_trained)
 
     def _samples(self, step: int) -> None:
         """Greedy generations for the first validation prompts, to read beside the numbers."""
@@ -163,7 +199,8 @@ class Evaluator:
             prompt_ids = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True)
             text = generate(model, tokenizer, prompt_ids, max_tokens=self.cfg.sample_max_tokens)
             self.emit(ev.SampleGenerated(step=step, prompt=prompt_messages[-1]["content"], completion=text,
-                                         reference=record.messages[-1]["content"]))
+                                         reference=record.messages[-1]["content"],
+                                         rendered_prompt=tokenizer.decode(prompt_ids)))
         model.train()
 
 

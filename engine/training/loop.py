@@ -157,8 +157,8 @@ class StageLoop:
         while True:
             if save:
                 self.state.save(step, "requested")
-            if evaluate:
-                self.evaluator.validate(step)
+            if evaluate and not self.evaluator.validate(step) and self.prepared.data.valid:
+                self.state.emit(ev.Notice(message=f"evaluation requested: step {step} has just been evaluated"))
             if not pause or stop:
                 break
             if self.world.is_main:

@@ -96,11 +96,13 @@ def build_optimizer(cfg) -> optim.Optimizer:
     return OPTIMIZERS[cfg.optimizer](learning_rate=lr, **kwargs)
 
 
-def prepare_stage(stage: Stage, world: World, init_weights: str | None = None) -> PreparedStage:
+def prepare_stage(stage: Stage, world: World, init_weights: str | None = None,
+                  evaluate_only: bool = False) -> PreparedStage:
     """Load, check, tokenise and switch everything for ``stage``; raises the user's errors.
 
     ``init_weights``: trained weights to start from (a chain's previous stage); only rank 0 reads
-    them, and the others receive them when the run starts.
+    them, and the others receive them when the run starts. ``evaluate_only`` (``train: false``):
+    no steps, and the test split is read whenever there is one.
     """
     cfg = stage.config
     prepare_process()  # before MLX starts its threads (the command line and the app did it already)
@@ -113,7 +115,7 @@ def prepare_stage(stage: Stage, world: World, init_weights: str | None = None) -
     if (slow := blas_notice()) is not None:  # a problem to fix, not only a lever that is off
         notes.append(ev.Notice(message=slow, level="warning"))
     notes.extend(ev.Notice(message=note) for note in splits.notes)
-    data = _tokenize_splits(stage, tokenizer, splits, notes)
+    data = _tokenize_splits(stage, tokenizer, splits, notes, evaluate_only)
 
     # seeded right before anything random (LoRA init, then dropout): loading a model may
     # itself draw from the global generator (the demo model is built on first use)
@@ -125,10 +127,8 @@ def prepare_stage(stage: Stage, world: World, init_weights: str | None = None) -
         notes.append(ev.Notice(message=f"continuing from {init_weights}"))
     levers = plan_compute(model, cfg, world.size, [e.ids for e in data.train])
     stream = BatchStream(data.train, cfg.batch_size, cfg.seed, data.pad_id, share=world.share)
-    if cfg.epochs is not None and cfg.evals_per_epoch:
-        steps_per_eval = max(1, stream.per_epoch // cfg.evals_per_epoch)
-    else:
-        steps_per_eval = cfg.steps_per_eval
+    # evals_per_epoch counts in epochs of this data whether the length is in epochs or iters
+    steps_per_eval = max(1, stream.per_epoch // cfg.evals_per_epoch) if cfg.evals_per_epoch else cfg.steps_per_eval
     return PreparedStage(
         stage=stage,
         model=model,
@@ -139,7 +139,7 @@ def prepare_stage(stage: Stage, world: World, init_weights: str | None = None) -
         loss=choose_loss(cfg.plw, world.size, levers),
         optimizer=build_optimizer(cfg),
         stream=stream,
-        total_steps=total_steps(len(data.train), cfg.batch_size, cfg.iters, cfg.epochs),
+        total_steps=0 if evaluate_only else total_steps(len(data.train), cfg.batch_size, cfg.iters, cfg.epochs),
         steps_per_eval=steps_per_eval,
         figures=_figures(model, data.train),
         start_weights={k: mx.array(v) for k, v in trainable_weights(model).items()},
@@ -147,7 +147,7 @@ def prepare_stage(stage: Stage, world: World, init_weights: str | None = None) -
     )
 
 
-def _tokenize_splits(stage: Stage, tokenizer, splits, notes: list[ev.Notice]) -> StageData:
+def _tokenize_splits(stage: Stage, tokenizer, splits, notes: list[ev.Notice], evaluate_only: bool) -> StageData:
     """The splits as token ids and roles; the config errors only the data can show."""
     cfg = stage.config
 
@@ -165,9 +165,12 @@ def _tokenize_splits(stage: Stage, tokenizer, splits, notes: list[ev.Notice]) ->
     valid = tokenize("valid", splits.valid) if cfg.val_batches else []
     if not cfg.val_batches:
         notes.append(ev.Notice(message="no validation (val_batches: 0)"))
-    test = tokenize("test", splits.test) if cfg.test else []
+    test = tokenize("test", splits.test) if cfg.test or evaluate_only else []
     if cfg.test and not test:
         raise stage.error("test", "test: true but the dataset has no test split")
+    if evaluate_only and not (valid or test):
+        raise stage.error("train", "false evaluates the valid and test splits, and there is neither: "
+                          "the data has no test split and val_batches is 0")
     return StageData(train, valid, test, splits.valid, _pad_id(tokenizer))
 
 

@@ -23,6 +23,7 @@ from engine import events as ev
 from engine.config import config_to_dict
 from engine.data.batching import Batch
 from engine.levers.platform_check import device_name
+from engine.loss import mean_or_nan
 from engine.model.load import trainable_weights
 from engine.training.distributed import World
 from engine.training.prepare import PreparedStage
@@ -73,8 +74,8 @@ class Reporter:
                 total_steps=prepared.total_steps,
                 epoch=prepared.stream.epoch_progress(),
                 loss=window.loss / max(window.steps, 1),
-                prompt_loss=_finite_mean(p_ce, p_n),
-                completion_loss=_finite_mean(c_ce, c_n),
+                prompt_loss=mean_or_nan(p_ce, p_n),
+                completion_loss=mean_or_nan(c_ce, c_n),
                 learning_rate=float(prepared.optimizer.learning_rate.item()),
                 grad_norm=grad_norm,
                 update_norm=self.update_norm(),
@@ -103,7 +104,7 @@ def run_started(prepared: PreparedStage, world: World, run_dir: Path | None, ada
     stage, cfg = prepared.stage, prepared.cfg
     return ev.RunStarted(
         run_dir=str(run_dir),
-        adapter_dir=str(adapter_dir),
+        adapter_dir=str(adapter_dir) if adapter_dir else "",
         stage=stage.index + 1,
         stages=stages,
         config_file=str(stage.path),
@@ -131,7 +132,3 @@ def run_started(prepared: PreparedStage, world: World, run_dir: Path | None, ada
 def _dtype_label(model: nn.Module) -> str:
     dtypes = {str(v.dtype).split(".")[-1] for _, v in tree_flatten(model.parameters())}
     return "/".join(sorted(dtypes))
-
-
-def _finite_mean(total: float, n: float) -> float:
-    return total / n if n else float("nan")

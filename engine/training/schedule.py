@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import math
 
+from engine.data.batching import total_steps
+
 
 def updates_in_run(cfg, train_examples: int | None) -> int | None:
-    """Optimizer updates in the run, or None when epochs are set and the data size is unknown."""
-    if cfg.epochs is not None:
-        if train_examples is None:
-            return None
-        steps = math.ceil(cfg.epochs * math.ceil(train_examples / cfg.batch_size))
-    else:
-        steps = cfg.iters
+    """Optimizer updates in the run, or None when epochs are set and the data size is unknown.
+
+    The trainer's arithmetic: its step count (:func:`engine.data.batching.total_steps`), with an
+    update every ``grad_accumulation_steps`` steps and one more at the last step.
+    """
+    if cfg.epochs is not None and train_examples is None:
+        return None
+    steps = total_steps(train_examples or 0, cfg.batch_size, cfg.iters, cfg.epochs)
     return math.ceil(steps / cfg.grad_accumulation_steps)
 
 

@@ -88,9 +88,11 @@ class TrainState:
             if pending:
                 self.pending_grad = tree_map(mx.zeros_like, model.trainable_parameters())
 
-    def save(self, step: int, reason: str) -> None:
+    def save(self, step: int, reason: str, numbered: bool = False) -> None:
         """A checkpoint of ``step`` for exact resume (:mod:`engine.runs.checkpoints`), saved
-        because of ``reason`` (an :class:`engine.events.CheckpointSaved` reason).
+        because of ``reason`` (an :class:`engine.events.CheckpointSaved` reason). A periodic save,
+        or one with ``numbered`` (the final save on a ``save_every`` multiple), also keeps the
+        numbered adapter copy.
 
         Every rank calls it (the ranks' shares of pending gradients are summed into the
         checkpoint); rank 0 writes.
@@ -106,5 +108,5 @@ class TrainState:
         position = Position(step, self.stream.epoch, self.stream.index, self.trained_tokens)
         self.checkpoints.save(position, weights, dict(tree_flatten(self.optimizer.state)),
                               dict(tree_flatten(pending)) if pending is not None else None,
-                              periodic=reason == "periodic")
+                              periodic=reason == "periodic" or numbered)
         self.emit(ev.CheckpointSaved(step=step, path=str(self.checkpoints.adapter_dir), reason=reason))

@@ -29,7 +29,7 @@ from engine import events as ev
 from engine.config import Stage, config_to_dict
 from engine.files import atomic_write_text
 from engine.model.load import fuse, write_adapter_config
-from engine.runs.checkpoints import Checkpoint, Checkpoints
+from engine.runs.checkpoints import WEIGHTS, Checkpoint, Checkpoints
 from engine.runs.control import Control
 from engine.runs.folder import (
     clear_process_record,
@@ -62,6 +62,12 @@ class Trainer:
     ``init_weights``: trained weights to start from (a chain's previous stage); ``resume``: a
     checkpoint to continue exactly, in its own run folder; ``after``: the folder of the chain's
     previous stage, pointed at this one's.
+
+    A stage with ``train: false`` only evaluates (mlx-lm's ``--test`` without ``--train``): the
+    model with ``init_weights`` (else ``adapter_path``'s adapters, as mlx-lm's ``--adapter-path``),
+    if any, on the valid and test splits, in a run folder of its own that holds the reports and no
+    adapters. Resuming always trains: a run folder written before ``train`` meant anything says
+    ``train: false``, and an evaluation has no checkpoint to resume.
     """
 
     def __init__(self, stage: Stage, emit: Emit, control: Control | None = None, *, stages: int = 1,
@@ -75,9 +81,14 @@ class Trainer:
         self.init_weights = init_weights
         self.resume = resume
         self.after = after
+        self.evaluate_only = not stage.config.train and resume is None
+        if self.evaluate_only and not init_weights and stage.config.adapter_path:  # mlx-lm's --adapter-path
+            self.init_weights = str(Path(stage.config.adapter_path).expanduser() / WEIGHTS)
+            if self.world.is_main and not Path(self.init_weights).exists():
+                raise stage.error("adapter_path", f"train: false evaluates the adapters there; no {self.init_weights}")
 
     def run(self) -> StageResult:
-        prepared = prepare_stage(self.stage, self.world, self.init_weights)  # user errors surface here, before a run folder is half-written
+        prepared = prepare_stage(self.stage, self.world, self.init_weights, self.evaluate_only)  # user errors surface here, before a run folder is half-written
         state = TrainState(prepared.model, prepared.optimizer, prepared.stream, self.world)
         main, notes, writer = self.world.is_main, prepared.notes, None
         if main:
@@ -110,11 +121,12 @@ class Trainer:
         else:
             run_dir = new_run_dir(cfg.runs_dir, cfg.name, self.stage.path.stem)
         checkpoints = Checkpoints(run_dir, cfg.adapter_path)
-        checkpoints.adapter_dir.mkdir(parents=True, exist_ok=True)
         writer = MetricsWriter(run_dir)
         state.checkpoints, state.emit = checkpoints, fan_out(writer, self._user_emit)
         if self.resume is None:
             atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        if self.resume is None and not self.evaluate_only:
+            checkpoints.adapter_dir.mkdir(parents=True, exist_ok=True)
             write_adapter_config(checkpoints.adapter_dir, cfg, prepared.model_path, {"config_file": str(self.stage.path)})
         return writer, notes
 
@@ -124,20 +136,39 @@ class Trainer:
             maybe_set_recommended_wired_limit()
         run_dir = checkpoints.run_dir if checkpoints else None
         adapter_dir = checkpoints.adapter_dir if checkpoints else None
+        if self.evaluate_only:
+            adapter_dir = Path(self.init_weights).parent if self.init_weights else None
         emit(run_started(prepared, world, run_dir, adapter_dir, self.stages, state.first_step - 1))
         for note in notes:
             emit(note)
-        evaluator = Evaluator(prepared, world, emit, state.save, checkpoints)
+        evaluator = Evaluator(prepared, world, emit, state.save, checkpoints, training=not self.evaluate_only)
+        if self.evaluate_only:
+            return self._evaluate(evaluator, state, run_dir, adapter_dir)
+        if self.resume is not None:
+            evaluator.restore_best(checkpoints.best() if checkpoints else None)
         loop = StageLoop(prepared, state, world, self.control, evaluator, Reporter(prepared, world, emit),
                          resumed=self.resume is not None)
         outcome = loop.run()
         return self._finish(prepared, state, evaluator, outcome, loop.clock.started)
 
+    def _evaluate(self, evaluator: Evaluator, state: TrainState, run_dir: Path | None,
+                  adapter_dir: Path | None) -> StageResult:
+        """``train: false``: the valid and test passes of the untrained model, and the run-finished event."""
+        started = time.perf_counter()
+        evaluator.validate(0)
+        evaluator.test(0)
+        weights = self.init_weights or "the base model, no adapters"
+        state.emit(ev.RunFinished(step=0, status="completed", adapter_dir=str(adapter_dir or ""),
+                                  elapsed=time.perf_counter() - started,
+                                  message=f"train: false: evaluated {weights}, no training"))
+        return StageResult("completed", run_dir, adapter_dir, 0)
+
     def _finish(self, prepared: PreparedStage, state: TrainState, evaluator: Evaluator, outcome: Outcome,
                 started: float) -> StageResult:
         """The final checkpoint, the test pass and fusing (a completed stage), and the run-finished event."""
         status, step, checkpoints = outcome.status, state.step_done, state.checkpoints
-        state.save(step, {"completed": "final", "diverged": "diverged"}.get(status, "stopped"))
+        state.save(step, {"completed": "final", "diverged": "diverged"}.get(status, "stopped"),
+                   numbered=step > 0 and step % prepared.cfg.save_every == 0)
         if status == "completed":
             evaluator.test(step)
         run_dir = checkpoints.run_dir if checkpoints else None

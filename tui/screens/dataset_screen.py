@@ -3,8 +3,9 @@
 Statistics come from ``engine.data.stats`` as plain data. Computing them reads and tokenises every
 example, and showing one example loads its record and the tokenizer, so both run in thread
 workers whose results come back as messages. The statistics are recomputed when the screen is
-shown after a file of the config chain changed, or on ``r``. The overview and the example table
-are widgets of their own (``tui/widgets/split_overview.py``, ``tui/widgets/example_table.py``).
+shown after a file of the config chain changed, or on ``r``. The overview, the example table and
+the latest run's worst validation examples (which follow new evaluations on their own) are widgets
+of their own (``tui/widgets/split_overview.py``, ``example_table.py``, ``worst_examples.py``).
 
 The module-level functions ``load_dataset`` and ``example_tokens`` are the only places that
 call the engine, so tests inject statistics through them.
@@ -23,7 +24,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Header, ProgressBar, Static, TabbedContent, TabPane, Tabs
 from textual.worker import get_current_worker
 
 from engine.config import Stage, load_stages
@@ -31,17 +32,17 @@ from engine.data.stats import DatasetStats, TokenCell, compute_stats, load_stage
 from engine.data.stats_measure import load_record
 from engine.data.token_view import token_view
 from engine.errors import UserError
-from engine.printer import format_worst
-from engine.runs.listing import latest_evaluated_run, worst_validation
 
 from ..config_chain import ConfigChain
 from ..messages import WorkerResult
 from ..widgets.example_table import ExampleTable
 from ..widgets.split_overview import SplitOverview, rg_text
 from ..widgets.token_view import TokenView
+from ..widgets.worst_examples import WorstExamples
 
 SPLITS = ("train", "valid", "test")
 PROGRESS_SECONDS = 0.1
+VIEWS = ("dataset-overview", "dataset-examples")  # the tab panes e switches between
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,6 @@ class Loaded:
 
     stage: Stage
     stats: DatasetStats
-    worst: str = ""  # the latest evaluated run's worst validation examples, as text
 
 
 @dataclass(frozen=True)
@@ -70,18 +70,13 @@ class Superseded(Exception):
     """
 
 
-def load_dataset(chain: list[Path], progress, use_cache: bool, runs_dir: Path | None = None) -> Loaded:
+def load_dataset(chain: list[Path], progress, use_cache: bool) -> Loaded:
     """Compute the statistics of the chain's last stage (on a worker thread).
 
-    The stages before it are loaded too, because a later stage inherits their keys. When a run
-    under ``runs_dir`` has evaluated, its worst validation examples come along.
+    The stages before it are loaded too, because a later stage inherits their keys.
     """
     stage = load_stages(chain)[-1]
-    stats = compute_stats(stage, progress=progress, use_cache=use_cache)
-    run = latest_evaluated_run(runs_dir) if runs_dir is not None else None
-    found = worst_validation(run) if run is not None else None
-    worst = format_worst(run, *found).strip() if found else ""
-    return Loaded(stage, stats, worst)
+    return Loaded(stage, compute_stats(stage, progress=progress, use_cache=use_cache))
 
 
 def example_tokens(loaded: Loaded, split: str, index: int) -> list[TokenCell]:
@@ -122,7 +117,8 @@ What the open config will train on, computed with its own tokenizer, chat templa
 
 - **v** switches between the train, valid and test splits; **r** recomputes (the statistics
   are also recomputed when this screen is shown after the config file changed).
-- **e** switches between the overview and the examples.
+- **e** switches between the overview and the examples, and back; the arrows, **PageUp**/**PageDown**
+  and **Home**/**End** scroll whichever is shown (**Tab** reaches the tab bar and the token view).
 - In the examples, **s** picks the sort column and **o** flips the order; **n**/**p** (or
   **j**/**k**, or the arrows) step through examples, and the selected one is shown token by token:
   prompt dimmed with its weight `[w=…]`, completion bold, `‹special›` tokens coloured, and
@@ -131,10 +127,14 @@ What the open config will train on, computed with its own tokenizer, chat templa
 **Rg** is an example's completion tokens divided by its prompt tokens. The vertical line on
 the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
 """
-    # the footer shows the first three (it must fit 80 columns beside the app's keys); F1 lists all
+    # the footer shows the first three (it must fit 80 columns beside the app's keys); F1 lists all.
+    # e is bound twice under one id (so a keymap moves both): the footer names where it goes next.
     BINDINGS = [
         Binding("v", "next_split", "Split", id="dataset-split", tooltip="Show the next split: train, valid, test"),
-        Binding("e", "toggle_view", "View", id="dataset-view", tooltip="Switch between overview and examples"),
+        Binding("e", "show_view('dataset-examples')", "Examples", id="dataset-view",
+                tooltip="Show the example browser (e again: back to the overview)"),
+        Binding("e", "show_view('dataset-overview')", "Overview", id="dataset-view",
+                tooltip="Back to the overview (e again: the examples)"),
         Binding("s", "next_sort", "Sort", id="dataset-sort",
                 tooltip="Sort examples by index, total, prompt, completion, Rg"),
         Binding("o", "flip_order", "Order", id="dataset-order", show=False, tooltip="Flip the sort order"),
@@ -179,7 +179,7 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
             yield ProgressBar(total=None, show_eta=False, id="dataset-progress")
         with TabbedContent(id="dataset-tabs"):
             with TabPane("Overview", id="dataset-overview"):
-                yield SplitOverview()
+                yield SplitOverview(self.runs_dir)
             with TabPane("Examples", id="dataset-examples"):
                 yield Static("", id="dataset-table-note")
                 yield ExampleTable(id="dataset-table")
@@ -194,6 +194,16 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
     def on_screen_resume(self) -> None:
         if self._chain_files() != self._computed_for:
             self.recompute(use_cache=True)
+        self.query_one(WorstExamples).check()
+        if self.focused is None or isinstance(self.focused, Tabs):  # entering: the keys scroll at once
+            self._focus_view()
+
+    def _focus_view(self) -> None:
+        """Focus what the active tab shows, so the keys scroll it at once (not the tab bar)."""
+        active = self.query_one(TabbedContent).active
+        target = self.query_one(ExampleTable) if active == "dataset-examples" else self.query_one(SplitOverview)
+        if not target.has_focus:
+            target.focus()
 
     def _chain_files(self) -> tuple[tuple[Path, int | None], ...]:
         """The config files up to the open stage, with their modification times."""
@@ -216,6 +226,7 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
 
     def action_recompute(self) -> None:
         self.recompute(use_cache=False)
+        self.query_one(WorstExamples).check(again=True)
 
     def recompute(self, use_cache: bool) -> None:
         self._computed_for = self._chain_files()
@@ -240,7 +251,7 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
                 self.post_message(self.Progress(done, total))
 
         try:
-            result = load_dataset(chain, progress, use_cache, self.runs_dir)
+            result = load_dataset(chain, progress, use_cache)
         except Exception as error:  # shown on the screen; the app stays alive
             result = _problem(error)
         self.post_message(self.Computed(result))
@@ -282,7 +293,6 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
             f"{self.config_label} · data {data} · tokenizer {stats.tokenizer} · "
             f"max_seq_length {stats.max_seq_length:,} · PLW {stats.prompt_loss_weight:g}{cached}"
         )
-        self.query_one(SplitOverview).show_worst(loaded.worst)
         self._show_split()
 
     def _show_split(self) -> None:
@@ -304,13 +314,22 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
         self.split = names[(names.index(self.split) + 1) % len(names)] if self.split in names else names[0]
         self._show_split()
 
-    def action_toggle_view(self) -> None:
-        tabs = self.query_one(TabbedContent)
-        tabs.active = "dataset-overview" if tabs.active == "dataset-examples" else "dataset-examples"
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Of e's two bindings only the one leading away from the view shown is active."""
+        if action == "show_view":
+            tabs = self.query(TabbedContent)  # none yet while the screen is being composed
+            return bool(tabs) and parameters[0] != tabs.first().active
+        return True
+
+    def action_show_view(self, view: str) -> None:
+        self.query_one(TabbedContent).active = view
+        self._focus_view()  # the table left focused in a hidden pane would switch the tab back
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        if event.pane.id == "dataset-examples":
-            self.query_one(ExampleTable).focus()
+        if event.pane.id in VIEWS:
+            self.refresh_bindings()
+            if not isinstance(self.focused, Tabs):  # the user is going through the tabs: leave focus there
+                self._focus_view()
 
     # ------------------------------------------------------------------ the example browser
 

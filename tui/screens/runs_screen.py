@@ -10,33 +10,41 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker
-from textual_plotext import PlotextPlot
 
-from engine.events import Event
+from engine.errors import UserError
+from engine.events import CheckpointSaved, Event, RunFinished
 from engine.runs.checkpoints import Checkpoints
-from engine.runs.listing import RunSummary, list_runs, summary_of
-from engine.runs.metrics import EventTail
-from engine.runs.view import RunView
+from engine.runs.listing import RunSummary, list_runs
+from engine.runs.more import FINISHED, parse_more
 
 from ..messages import WorkerResult
+from ..widgets.loss_chart import LossChart, legend
+from .path_prompt import PathPrompt
+from .run_history import RunFiles, RunHistory, read_files
 
 SCAN_SECONDS = 5.0
 TAIL_SECONDS = 1.0
-SERIES_LIMIT = 10_000  # points kept per chart series; plotext rebuilds every point on each render
 COLUMNS = ("name", "status", "stage", "steps", "best valid loss", "PLW", "model", "started")
+# below this width every column still shows: the stage folds away (the summary line of an opened
+# run has it), headers shorten, long names, models and dates are cut
+NARROW = 100
+NARROW_COLUMNS = ("name", "status", "steps", "best", "PLW", "model", "started")
 
 
-def row_cells(run: RunSummary) -> tuple[str, ...]:
+def row_cells(run: RunSummary, narrow: bool = False) -> tuple[str, ...]:
     """One table row; plain strings so that an unchanged scan can be recognised and skipped."""
+    if narrow:
+        return (_cut(run.name, 18, middle=True), _cut(run.status, 11), f"{run.step}/{run.total_steps}",
+                _loss(run.best_completion_loss), f"{run.plw:g}", _cut(_model_name(run.model), 10),
+                time.strftime("%m-%d %H:%M", time.localtime(run.started)))
     return (
         run.name,
         run.status,
@@ -49,70 +57,37 @@ def row_cells(run: RunSummary) -> tuple[str, ...]:
     )
 
 
-def describe(run: RunSummary) -> str:
-    """The one-line summary above the chart of an opened run."""
+def describe(run: RunSummary, files: RunFiles = RunFiles()) -> str:
+    """The summary line(s) above the chart of an opened run."""
     if math.isfinite(run.best_completion_loss):
         best = f"best valid completion loss {_loss(run.best_completion_loss)} at step {run.best_step}"
     else:
         best = "no validation yet"
-    return f"{run.name}: {run.status} · step {run.step}/{run.total_steps} · {best} · {run.run_dir}"
+    stage = f"stage {run.stage}/{run.stages} · " if run.stages > 1 else ""
+    text = f"{run.name}: {run.status} · {stage}step {run.step}/{run.total_steps} · {best}"
+    if files.final_step is not None:
+        text += f" · final adapter: step {files.final_step}"
+    if files.next_run is not None:
+        text += f" · continued in {files.next_run.name}"
+    return f"{text} · {run.run_dir}"
 
 
 def _loss(value: float) -> str:
     return f"{value:.3f}" if math.isfinite(value) else "—"
 
 
-class RunHistory:
-    """An opened run: the tail that follows its file, its view so far and its loss series.
-
-    The initial read goes through the same tail as the live polls, so nothing written between
-    the two is missed or counted twice.
-    """
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        self.tail = EventTail(run_dir)
-        self.view = RunView()
-        self.series: dict[str, deque[tuple[int, float]]] = {
-            name: deque(maxlen=SERIES_LIMIT) for name in ("train loss", "valid completion", "valid prompt")
-        }
-
-    @property
-    def adapter_dir(self) -> Path:
-        started = self.view.started
-        return Path(started.adapter_dir) if started is not None else self.run_dir / "adapters"
-
-    def add(self, events: list[Event]) -> None:
-        for event in events:
-            before, self.view = self.view, self.view.apply(event)
-            view = self.view
-            if view.last_train is not before.last_train and view.last_train is not None:
-                self._point("train loss", view.last_train.step, view.last_train.loss)
-            if view.evals is not before.evals and (report := view.latest_eval) is not None:
-                self._point("valid completion", report.step, report.completion_loss)
-                self._point("valid prompt", report.step, report.prompt_loss)
-
-    def summary(self) -> RunSummary | None:
-        """The run as the list shows it (whether it still trains is read from its folder)."""
-        return summary_of(self.run_dir, self.view)
-
-    def _point(self, series: str, step: int, value: float) -> None:
-        if math.isfinite(value):  # a diverged loss would wreck the y axis
-            self.series[series].append((step, value))
+def _cut(text: str, width: int, middle: bool = False) -> str:
+    """``text`` in ``width`` characters; ``middle`` keeps both ends (run names differ at the end)."""
+    if len(text) <= width:
+        return text
+    if middle:
+        return text[: (width - 1) // 2] + "…" + text[-(width // 2):]
+    return text[: width - 1] + "…"
 
 
-class LossChart(PlotextPlot):
-    """Losses against step for one run."""
-
-    def show(self, history: RunHistory) -> None:
-        plt = self.plt
-        plt.clear_data()  # plotext keeps old series until cleared, and a crowded figure takes seconds to build
-        plt.xlabel("step")
-        for label, points in history.series.items():
-            if points:
-                steps, values = zip(*points)
-                plt.plot(steps, values, label=label, marker="braille")
-        self.refresh()
+def _model_name(model: str) -> str:
+    """A model's last path part: ``mlx-community/Qwen…`` -> ``Qwen…``, ``builtin:tiny-llama`` -> ``tiny-llama``."""
+    return model.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1] or model
 
 
 class RunsScreen(Screen):
@@ -131,11 +106,19 @@ class RunsScreen(Screen):
             self.history = history
 
     class TailRead(WorkerResult):
-        """Events an opened run's file gained since the last read."""
+        """Events an opened run's file gained since the last read, and its files read again
+        when they saved a checkpoint (None otherwise)."""
 
-        def __init__(self, history: RunHistory, events: list[Event]) -> None:
+        def __init__(self, history: RunHistory, events: list[Event], files: RunFiles | None) -> None:
             super().__init__()
-            self.history, self.events = history, events
+            self.history, self.events, self.files = history, events, files
+
+    class Promoted(WorkerResult):
+        """A checkpoint made the final adapter, or why it could not be."""
+
+        def __init__(self, history: RunHistory, message: str, files: RunFiles | None) -> None:
+            super().__init__()
+            self.history, self.message, self.files = history, message, files
 
     BINDING_GROUP_TITLE = "Runs"
     HELP = """\
@@ -148,19 +131,23 @@ Every run folder under the runs folder, newest first; the list rescans itself ev
   is followed live.
 - **r** rescans the runs folder now.
 - the checkpoint table lists the opened run's checkpoints with the validation completion loss and
-  accuracy at their step; **P** makes the selected one the run's final adapter
-  (`adapters.safetensors`, what `mlx_lm.generate --adapter-path` loads).
-- **R** resumes a stopped run exactly from its latest checkpoint.
+  accuracy at their step, and marks the one the final adapter holds; **P** makes the selected one
+  the run's final adapter (`adapters.safetensors`, what `mlx_lm.generate --adapter-path` loads).
+- **R** resumes a stopped run exactly from its latest checkpoint. On a finished run it asks how
+  much further to train (`200` steps, or `2 epochs`) and trains that as a new run, linked from
+  the old one and starting from its final adapter; the finished run's files stay as they are.
 - **a** attaches to a run that another process is training (`tuner train --detach`, a headless
   run, another app): the Train screen follows it live, and pause, stop, save and eval act on it.
 
 A run is *interrupted* when it never finished and its metrics file has not changed for two minutes.
 """
+    # fixed shares, so opening a run (or a checkpoint save) never shrinks the list under its cursor
     DEFAULT_CSS = """
-    RunsScreen DataTable { height: 1fr; }
-    RunsScreen #run-summary { height: auto; padding: 0 1; background: $panel; }
-    RunsScreen LossChart { height: 2fr; }
-    RunsScreen #checkpoints { height: auto; max-height: 8; }
+    RunsScreen #runs { height: auto; max-height: 30%; min-height: 3; }
+    RunsScreen #run-summary { height: auto; max-height: 3; padding: 0 1; background: $panel; }
+    RunsScreen #checkpoints { height: auto; max-height: 25%; }
+    RunsScreen #chart-legend { height: 1; padding: 0 1; }
+    RunsScreen LossChart { height: 1fr; min-height: 5; }
     """
     BINDINGS = [
         Binding("r", "refresh_runs", "Refresh", id="runs-refresh", tooltip="Rescan the runs folder now"),
@@ -168,7 +155,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         Binding("enter", "open_run", "Open", id="runs-open", priority=True,
                 tooltip="Chart the selected run's losses and follow it while it trains"),
         Binding("R", "resume_run", "Resume", id="runs-resume",
-                tooltip="Continue the selected run exactly from its latest checkpoint"),
+                tooltip="Continue a stopped run from its latest checkpoint; train a finished one further as a new run"),
         Binding("a", "attach_run", "Attach", id="runs-attach",
                 tooltip="Follow the selected run on the Train screen and steer it, though another process trains it"),
         Binding("P", "promote", "Promote", id="runs-promote",
@@ -180,21 +167,36 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         self.runs_dir = Path(runs_dir)
         self._scan_cache: dict = {}  # lets a rescan skip metrics files that have not changed
         self._rows: list[tuple[str, tuple[str, ...]]] = []  # what the table shows, key and cells
+        self._runs: list[RunSummary] = []  # the latest scan, refilled when the width changes the columns
+        self._narrow: bool | None = None  # which columns the table has (None before the first layout)
         self._opening: Path | None = None
         self._history: RunHistory | None = None
         self._tail_worker: Worker | None = None
 
     def compose(self) -> ComposeResult:
-        table = DataTable(cursor_type="row", zebra_stripes=True)
-        for column in COLUMNS:
-            table.add_column(column, key=column)
-        yield table
+        yield Header()
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(f"Runs in {self.runs_dir}. Select one and press enter.", id="run-summary")
         checkpoints = DataTable(id="checkpoints", cursor_type="row", zebra_stripes=True)
-        checkpoints.add_columns("checkpoint step", "saved because", "valid completion loss", "completion accuracy")
+        checkpoints.add_columns("step", "saved because", "valid completion loss", "accuracy", "final adapter")
         yield checkpoints
+        yield Static(legend(), id="chart-legend")
         yield LossChart()
         yield Footer(compact=True, show_command_palette=False)
+
+    def on_resize(self) -> None:
+        """The run table's columns for this width: all of them, compact below NARROW columns."""
+        narrow = self.size.width < NARROW
+        if narrow == self._narrow:
+            return
+        self._narrow = narrow
+        table = self.query_one("#runs", DataTable)
+        selected = self._selected_key()
+        table.clear(columns=True)
+        for column in NARROW_COLUMNS if narrow else COLUMNS:
+            table.add_column(column, key=column)
+        self._rows = []
+        self._fill_table(self._runs, selected)
 
     def on_mount(self) -> None:
         self._polls = [
@@ -227,22 +229,30 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         if not message.superseded:
             self._fill_table(message.runs)
 
-    def _fill_table(self, runs: list[RunSummary]) -> None:
-        """Show a scan's result, keeping the selected run selected; an unchanged scan does nothing."""
-        rows = [(str(run.run_dir), row_cells(run)) for run in runs]
+    def _fill_table(self, runs: list[RunSummary], selected: str | None = None) -> None:
+        """Show a scan's result, keeping the selected run selected (and in view); an unchanged
+        scan does nothing."""
+        self._runs = runs
+        if self._narrow is None:  # no columns before the first layout; on_resize fills it then
+            return
+        rows = [(str(run.run_dir), row_cells(run, self._narrow)) for run in runs]
         if rows == self._rows:
             return
         self._rows = rows
-        table = self.query_one(DataTable)
-        selected = self._selected_key()
+        table = self.query_one("#runs", DataTable)
+        selected = selected or self._selected_key()
         table.clear()
         for key, cells in rows:
             table.add_row(*cells, key=key)
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))
 
+    def _selected_run(self) -> RunSummary | None:
+        key = self._selected_key()
+        return next((run for run in self._runs if str(run.run_dir) == key), None)
+
     def _selected_key(self) -> str | None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#runs", DataTable)
         if table.row_count == 0:
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
@@ -255,24 +265,47 @@ A run is *interrupted* when it never finished and its metrics file has not chang
             self.open_run(Path(key))
 
     def action_resume_run(self) -> None:
-        key = self._selected_key()
-        if key is not None:
-            self.app.resume_run(Path(key))
+        """Resume a stopped run; a finished one has nothing to resume (doing so would overwrite
+        its adapters), so ask how much further to train it, as a new linked run."""
+        run = self._selected_run()
+        if run is None:
+            return
+        if run.status in ("running", "paused"):
+            self.notify(f"{run.name} is {run.status}; a attaches to it", severity="warning")
+        elif run.status in FINISHED:
+            question = (f"{run.name} {run.status.replace('_', ' ')} at step {run.step};\n"
+                        "its adapters stay as they are (resuming would overwrite them).\n"
+                        "Train it further as a new run, from its final adapter:\nhow many steps (or '2 epochs')?")
+            self.app.push_screen(PathPrompt(question, str(run.total_steps)),
+                                 lambda answer: self._continue(run, answer))
+        else:
+            self.app.resume_run(run.run_dir)
+
+    def _continue(self, run: RunSummary, answer: str | None) -> None:
+        if answer is None:
+            return
+        try:
+            more = parse_more(answer)
+        except UserError as e:
+            self.notify(str(e), severity="error")
+            return
+        self.app.resume_run(run.run_dir, more)
 
     def action_attach_run(self) -> None:
-        key = self._selected_key()
-        if key is None:
+        run = self._selected_run()
+        if run is None:
             return
-        status = dict(self._rows)[key][COLUMNS.index("status")]
-        if status not in ("running", "paused"):
-            hint = "; R resumes it" if status in ("stopped", "interrupted", "diverged") else ""
-            self.notify(f"{Path(key).name} is {status}, not training{hint}", severity="warning")
+        if run.status not in ("running", "paused"):
+            hint = "; R resumes it" if run.status in ("stopped", "interrupted", "diverged") else ""
+            hint = "; R trains it further" if run.status in FINISHED else hint
+            self.notify(f"{run.name} is {run.status}, not training{hint}", severity="warning")
             return
-        self.app.attach_run(Path(key))
+        self.app.attach_run(run.run_dir)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """A click on the selected row opens it, as enter does."""
-        self.open_run(Path(event.row_key.value))
+        if event.data_table.id == "runs":
+            self.open_run(Path(event.row_key.value))
 
     def open_run(self, run_dir: Path) -> None:
         self._opening, self._history = run_dir, None
@@ -283,6 +316,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
     def load_run(self, run_dir: Path) -> None:
         history = RunHistory(run_dir)
         history.add(history.tail.read_new())
+        history.files = read_files(run_dir, history.adapter_dir)
         self.post_message(self.Opened(history))
 
     def on_runs_screen_opened(self, message: RunsScreen.Opened) -> None:
@@ -301,37 +335,69 @@ A run is *interrupted* when it never finished and its metrics file has not chang
 
     @work(thread=True, group="run-tail")
     def poll_tail(self, history: RunHistory) -> None:
-        self.post_message(self.TailRead(history, history.tail.read_new()))
+        events = history.tail.read_new()
+        saved = any(isinstance(e, (CheckpointSaved, RunFinished)) for e in events)
+        files = read_files(history.run_dir, history.adapter_dir) if saved else None
+        self.post_message(self.TailRead(history, events, files))
 
     def on_runs_screen_tail_read(self, message: RunsScreen.TailRead) -> None:
         history = message.history
         if history is self._history:  # still the run open
             history.add(message.events)
+            history.files = message.files or history.files
             self._show_history(history, replot=bool(message.events))
 
     def _show_history(self, history: RunHistory, replot: bool) -> None:
         summary = history.summary()
-        text = describe(summary) if summary else f"{history.run_dir}: no run has started there yet"
+        text = describe(summary, history.files) if summary else f"{history.run_dir}: no run has started there yet"
         self.query_one("#run-summary", Static).update(text)
         if replot:
-            self.query_one(LossChart).show(history)
+            self.query_one(LossChart).show(history.series)
             self._fill_checkpoints(history)
 
     def _fill_checkpoints(self, history: RunHistory) -> None:
+        """The run's checkpoints; the one the final adapter holds is marked (promoted, when it is
+        not the last), keeping the cursor on the step it was on."""
         table = self.query_one("#checkpoints", DataTable)
+        cursor = self._checkpoint_step()
         table.clear()
         reasons, evals = history.view.checkpoint_reasons(), history.view.evals_by_step()
+        final, last = history.files.final_step, max(reasons, default=None)
         for step in sorted(reasons):
             found = evals.get(step)
             loss = _loss(found.completion_loss) if found else "—"
             accuracy = f"{found.completion_accuracy:.1%}" if found and math.isfinite(found.completion_accuracy) else "—"
-            table.add_row(str(step), reasons[step], loss, accuracy, key=str(step))
+            marker = ("● promoted" if step != last else "●") if step == final else ""
+            table.add_row(str(step), reasons[step], loss, accuracy, marker, key=str(step))
+        if cursor is not None and str(cursor) in table.rows:
+            table.move_cursor(row=table.get_row_index(str(cursor)))
+
+    def _checkpoint_step(self) -> int | None:
+        table = self.query_one("#checkpoints", DataTable)
+        if table.row_count == 0:
+            return None
+        return int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
     def action_promote(self) -> None:
-        history, table = self._history, self.query_one("#checkpoints", DataTable)
-        if history is None or table.row_count == 0:
+        history, step = self._history, self._checkpoint_step()
+        if history is None or step is None:
             self.notify("open a run (enter) and pick a checkpoint first", severity="warning")
             return
-        step = int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
-        target = Checkpoints(history.run_dir, history.adapter_dir).promote(step)
-        self.notify(f"step {step} is now {target}")
+        self.promote(history, step)
+
+    @work(thread=True, exclusive=True, group="run-promote")
+    def promote(self, history: RunHistory, step: int) -> None:
+        """Copy the checkpoint's weights over the final adapter (file work: off the event loop)."""
+        try:
+            target = Checkpoints(history.run_dir, history.adapter_dir).promote(step)
+        except (UserError, OSError) as e:
+            self.post_message(self.Promoted(history, f"could not promote step {step}: {e}", None))
+            return
+        files = read_files(history.run_dir, history.adapter_dir)
+        self.post_message(self.Promoted(history, f"step {step} is now {target}", files))
+
+    def on_runs_screen_promoted(self, message: RunsScreen.Promoted) -> None:
+        self.notify(message.message, severity="information" if message.files else "error")
+        if message.files is not None and message.history is self._history:
+            message.history.files = message.files
+            self._show_history(message.history, replot=True)

@@ -15,15 +15,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, ProgressBar, RichLog, Static
+from textual.widgets import Footer, Header, ProgressBar, Static
 
 from engine import events as ev
 from engine.printer import fmt, format_event, format_plan, plan_summary, ranks_text
 from engine.runs.view import RunView
 
 from ..system_memory import BYTES_PER_GB, SystemMemory
+from ..widgets.event_log import EventLog
 from ..widgets.memory_gauge import MemoryGauge
 from ..widgets.metric_sparkline import MetricSparkline
+from .sample_screen import SampleScreen
 
 # (widget id, title, number format) of every live series, in display order
 SERIES = (
@@ -39,6 +41,18 @@ SERIES = (
 GB_TO_GIB = 1e9 / BYTES_PER_GB  # engine events count 10^9 bytes, the gauges 2^30 like the OS
 HISTORY = 10_000  # points kept per series for the full chart
 LOG_LINES = 500
+IDLE = "idle: press t to train the open config"
+NO_SAMPLES = "samples appear at each evaluation"
+SAMPLE_PROMPT_CHARS = 60  # of each sample in the panel; v shows them whole
+# (widget id, title, zoom): the process' own figures are drawn against their own scale (see MemoryGauge)
+GAUGES = (
+    ("mem-active", "MLX active", True),
+    ("mem-cache", "MLX cache", True),
+    ("mem-peak", "MLX peak", True),
+    ("mem-rss", "process RSS", True),
+    ("mem-system", "system used", False),
+    ("mem-swap", "swap used", False),
+)
 
 
 def clock(seconds: float) -> str:
@@ -47,6 +61,12 @@ def clock(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` on one line, ending in … where it was cut."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def efficiency(r: ev.TrainReport) -> str:
@@ -59,6 +79,30 @@ def efficiency(r: ev.TrainReport) -> str:
     return "".join(f" · {part}" for part in parts)
 
 
+def status_text(view: RunView) -> str:
+    """The run in one line: how it ended; or where it is (paused or stopping said first); or, before
+    its first report, what it trains."""
+    started, r = view.started, view.last_train
+    if view.end is not None:
+        return format_event(view.end) or ""
+    if started is None:
+        return IDLE
+    if r is None:
+        return (f"stage {started.stage}/{started.stages} · {started.model} · {started.fine_tune_type} "
+                f"· PLW {fmt(started.prompt_loss_weight, 'g')} "
+                + (f"· {started.world_size} ranks " if started.world_size > 1 else "") + f"· {started.run_dir}")
+    step, total, eta = max(view.step, r.step), r.total_steps, ""
+    if view.loop_state == "paused":
+        where = f"paused at step {step}/{total} (p resumes)"
+    elif view.loop_state == "stopping":
+        where = f"stopping after step {step}/{total}"
+    else:
+        where = f"step {step}/{total}"
+        eta = f" · ETA {clock(r.elapsed / r.step * (total - r.step) if r.step else math.nan)}"
+    return (f"{where} · epoch {r.epoch:.2f} · elapsed {clock(r.elapsed)}{eta} "
+            f"· {fmt(r.tokens_per_second, '.0f')} tok/s{ranks_text(r)}{efficiency(r)}")
+
+
 class TrainScreen(Screen):
     """Live view of the current run; works the same for a run followed from a file."""
 
@@ -68,8 +112,10 @@ class TrainScreen(Screen):
         "training after you quit the app or your SSH connection drops (Runs, **a**, attaches to it "
         "again). **p** pauses or resumes between steps, **x** stops and saves, **s** saves a checkpoint "
         "now, **e** evaluates now, also on a run followed from another process; **l** leaves such a run "
-        "training and stops following it. **c** opens a larger chart; **i** shows why each compute lever "
-        "of the run is on or off."
+        "training and stops following it (Runs, **a**, follows it again). **c** opens a larger chart, "
+        "live; **v** the latest samples whole; **i** shows why each compute lever of the run is on or "
+        "off. **PageUp**/**PageDown** scroll the screen; with the log focused (Tab), the arrows scroll "
+        "the log."
     )
     BINDINGS = [
         Binding("t", "app.start_training", "Start", id="train-start", tooltip="Train the open config"),
@@ -79,9 +125,14 @@ class TrainScreen(Screen):
         Binding("x", "app.stop_training", "Stop", id="train-stop", tooltip="Stop after this step and save"),
         Binding("s", "app.save_now", "Save", id="train-save", tooltip="Write a checkpoint after this step"),
         Binding("e", "app.eval_now", "Eval", id="train-eval", tooltip="Validate after this step"),
-        Binding("l", "app.leave_run", "Leave", id="train-leave",
+        Binding("l", "leave", "Leave", id="train-leave",
                 tooltip="Stop following the run another process trains; it goes on"),
         Binding("c", "chart", "Chart", id="train-chart", tooltip="Show one series as a large chart"),
+        Binding("v", "samples", "Samples", id="train-samples", tooltip="Show the latest samples whole"),
+        # the screen's keys whatever has focus: a focused log must not take PageUp after the
+        # screen took PageDown (the log could scroll up, so the screen never came back)
+        Binding("pageup", "page(-1)", show=False, priority=True, id="train-page-up"),
+        Binding("pagedown", "page(1)", show=False, priority=True, id="train-page-down"),
         Binding("i", "toggle_plan", "Plan", id="train-plan", show=False,
                 tooltip="Show or hide why each compute lever of the run is on or off"),
     ]
@@ -91,29 +142,23 @@ class TrainScreen(Screen):
         self.view = RunView()  # the shown run's events so far, folded
         self.history: dict[str, deque[tuple[int, float]]] = {key: deque(maxlen=HISTORY) for key, _, _ in SERIES}
         self.plan_open = False  # the compute plan lever by lever, or its one-line summary
+        self.left_note = ""  # after l: that the run goes on and how to follow it again
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="train-body"):
-            yield Static("idle: press t to train the open config", id="train-status")
+            yield Static(IDLE, id="train-status")
             yield Static("", id="train-plan")
             yield ProgressBar(total=None, show_eta=False, id="train-progress")
             with Grid(id="train-metrics"):
                 for key, title, spec in SERIES:
                     yield MetricSparkline(title, fmt=spec, id=key)
             with Grid(id="train-gauges"):
-                for key, title in (
-                    ("mem-active", "MLX active"),
-                    ("mem-cache", "MLX cache"),
-                    ("mem-peak", "MLX peak"),
-                    ("mem-rss", "process RSS"),
-                    ("mem-system", "system used"),
-                    ("mem-swap", "swap used"),
-                ):
-                    yield MemoryGauge(title, id=key)
+                for key, title, zoom in GAUGES:
+                    yield MemoryGauge(title, zoom=zoom, id=key)
             with Horizontal(id="train-bottom"):
-                yield RichLog(id="train-log", max_lines=LOG_LINES, wrap=True, markup=False)
-                yield Static("samples appear at each evaluation", id="train-samples")
+                yield EventLog(LOG_LINES, id="train-log")
+                yield Static(NO_SAMPLES, id="train-samples")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -123,6 +168,7 @@ class TrainScreen(Screen):
         starts = [i for i, e in enumerate(events) if isinstance(e, ev.RunStarted)]
         for event in events[starts[-1]:] if starts else events:
             self.apply(event)
+        self.query_one("#train-samples", Static).border_subtitle = "v: whole"
 
     # ------------------------------------------------------------------ events in
     def apply(self, event: ev.Event) -> None:
@@ -131,7 +177,7 @@ class TrainScreen(Screen):
         self._show_change(before, self.view)
         line = format_event(event)
         if line:
-            self.query_one("#train-log", RichLog).write(line)
+            self.query_one("#train-log", EventLog).add(line)
 
     def _show_change(self, before: RunView, view: RunView) -> None:
         """Draw what one event changed in the run's view."""
@@ -143,24 +189,33 @@ class TrainScreen(Screen):
             self._push("val-completion", report.step, report.completion_loss)
             self._push("val-prompt", report.step, report.prompt_loss)
             self._push("val-accuracy", report.step, report.completion_accuracy)
-        if view.samples and view.samples[-1] is not (before.samples[-1] if before.samples else None):
+        if view.samples is not before.samples:  # a new sample, or a new run or session: none yet
             self.query_one("#train-samples", Static).update("\n".join(
-                f"@{s.step} {s.prompt[:50]!r}\n  → {s.completion[:60]!r}  (want {s.reference[:30]!r})"
+                f"@{s.step} {cut(s.prompt, SAMPLE_PROMPT_CHARS)}\n  → {cut(s.completion, SAMPLE_PROMPT_CHARS)}"
+                f"  (want {cut(s.reference, SAMPLE_PROMPT_CHARS // 2)})"
                 for s in reversed(view.samples)
-            ))
-        if view.end is not before.end:
-            self.query_one("#train-status", Static).update(format_event(view.end) or "")
+            ) or NO_SAMPLES)
+        if (view.started, view.step, view.loop_state, view.end, view.last_train) != (
+                before.started, before.step, before.loop_state, before.end, before.last_train):
+            self._show_status(view)
+
+    def _show_status(self, view: RunView) -> None:
+        """The header line and the progress bar, from the whole view, so that they and the log
+        tell one story: a pause at step 72 reads "paused at step 72", not the last report's step."""
+        text = status_text(view)
+        self.query_one("#train-status", Static).update(f"{text}\n{self.left_note}" if self.left_note else text)
+        if view.started is not None:
+            total = view.last_train.total_steps if view.last_train is not None else view.total_steps
+            self.query_one("#train-progress", ProgressBar).update(total=total, progress=view.step)
 
     def _start(self, event: ev.RunStarted) -> None:
         for key, _, _ in SERIES:
             self.history[key].clear()
             self.query_one(f"#{key}", MetricSparkline).reset()
-        self.query_one("#train-progress", ProgressBar).update(total=event.total_steps, progress=0)
-        self.query_one("#train-status", Static).update(
-            f"stage {event.stage}/{event.stages} · {event.model} · {event.fine_tune_type} · PLW {fmt(event.prompt_loss_weight, 'g')} "
-            + (f"· {event.world_size} ranks " if event.world_size > 1 else "")
-            + f"· {event.run_dir}"
-        )
+        for key, _, zoom in GAUGES:
+            if zoom:  # another process' figures, or another run's: a new scale
+                self.query_one(f"#{key}", MemoryGauge).reset()
+        self.left_note = ""
         self._show_plan()
 
     def _show_plan(self) -> None:
@@ -177,12 +232,6 @@ class TrainScreen(Screen):
         self._push("tokens-per-second", r.step, r.tokens_per_second)
         self._push("grad-norm", r.step, r.grad_norm)
         self._push("update-norm", r.step, r.update_norm)
-        self.query_one("#train-progress", ProgressBar).update(total=r.total_steps, progress=r.step)
-        eta = r.elapsed / r.step * (r.total_steps - r.step) if r.step else float("nan")
-        self.query_one("#train-status", Static).update(
-            f"step {r.step}/{r.total_steps} · epoch {r.epoch:.2f} · elapsed {clock(r.elapsed)} · ETA {clock(eta)} "
-            f"· {fmt(r.tokens_per_second, '.0f')} tok/s{ranks_text(r)}{efficiency(r)}"
-        )
         total = getattr(self.app, "machine_memory_gb", 0.0)
         for key, value in (("mem-active", r.active_memory_gb), ("mem-cache", r.cache_memory_gb), ("mem-peak", r.peak_memory_gb)):
             self.query_one(f"#{key}", MemoryGauge).update_gauge(value * GB_TO_GIB, total)
@@ -194,9 +243,36 @@ class TrainScreen(Screen):
     def show_system_memory(self, mem: SystemMemory) -> None:
         self.query_one("#mem-rss", MemoryGauge).update_gauge(mem.process_rss_gb, mem.total_gb)
         self.query_one("#mem-system", MemoryGauge).update_gauge(mem.used_gb, mem.total_gb)
-        self.query_one("#mem-swap", MemoryGauge).update_gauge(mem.swap_used_gb, max(mem.swap_total_gb, 1e-9))
+        self.query_one("#mem-swap", MemoryGauge).update_gauge(
+            mem.swap_used_gb, mem.swap_total_gb, detail="" if mem.swap_total_gb > 0 else "(no swap)")
 
     # ------------------------------------------------------------------ actions
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action == "leave":  # only a run another process trains can be left
+            return self.app.attached is not None or None
+        return True
+
+    def action_leave(self) -> None:
+        """Stop following the attached run, and say where it goes on and how to follow it again."""
+        run, pid = self.app.attached, self.app.attached_pid
+        if run is None:
+            return
+        self.app.action_leave_run()
+        where = f"in process {pid}" if pid else "in its own process"
+        self.left_note = f"left {run}: it goes on training {where}; follow it again from Runs (4) with a"
+        self.query_one("#train-log", EventLog).add(self.left_note)
+        self._show_status(self.view)
+
+    def action_page(self, direction: int) -> None:
+        body = self.query_one("#train-body", VerticalScroll)
+        if direction > 0:
+            body.scroll_page_down()
+        else:
+            body.scroll_page_up()
+
+    def action_samples(self) -> None:
+        self.app.push_screen(SampleScreen(lambda: self.view.samples))
+
     def action_toggle_plan(self) -> None:
         self.plan_open = not self.plan_open
         self._show_plan()
@@ -205,4 +281,4 @@ class TrainScreen(Screen):
         from .chart_screen import ChartScreen
 
         titles = {key: title for key, title, _ in SERIES}
-        self.app.push_screen(ChartScreen({titles[k]: list(v) for k, v in self.history.items()}))
+        self.app.push_screen(ChartScreen({titles[key]: points for key, points in self.history.items()}))

@@ -7,6 +7,7 @@ It draws statistics the engine (``engine.data.stats``) has already computed; it 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
@@ -14,6 +15,7 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.widgets import Static
 
 from .histogram import Histogram
+from .worst_examples import WorstExamples
 
 if TYPE_CHECKING:
     from engine.data.stats import DatasetStats, Distribution, SplitStats
@@ -72,7 +74,7 @@ def summary_text(stats: DatasetStats, split: SplitStats) -> str:
 
 
 def rg_notes(stats: DatasetStats, split: SplitStats) -> str:
-    """The Rg figures printed beside its histogram, and the engine's guidance for the data."""
+    """The Rg figures printed beside its histogram, and the engine's PLW reading from this split's Rg."""
     rg = split.rg
     lines = [
         f"over {rg.count:,} examples with a prompt",
@@ -83,13 +85,17 @@ def rg_notes(stats: DatasetStats, split: SplitStats) -> str:
         f"share Rg < 1     {_percent(rg.share_below_1)}",
         f"without prompt   {rg.no_prompt:,}",
     ]
-    if stats.guidance:
-        lines += ["", stats.guidance]
+    lines += ["", f"PLW reading for {split.name}: {stats.split_guidance(split.name)}"]
     return "\n".join(lines)
 
 
 class SplitOverview(VerticalScroll):
-    """The overview of one split, scrolled as one page; :meth:`show_split` redraws all of it."""
+    """The overview of one split, scrolled as one page; :meth:`show_split` redraws all of it but
+    the worst validation examples, which the latest evaluation under ``runs_dir`` decides."""
+
+    def __init__(self, runs_dir: Path | None = None) -> None:
+        super().__init__()
+        self.runs_dir = runs_dir
 
     def compose(self) -> ComposeResult:
         yield Static("", id="dataset-summary")
@@ -99,7 +105,7 @@ class SplitOverview(VerticalScroll):
         with Horizontal(id="dataset-rg-row"):
             yield Histogram(id="dataset-rg")
             yield Static("", id="dataset-rg-notes")
-        yield Static("", id="dataset-worst")
+        yield WorstExamples(self.runs_dir, id="dataset-worst")
 
     def show_split(self, stats: DatasetStats, split: SplitStats) -> None:
         self.query_one("#dataset-summary", Static).update(summary_text(stats, split))
@@ -113,9 +119,3 @@ class SplitOverview(VerticalScroll):
             marker=1.0, log_x=True,
         )
         self.query_one("#dataset-rg-notes", Static).update(rg_notes(stats, split))
-
-    def show_worst(self, text: str) -> None:
-        """The worst validation examples of the latest evaluated run, as text; nothing when ""."""
-        worst = self.query_one("#dataset-worst", Static)
-        worst.update(text)
-        worst.display = bool(text)

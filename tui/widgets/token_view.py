@@ -28,7 +28,9 @@ class TokenView(Widget):
     - a newline inside a token is drawn as ``↵`` before the line break.
 
     The styles are component classes, so they follow the app theme; the text is rebuilt on
-    every render, which keeps it right after a theme switch.
+    every render, which keeps it right after a theme switch. The text colours are taken whole
+    (``partial=False``): ``$text-muted`` and ``$text`` are translucent, and only the whole style
+    blends them with the background, where a partial one turns both to plain white.
     """
 
     COMPONENT_CLASSES = {
@@ -67,6 +69,7 @@ class TokenView(Widget):
         odd = style("token-view--odd", partial=True)
         text = Text()
         run = None  # (role, weight) of the tokens before, or "cut" once max_seq_length is passed
+        roles = {role: style(f"token-view--{role}") for role in ("prompt", "completion")}
         for position, cell in enumerate(self.cells):
             if cell.truncated and run != "cut":
                 text.append(" ✂ ", style("token-view--mark"))
@@ -74,13 +77,13 @@ class TokenView(Widget):
             elif not cell.truncated and (cell.role, cell.weight) != run:
                 text.append(f"[w={cell.weight:g}]", style("token-view--mark"))
                 run = (cell.role, cell.weight)
-            look = style(f"token-view--{'completion' if cell.role == 'completion' else 'prompt'}", partial=True)
+            look = roles["completion" if cell.role == "completion" else "prompt"]
             shown = cell.text.replace("\n", "↵\n")
             if cell.special:
                 look += style("token-view--special", partial=True)
                 shown = f"‹{shown}›"
             if cell.truncated:
-                look += style("token-view--cut", partial=True)
+                look += style("token-view--cut")
             if position % 2:
                 look += odd
             text.append(shown, look)

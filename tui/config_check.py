@@ -1,0 +1,130 @@
+"""What the Config screen shows about the text being edited: every error, or the resolved values
+and the LR schedule over the run's real number of optimizer updates.
+
+The engine's loader stops at the first mistake. To show them all, the line of each mistake found
+is blanked (with the block nested under it) and the text checked again, until it passes or a
+mistake has no line to blank (or is a YAML syntax error, whose successors would only be its
+echoes). ``find_errors`` reads only the chain's small config files, so the
+screen may call it on the event loop before a save or a start; ``check_config`` also reads the
+dataset (to count an epoch's examples) and belongs in a worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.config import load_stages, resolved_rows
+from engine.config.checks import check_chain
+from engine.errors import UserError
+from engine.training.schedule import schedule_curve, updates_in_run
+
+MAX_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One mistake: its one-line message, and its file label and 1-based line where known."""
+
+    message: str
+    file: str | None
+    line: int | None
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What one validation pass found: the errors, or the resolved table and LR curve."""
+
+    errors: tuple[ConfigProblem, ...]
+    resolved: list[tuple[str, str, str]]
+    curve: list[tuple[int, float]]
+    curve_note: str
+
+
+def _blank_block(text: str, line: int) -> str | None:
+    """``text`` with 1-based ``line`` and the lines nested under it emptied; None if already empty."""
+    lines = text.split("\n")
+    if not 0 < line <= len(lines) or not lines[line - 1].strip():
+        return None
+    indent = len(lines[line - 1]) - len(lines[line - 1].lstrip())
+    lines[line - 1] = ""
+    for i in range(line, len(lines)):
+        stripped = lines[i].lstrip()
+        if stripped and len(lines[i]) - len(stripped) <= indent:
+            break
+        lines[i] = ""
+    return "\n".join(lines)
+
+
+def find_errors(paths: list[Path], texts: dict[str, str]) -> tuple[tuple[ConfigProblem, ...], list]:
+    """Every mistake in the chain (up to ``MAX_ERRORS``), and the stages when there is none."""
+    texts = dict(texts)
+    problems: list[ConfigProblem] = []
+    while len(problems) < MAX_ERRORS:
+        try:
+            stages = load_stages(paths, texts=texts)
+            check_chain(stages)
+            return tuple(problems), stages if not problems else []
+        except UserError as e:
+            file, line = getattr(e, "file", None), getattr(e, "line", None)
+            problems.append(ConfigProblem(str(e), file, line))
+            if file is None or line is None or "invalid YAML" in str(e):  # a syntax error cascades
+                break
+            if file not in texts:
+                try:
+                    texts[file] = Path(file).read_text(encoding="utf-8")
+                except OSError:
+                    break
+            blanked = _blank_block(texts[file], line)
+            if blanked is None:
+                break
+            texts[file] = blanked
+    return tuple(problems), []
+
+
+_EXAMPLE_COUNTS: dict[tuple, int | None] = {}  # a dataset is read once per change of its files
+
+
+def train_examples(stage) -> int | None:
+    """The training split's example count for a local dataset; None for a hub dataset or one
+    that cannot be read (the data errors are the Data screen's and the run's to report)."""
+    from engine.data.sources import data_path, load_splits
+
+    cfg = stage.config
+    try:
+        path = None if cfg.hf_dataset else data_path(stage)
+    except UserError:
+        return None
+    if path is None:
+        return None
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    key = (str(path), tuple((f.name, f.stat().st_mtime_ns) for f in files if f.is_file()),
+           cfg.prompt_feature, cfg.completion_feature, cfg.text_feature, cfg.chat_feature,
+           cfg.valid_fraction, cfg.seed)
+    if key not in _EXAMPLE_COUNTS:
+        try:
+            _EXAMPLE_COUNTS[key] = len(load_splits(stage).train)
+        except (UserError, OSError):
+            _EXAMPLE_COUNTS[key] = None
+    return _EXAMPLE_COUNTS[key]
+
+
+def check_config(paths: list[Path], index: int, texts: dict[str, str]) -> Checked:
+    """Validate the chain with unsaved ``texts`` standing in for their files; report stage ``index``.
+
+    Runs in a worker thread. An error in any stage is reported, since a later stage inherits.
+    """
+    errors, stages = find_errors(paths, texts)
+    if errors:
+        return Checked(errors, [], [], "")
+    stage = stages[index]
+    cfg = stage.config
+    examples = train_examples(stage) if cfg.epochs is not None else None
+    updates = updates_in_run(cfg, examples)
+    if updates is None:
+        note = "data not counted: 1000 shown"
+    elif cfg.epochs is not None:
+        note = f"{examples} examples x {cfg.epochs:g} ep"
+    else:
+        note = ""
+    return Checked((), resolved_rows(stage), schedule_curve(cfg, updates or 1000), note)
