@@ -136,6 +136,29 @@ def test_an_open_running_run_is_followed_live(tmp_path):
     asyncio.run(scenario())
 
 
+def test_an_open_stopped_run_that_is_resumed_is_followed_again(tmp_path):
+    make_runs(tmp_path)
+    stopped = tmp_path / "plw-1.0"
+
+    async def scenario():
+        app = RunsApp(tmp_path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            assert await wait_until(pilot, lambda: table_of(app).row_count == 3)
+            await pilot.press("down", "enter")  # the second newest: the stopped run
+            assert await wait_until(pilot, lambda: summary_of(app).startswith("plw-1.0: stopped"))
+
+            writer = MetricsWriter(stopped)  # resumed (by R, or tuner train --resume elsewhere)
+            writer(started(time=T0 + 9000, prompt_loss_weight=1.0, stage=2, resumed_from=20))
+            writer(train(30, 1.5))
+            writer(evaluation(40, 1.2))
+            writer(finished(40))
+            writer.close()
+            assert await wait_until(pilot, lambda: summary_of(app).startswith("plw-1.0: completed"), 15), summary_of(app)
+            assert "loss 1.200 at step 40" in summary_of(app)
+
+    asyncio.run(scenario())
+
+
 @pytest.fixture
 def utc(monkeypatch):
     """The started column shows local time; the snapshot must not depend on the machine's zone."""

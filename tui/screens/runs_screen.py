@@ -327,7 +327,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
     def _poll_tail(self) -> None:
         """Start one read of the opened run's new events, unless the last one is still going."""
         history = self._history
-        if history is None or history.view.finished:
+        if history is None or history.view.status in FINISHED:  # a stopped run may be resumed: followed on
             return
         if self._tail_worker is not None and not self._tail_worker.is_finished:
             return
