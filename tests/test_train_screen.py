@@ -296,3 +296,17 @@ def test_the_focused_log_scrolls_back_with_the_arrows_and_new_lines_leave_it_the
             assert await wait_until(pilot, lambda: log.is_vertical_scroll_end and log.scroll_y > reading_at, 5)
 
     run(scenario)
+
+
+def test_a_run_that_fails_before_its_first_step_stops_the_progress_bar(tmp_path, monkeypatch):
+    """A run that failed while starting (bad data, say) left the bar pulsing as if still at work."""
+    app = make_app(tmp_path, monkeypatch)
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await show(app, pilot, [ev.RunFailed(step=0, error="DataError: data/train.jsonl:3: not JSON")])
+            bar = app.train_screen.query_one("#train-progress", ProgressBar)
+            assert bar.total is not None and bar.progress == 0  # determinate: no pulsing
+            assert "not JSON" in text_of(app.train_screen.query_one("#train-status"))
+
+    run(scenario)

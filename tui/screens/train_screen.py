@@ -207,6 +207,8 @@ class TrainScreen(Screen):
         if view.started is not None:
             total = view.last_train.total_steps if view.last_train is not None else view.total_steps
             self.query_one("#train-progress", ProgressBar).update(total=total, progress=view.step)
+        elif view.end is not None:  # failed before its first step: a still bar, not "working on it"
+            self.query_one("#train-progress", ProgressBar).update(total=1, progress=0)
 
     def _start(self, event: ev.RunStarted) -> None:
         for key, _, _ in SERIES:
