@@ -87,10 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         maybe_reexec_with_openblas()
         argv = sys.argv[1:]
     args = build_parser().parse_args(argv)
-    if args.command == "train":  # MLX is imported for training only: the other commands start fast
-        from engine.levers.process import prepare_process
-
-        prepare_process()  # before anything starts MLX's threads
     try:
         if args.command == "train":
             return cmd_train(args)
@@ -193,19 +189,27 @@ def cmd_train(args) -> int:
 
     if bool(args.configs) == bool(args.resume):
         raise UserError("train: give config files, or --resume RUN_DIR (not both)")
+    if args.resume and args.overrides:
+        raise UserError("train: --set changes config files; a resumed run keeps the config it was trained with")
     if args.more and (args.detach or args.hosts):
         raise UserError("train: --more trains here, without --detach or --hosts")
     if args.detach:
         return detach_train(args)
     if args.hosts:
         return train_on_hosts(args)
+    # MLX is imported here, to train in this process: the other commands, and the parents of
+    # detached and multi-host runs, start fast
+    from engine.levers.process import prepare_process
     from engine.training.distributed import current_world
 
+    prepare_process()  # before anything starts MLX's threads
     world = current_world()
     if args.more:
-        more = parse_more(args.more) if args.resume else None
-        if more is None:
+        if not args.resume:
             raise UserError("train: --more goes with --resume RUN_DIR")
+        if world.distributed:
+            raise UserError("train: --more trains in one process; start the new run's config with --hosts instead")
+        more = parse_more(args.more)
         start = lambda emit, control: [continue_run(args.resume, emit, control, **more)]  # noqa: E731
     elif args.resume:
         start = lambda emit, control: [resume_run(args.resume, emit, control, world)]  # noqa: E731

@@ -204,7 +204,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 def event_from_dict(data: dict[str, Any]) -> Event:
     """Rebuild an event from one ``metrics.jsonl`` line (unknown fields are ignored)."""
-    cls = EVENT_TYPES[data["event"]]
+    return _from_fields(EVENT_TYPES[data["event"]], data)
+
+
+def _from_fields(cls: type, data: dict[str, Any]) -> Any:
+    """``cls`` (an event or a record inside one) from the keys of ``data`` it has fields for, so
+    a file written by an older or newer tuner still reads; NaN and inf come back from strings."""
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
@@ -214,6 +219,6 @@ def event_from_dict(data: dict[str, Any]) -> Event:
             elif f.type.startswith("tuple[float") and isinstance(value, list):
                 value = tuple(float(v) for v in value)
             elif f.type.startswith("tuple[LeverChoice") and isinstance(value, list):
-                value = tuple(LeverChoice(**v) for v in value)
+                value = tuple(_from_fields(LeverChoice, v) for v in value)
             kwargs[f.name] = value
     return cls(**kwargs)

@@ -194,3 +194,46 @@ def test_a_new_run_clears_the_samples_of_the_run_shown_before(tmp_path, monkeypa
             assert "samples appear at each evaluation" in str(panel.content)
 
     asyncio.run(scenario())
+
+
+def test_the_final_adapters_checkpoint_is_read_from_its_record_and_checked_against_the_file(completed):
+    """``final.json`` answers without reading the weights; an adapter changed behind its back
+    (copied in by hand) is recognised by comparing the files instead."""
+    checkpoints = Checkpoints(completed)
+    assert checkpoints.final_step() == 3  # promoted, recorded
+    adapter = checkpoints.adapter_file
+    adapter.write_bytes((checkpoints.at(6).folder / "adapters.safetensors").read_bytes())  # by hand
+    assert checkpoints.final_step() == 6
+    (checkpoints.root / "final.json").unlink()  # a run from before the record
+    assert checkpoints.final_step() == 6
+
+
+def test_resuming_a_run_another_process_trains_is_refused_in_the_foreground_too(tmp_path):
+    """Two processes training one folder would interleave its checkpoints and metrics."""
+    from engine.runs.control import Control
+    from engine.runs.folder import clear_process_record, write_process_record
+
+    control = Control()
+    config = write_config(tmp_path, iters=6, steps_per_eval=100, val_batches=1, steps_per_report=1)
+
+    def stop_at_2(event):
+        if isinstance(event, ev.TrainReport) and event.step == 2:
+            control.stop()
+
+    [stopped] = run_chain(load_stages([config]), stop_at_2, control)
+    assert stopped.status == "stopped"
+    write_process_record(stopped.run_dir)  # this process, alive: as a detached trainer would be
+    try:
+        before = snapshot(stopped.run_dir)
+        with pytest.raises(UserError, match="still training in process"):
+            resume_run(stopped.run_dir, lambda e: None)
+        assert snapshot(stopped.run_dir) == before
+    finally:
+        clear_process_record(stopped.run_dir)
+
+
+def test_set_and_more_are_refused_where_they_cannot_apply(completed, capsys):
+    assert main(["train", "--resume", str(completed), "--set", "iters=9"]) == 2
+    assert "keeps the config it was trained with" in capsys.readouterr().err
+    assert main(["train", str(completed / "config.yaml"), "--more", "5"]) == 2
+    assert "--more goes with --resume" in capsys.readouterr().err

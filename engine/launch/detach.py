@@ -48,17 +48,10 @@ def checked_chain(config_paths: list, overrides: list[str] = (), quiet: bool = F
 
 def checked_resume(run_dir: Path, quiet: bool = False) -> tuple[list[str], list, Path]:
     """Check that ``run_dir`` can be resumed (and is not training now); like :func:`checked_chain`."""
-    from engine.runs.checkpoints import Checkpoints
-    from engine.runs.folder import live_pid
-    from engine.runs.more import refuse_finished
+    from engine.runs.more import check_resumable
 
     run_dir = Path(run_dir).resolve()
-    if not (run_dir / "config.yaml").exists():
-        raise UserError(f"{run_dir}: not a run folder (it has no config.yaml)")
-    Checkpoints(run_dir).latest()
-    refuse_finished(run_dir)
-    if (pid := live_pid(run_dir)) is not None:
-        raise UserError(f"{run_dir}: still training in process {pid}")
+    check_resumable(run_dir)
     stages = load_stages([run_dir / "config.yaml"])
     return ["--resume", str(run_dir)] + (["--quiet"] if quiet else []), stages, run_dir.parent
 

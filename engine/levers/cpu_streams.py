@@ -27,6 +27,8 @@ from typing import Callable, Iterator, Sequence
 import mlx.core as mx
 from mlx.utils import tree_map
 
+from engine.levers.device import on_cpu
+
 WIDTH_VARIABLE = "MLX_BFS_MAX_WIDTH"
 UNBOUNDED_WIDTH = 1 << 30
 
@@ -38,7 +40,7 @@ def widen_eval_order() -> None:
     it only lets independent streams run side by side. Left alone where the user
     set the variable, and on Metal and CUDA, where nothing is split.
     """
-    if WIDTH_VARIABLE not in os.environ and mx.default_device() == mx.cpu:
+    if WIDTH_VARIABLE not in os.environ and on_cpu():
         os.environ[WIDTH_VARIABLE] = str(UNBOUNDED_WIDTH)
 
 
@@ -94,7 +96,7 @@ class RowStreams:
         """
         cores = available_cores()
         blas = BlasThreads.find()
-        if (requested < 2 or rows % requested or cores < 2 or mx.default_device() != mx.cpu
+        if (requested < 2 or rows % requested or cores < 2 or not on_cpu()
                 or not eval_order_is_wide() or blas is None):
             return RowStreams()
         streams = [mx.new_stream(mx.cpu) for _ in range(requested)]

@@ -22,6 +22,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.base import scaled_dot_product_attention as _MLX_LM_SDPA
 
+from engine.levers.device import on_cpu
 from engine.levers.fast_exp import softmax
 from engine.levers.swap import base_linear, is_switched, subclass, switch_if_same
 
@@ -100,7 +101,7 @@ def speed_up_attention(model: nn.Module) -> int:
     a LoRA/DoRA layer over one) and a causal probe through it gives what its own call gives
     (:func:`engine.levers.swap.switch_if_same`).
     """
-    if mx.default_device() != mx.cpu:
+    if not on_cpu():
         return 0
     switched = 0
     for _, module in model.named_modules():

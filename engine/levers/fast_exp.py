@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from engine.levers.device import on_cpu
+
 LOG2_E = 1.4426950408889634
 # ln 2 in two parts (Cody and Waite): n * LN2_HI is exact in float32 for the n used here, so
 # x - n ln 2 keeps its low bits and the result stays within a couple of float32 ulps everywhere
@@ -45,7 +47,7 @@ def polynomial_exp(x: mx.array) -> mx.array:
 
 
 def polynomial_applies(x: mx.array) -> bool:
-    return x.dtype == mx.float32 and mx.default_device() == mx.cpu
+    return x.dtype == mx.float32 and on_cpu()
 
 
 @mx.custom_function

@@ -19,6 +19,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.tuner.lora import LoRALinear
 
+from engine.levers.device import on_cpu
+
 
 def _rows(x: mx.array) -> mx.array:
     """``x`` as a matrix with one row per position."""
@@ -89,7 +91,7 @@ def _switchable(module: nn.Module) -> bool:
 def speed_up_lora(model: nn.Module) -> int:
     """Switch the model's float32, dropout-free LoRA layers to :class:`FastLoRALinear` on the
     CPU backend; returns how many layers compute through it. Call it after LoRA layers are added."""
-    if mx.default_device() != mx.cpu:
+    if not on_cpu():
         return 0
     switched = 0
     for _, module in model.named_modules():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from engine.levers.device import on_cpu
 from engine.levers.fast_exp import polynomial_exp
 from engine.levers.swap import base_linear, is_switched, subclass, switch_if_same
 
@@ -54,7 +55,7 @@ def speed_up_mlps(model: nn.Module) -> int:
     only if its gate is a plain ``nn.Linear`` (or a LoRA/DoRA layer over one) and, on a random
     probe, the switched call gives what its own call gives (:func:`engine.levers.swap.switch_if_same`).
     """
-    if mx.default_device() != mx.cpu:
+    if not on_cpu():
         return 0
     switched = 0
     probes: dict[int, mx.array] = {}

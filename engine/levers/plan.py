@@ -20,13 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
 from engine.events import LeverChoice
 from engine.levers.cpu_streams import RowStreams
 from engine.levers.denormals import mlx_flushes_denormals
+from engine.levers.device import on_cpu
 from engine.levers.fast_attention import speed_up_attention
 from engine.levers.fast_lora import speed_up_lora
 from engine.levers.fast_silu import speed_up_mlps
@@ -47,15 +47,6 @@ class ComputePlan:
     shared_prefix: int  # leading tokens the training loss computes once per batch part; 0: none
     can_share_prefix: bool  # whether validation may compute its own batches' common prefix once
     row_streams: RowStreams  # the CPU streams each batch's rows are split over (one: no split)
-
-    def on(self, name: str) -> bool:
-        return any(choice.name == name and choice.on for choice in self.choices)
-
-
-def on_cpu() -> bool:
-    """Whether MLX computes on the CPU; asked of the default device, so MLX's CUDA backend takes
-    the GPU path as Metal does."""
-    return mx.default_device().type == mx.cpu
 
 
 def plan_compute(model: nn.Module, cfg, ranks: int, train_ids: Sequence[np.ndarray]) -> ComputePlan:

@@ -117,7 +117,9 @@ def device_name() -> str:
     """What MLX computes on: the default device, so MLX's CUDA backend counts as a GPU too."""
     import mlx.core as mx
 
-    if mx.default_device().type == mx.cpu:
+    from engine.levers.device import on_cpu  # loads MLX: not at the top (see the module docstring)
+
+    if on_cpu():
         return "CPU"
     if mx.metal.is_available():
         info = mx.device_info() if hasattr(mx, "device_info") else {}

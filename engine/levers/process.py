@@ -22,9 +22,9 @@ from engine.levers import cpu_streams, denormals, platform_check
 
 @dataclass(frozen=True)
 class ProcessSettings:
+    """What the compute plan reports of them (the CPU streams read the evaluation order themselves)."""
+
     flush_denormals: bool  # FTZ and DAZ set on this thread (x86-64 Linux with glibc)
-    wide_eval_order: bool  # MLX_BFS_MAX_WIDTH asks for the breadth-first order the CPU streams need
-    keep_freed_memory: bool  # glibc keeps freed blocks for the next step
 
 
 _settings: ProcessSettings | None = None
@@ -35,9 +35,6 @@ def prepare_process() -> ProcessSettings:
     global _settings
     if _settings is None:
         cpu_streams.widen_eval_order()
-        _settings = ProcessSettings(
-            flush_denormals=denormals.flush_denormals(),
-            wide_eval_order=cpu_streams.eval_order_is_wide(),
-            keep_freed_memory=platform_check.keep_freed_memory(),
-        )
+        platform_check.keep_freed_memory()
+        _settings = ProcessSettings(flush_denormals=denormals.flush_denormals())
     return _settings

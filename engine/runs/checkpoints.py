@@ -15,6 +15,8 @@ puts it elsewhere)::
     checkpoints/best.json                     the best validation: step, loss, folder name (null
                                               when it is step 0's, the weights before training;
                                               ``trained`` then names the best checkpoint)
+    checkpoints/final.json                    the checkpoint the final adapter holds (the last save, or
+                                              one promoted since), with the adapter file's size and time
 
 Every file is written atomically (:mod:`engine.files`), and ``latest`` after the checkpoint it
 names, so a run killed at any moment leaves one that loads. Randomness needs no state: training
@@ -44,6 +46,7 @@ from engine.files import (
 FOLDER = "checkpoints"
 LATEST = "latest"
 BEST = "best.json"
+FINAL = "final.json"  # which checkpoint the final adapter holds (the last save, or one promoted since)
 WEIGHTS = "adapters.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 PENDING = "pending_grad.safetensors"
@@ -157,6 +160,7 @@ class Checkpoints:
             atomic_save_safetensors(checkpoint.folder / PENDING, pending_grad)
         atomic_write_json(checkpoint.folder / STATE, dataclasses.asdict(position))
         atomic_write_text(self.root / LATEST, checkpoint.folder.name + "\n")
+        self._mark_final(step)
         return checkpoint
 
     def latest(self) -> Checkpoint:
@@ -199,12 +203,24 @@ class Checkpoints:
         return sorted(found, key=lambda c: c.step)
 
     def final_step(self) -> int | None:
-        """The step of the checkpoint whose weights the final adapter holds now (the newest of
-        equal ones): the last save, or the checkpoint promoted since. None when none matches.
+        """The step of the checkpoint whose weights the final adapter holds now: the last save, or
+        the checkpoint promoted since. None when none matches.
 
-        Compared byte for byte, so it also holds for runs promoted before this was asked, or by
-        hand; it reads the files, so callers keep it off a UI's event loop.
+        Read from ``final.json``, which saves and promotions write, while the adapter file is the
+        one it describes (same size and modification time); otherwise (a run older than that
+        file, a crash between the two writes, an adapter copied in by hand) the files are
+        compared byte for byte, which reads them: callers keep it off a UI's event loop.
         """
+        try:
+            data = json.loads((self.root / FINAL).read_text())
+            if data["adapter"] == self._adapter_stamp():
+                return int(data["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return self._matching_step()
+
+    def _matching_step(self) -> int | None:
+        """The newest checkpoint whose weights are the final adapter's, byte for byte."""
         try:
             final = self.adapter_file.read_bytes()
         except OSError:
@@ -218,6 +234,13 @@ class Checkpoints:
                 continue
         return None
 
+    def _adapter_stamp(self) -> list[int]:
+        stat = self.adapter_file.stat()
+        return [stat.st_size, stat.st_mtime_ns]
+
+    def _mark_final(self, step: int) -> None:
+        atomic_write_json(self.root / FINAL, {"step": step, "adapter": self._adapter_stamp()})
+
     def promote(self, step: int) -> Path:
         """Make a checkpoint's weights the run's final adapter (``adapters.safetensors``).
 
@@ -228,4 +251,5 @@ class Checkpoints:
         if not source.exists():
             raise UserError(f"{source}: no such checkpoint")
         atomic_write_bytes(self.adapter_file, source.read_bytes())
+        self._mark_final(step)
         return self.adapter_file

@@ -1,5 +1,6 @@
-"""Training a finished run further: which runs count as finished, and how much further as a person
-types it, ``200`` (steps) or ``2 epochs``.
+"""Resuming and training further: which runs may be resumed (a run folder, not finished, not
+training elsewhere, with a checkpoint), which count as finished and can only be trained further,
+and how much further as a person types it, ``200`` (steps) or ``2 epochs``.
 
 Read by the command line (``tuner train --resume RUN --more 200``) and the Runs screen's dialog
 alike; it loads nothing heavy, so the app can check what was typed before the dialog closes.
@@ -11,6 +12,8 @@ import re
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.runs.checkpoints import Checkpoint, Checkpoints
+from engine.runs.folder import live_pid
 from engine.runs.listing import read_view
 
 FINISHED = ("completed", "early_stopped")  # a run that ended so has nothing left to resume, only more to train
@@ -43,3 +46,26 @@ def refuse_finished(run_dir: Path) -> None:
                         f"would only overwrite its adapters. To train it further as a new linked run: "
                         f"tuner train --resume {run_dir} --more 200 (steps, or --more '2 epochs'), "
                         "or R on it in the app's Runs screen")
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """A UserError unless ``run_dir`` is a run folder (it has the config it was trained with)."""
+    if not (Path(run_dir) / "config.yaml").exists():
+        raise UserError(f"{run_dir}: not a run folder (it has no config.yaml)")
+
+
+def refuse_live(run_dir: Path, what: str = "") -> None:
+    """A UserError while another process trains ``run_dir``: two writers would interleave its
+    checkpoints and metrics."""
+    if (pid := live_pid(run_dir)) is not None:
+        raise UserError(f"{run_dir}: still training in process {pid}{what}")
+
+
+def check_resumable(run_dir: Path) -> Checkpoint:
+    """The checkpoint a resume of ``run_dir`` continues from, after every check a resume needs
+    before it writes anything: a run folder, not finished, not training in another process, with
+    a checkpoint. Used by ``tuner train --resume`` in the foreground and before a detached one."""
+    check_run_folder(run_dir)
+    refuse_finished(run_dir)
+    refuse_live(run_dir)
+    return Checkpoints(run_dir).latest()

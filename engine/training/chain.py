@@ -17,9 +17,8 @@ from engine.config import Stage, check_chain, load_stages
 from engine.errors import UserError
 from engine.runs.checkpoints import WEIGHTS, Checkpoints
 from engine.runs.control import Control
-from engine.runs.folder import live_pid
 from engine.runs.listing import read_view
-from engine.runs.more import refuse_finished
+from engine.runs.more import check_resumable, check_run_folder, refuse_live
 from engine.training.distributed import World
 from engine.training.trainer import Emit, StageResult, Trainer
 
@@ -55,16 +54,10 @@ def resume_run(run_dir: Path, emit: Emit, control: Control | None = None, world:
 
     A finished run is refused before anything is written (see the module docstring)."""
     run_dir = Path(run_dir)
-    _check_run_folder(run_dir)
-    refuse_finished(run_dir)
+    checkpoint = check_resumable(run_dir)
     stage = load_stages([run_dir / "config.yaml"])[0]
     check_chain([stage], (world or World()).size)
-    return Trainer(stage, emit, control, resume=Checkpoints(run_dir).latest(), world=world).run()
-
-
-def _check_run_folder(run_dir: Path) -> None:
-    if not (run_dir / "config.yaml").exists():
-        raise UserError(f"{run_dir}: not a run folder (it has no config.yaml)")
+    return Trainer(stage, emit, control, resume=checkpoint, world=world).run()
 
 
 def continuation_stage(run_dir: Path, steps: int | None = None, epochs: float | None = None) -> tuple[Stage, Path]:
@@ -80,9 +73,8 @@ def continuation_stage(run_dir: Path, steps: int | None = None, epochs: float | 
     if (steps is not None and steps < 1) or (epochs is not None and epochs <= 0):
         raise UserError("the number of steps or epochs to train further must be positive")
     run_dir = Path(run_dir).resolve()
-    _check_run_folder(run_dir)
-    if (pid := live_pid(run_dir)) is not None:
-        raise UserError(f"{run_dir}: still training in process {pid}; continue it once it has finished")
+    check_run_folder(run_dir)
+    refuse_live(run_dir, "; continue it once it has finished")
     started = read_view(run_dir).started
     checkpoints = Checkpoints(run_dir, started.adapter_dir if started is not None else None)
     final = checkpoints.final_step()

@@ -26,7 +26,8 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 from mlx_lm.tuner.dora import DoRALinear
 from mlx_lm.tuner.lora import LoRALinear
-from engine.files import cache_root
+
+from engine.files import atomic_write_json, cache_root
 
 PEAK_CACHE_FILE = "matmul_peak.json"
 
@@ -158,8 +159,6 @@ def matmul_peak(cache_dir: Path | None = None, refresh: bool = False) -> float:
     sharing a home folder and every BLAS set-up. A peak measured while the machine was busy is
     low and makes MFU look high: ``python bench/matmul_peak.py`` measures again and replaces it.
     """
-    from engine.files import atomic_write_json
-
     path = Path(cache_dir or cache_root()) / PEAK_CACHE_FILE
     key = machine_key()
     try:

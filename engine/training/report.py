@@ -93,10 +93,10 @@ class Reporter:
 
     def update_norm(self) -> float:
         """How far the trainable weights have moved since the first step."""
-        start, total = self.prepared.start_weights, 0.0
-        for name, value in trainable_weights(self.prepared.model).items():
-            total += mx.sum(mx.square(value.astype(mx.float32) - start[name])).item()
-        return math.sqrt(total)
+        start = self.prepared.start_weights
+        total = sum(mx.sum(mx.square(value.astype(mx.float32) - start[name]))
+                    for name, value in trainable_weights(self.prepared.model).items())
+        return math.sqrt(float(total.item()) if isinstance(total, mx.array) else 0.0)  # one sync, not one per tensor
 
 
 def run_started(prepared: PreparedStage, world: World, run_dir: Path | None, adapter_dir: Path | None,
