@@ -11,6 +11,7 @@ dataset (to count an epoch's examples) and belongs in a worker.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,8 @@ def find_errors(paths: list[Path], texts: dict[str, str]) -> tuple[tuple[ConfigP
     return tuple(problems), []
 
 
-_EXAMPLE_COUNTS: dict[tuple, int | None] = {}  # a dataset is read once per change of its files
+_EXAMPLE_COUNTS: OrderedDict[tuple, int | None] = OrderedDict()  # a dataset is read once per change of its files
+COUNTS_KEPT = 8  # the recent datasets and settings, so editing other keys never reads a dataset again
 
 
 def train_examples(stage) -> int | None:
@@ -106,6 +108,9 @@ def train_examples(stage) -> int | None:
             _EXAMPLE_COUNTS[key] = len(load_splits(stage).train)
         except (UserError, OSError):
             _EXAMPLE_COUNTS[key] = None
+        while len(_EXAMPLE_COUNTS) > COUNTS_KEPT:
+            _EXAMPLE_COUNTS.popitem(last=False)
+    _EXAMPLE_COUNTS.move_to_end(key)
     return _EXAMPLE_COUNTS[key]
 
 

@@ -17,15 +17,16 @@ def token_view(tokenizer, record: Record, max_seq_length: int, plw: float) -> li
     ids, roles = encode_records(tokenizer, [record])[0]
     ids = [int(i) for i in ids]
     special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+    weights = role_weights(roles, plw).tolist()
     return [
         TokenCell(
             text=text,
             role="completion" if role == COMPLETION else "prompt",
-            weight=float(role_weights(role, plw)),
+            weight=weight,
             truncated=position >= max_seq_length,
             special=token in special,
         )
-        for position, (token, role, text) in enumerate(zip(ids, roles, _token_texts(tok, ids)))
+        for position, (token, role, weight, text) in enumerate(zip(ids, roles, weights, _token_texts(tok, ids)))
     ]
 
 

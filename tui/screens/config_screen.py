@@ -303,7 +303,7 @@ class ConfigScreen(Screen):
         area = self.query_one(TextArea)
         row = area.cursor_location[0]
         key = None
-        for line in reversed(area.text.splitlines()[: row + 1]):  # the key this line belongs to
+        for line in map(area.document.get_line, range(row, -1, -1)):  # the key this line belongs to
             match = KEY_AT_LINE.match(line)
             if match and not line.startswith((" ", "\t")):
                 key = match.group(1)

@@ -26,6 +26,7 @@ from engine.runs.listing import RunSummary, list_runs
 from engine.runs.more import FINISHED, parse_more
 
 from ..messages import WorkerResult
+from ..widgets.checkpoint_table import CheckpointTable
 from ..widgets.loss_chart import LossChart, legend
 from .path_prompt import PathPrompt
 from .run_history import RunFiles, RunHistory, read_files
@@ -177,9 +178,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         yield Header()
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(f"Runs in {self.runs_dir}. Select one and press enter.", id="run-summary")
-        checkpoints = DataTable(id="checkpoints", cursor_type="row", zebra_stripes=True)
-        checkpoints.add_columns("step", "saved because", "valid completion loss", "accuracy", "final adapter")
-        yield checkpoints
+        yield CheckpointTable(id="checkpoints")
         yield Static(legend(), id="chart-legend")
         yield LossChart()
         yield Footer(compact=True, show_command_palette=False)
@@ -353,33 +352,10 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         self.query_one("#run-summary", Static).update(text)
         if replot:
             self.query_one(LossChart).show(history.series)
-            self._fill_checkpoints(history)
-
-    def _fill_checkpoints(self, history: RunHistory) -> None:
-        """The run's checkpoints; the one the final adapter holds is marked (promoted, when it is
-        not the last), keeping the cursor on the step it was on."""
-        table = self.query_one("#checkpoints", DataTable)
-        cursor = self._checkpoint_step()
-        table.clear()
-        reasons, evals = history.view.checkpoint_reasons(), history.view.evals_by_step()
-        final, last = history.files.final_step, max(reasons, default=None)
-        for step in sorted(reasons):
-            found = evals.get(step)
-            loss = _loss(found.completion_loss) if found else "—"
-            accuracy = f"{found.completion_accuracy:.1%}" if found and math.isfinite(found.completion_accuracy) else "—"
-            marker = ("● promoted" if step != last else "●") if step == final else ""
-            table.add_row(str(step), reasons[step], loss, accuracy, marker, key=str(step))
-        if cursor is not None and str(cursor) in table.rows:
-            table.move_cursor(row=table.get_row_index(str(cursor)))
-
-    def _checkpoint_step(self) -> int | None:
-        table = self.query_one("#checkpoints", DataTable)
-        if table.row_count == 0:
-            return None
-        return int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+            self.query_one(CheckpointTable).show(history.view, history.files.final_step)
 
     def action_promote(self) -> None:
-        history, step = self._history, self._checkpoint_step()
+        history, step = self._history, self.query_one(CheckpointTable).selected_step
         if history is None or step is None:
             self.notify("open a run (enter) and pick a checkpoint first", severity="warning")
             return
