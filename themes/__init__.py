@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from textual.app import App
-from textual.screen import Screen
 from textual.theme import BUILTIN_THEMES, Theme
-from textual.widgets import TextArea
+
+from engine.files import atomic_write_json
 
 APP_CSS = Path(__file__).with_name("app.tcss")
 """The app-level stylesheet, for ``App.CSS_PATH``."""
@@ -63,34 +62,14 @@ DEFAULT_THEME = TUNER_DARK.name
 
 
 def register_themes(app: App) -> None:
-    """Make both themes selectable (e.g. from the command palette's "Theme" entry), and make
-    every editor follow the app theme, light or dark."""
+    """Make both themes selectable (e.g. from the command palette's "Theme" entry)."""
     for theme in THEMES:
         app.register_theme(theme)
-
-    def editors_follow(_changed: object = None) -> None:
-        app.call_after_refresh(_follow_theme, app, app.screen)  # a screen just shown composes first
-
-    def subscribe() -> None:
-        app.theme_changed_signal.subscribe(app, editors_follow)
-        app.screen_change_signal.subscribe(app, editors_follow)
-        editors_follow()
-
-    if app.is_running:
-        subscribe()
-    else:  # called from the app's __init__: signals take subscribers once it runs
-        app.call_later(subscribe)
 
 
 def editor_theme(app: App) -> str:
     """The TextArea theme that matches the app's current theme."""
     return EDITOR_THEMES[app.current_theme.dark]
-
-
-def _follow_theme(app: App, screen: Screen) -> None:
-    """Give the screen's editors the app theme's editor colours (the others get theirs when shown)."""
-    for area in screen.query(TextArea):
-        area.theme = editor_theme(app)
 
 
 def settings_path() -> Path:
@@ -125,22 +104,8 @@ def load_theme_choice() -> str:
 
 
 def save_theme_choice(name: str) -> None:
-    """Remember ``name``, keeping any other settings in the file.
-
-    The file is replaced atomically, so a crash mid-write never leaves it half-written.
-    Raises OSError if the folder cannot be written.
-    """
-    path = settings_path()
+    """Remember ``name``, keeping any other settings in the file (written atomically, so a crash
+    mid-write never leaves it half-written). Raises OSError if the folder cannot be written."""
     settings = _read_settings()
     settings["theme"] = name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=".settings-", suffix=".tmp", delete=False
-    ) as tmp:
-        json.dump(settings, tmp, indent=2)
-        tmp.write("\n")
-    try:
-        os.replace(tmp.name, path)
-    except OSError:
-        os.unlink(tmp.name)
-        raise
+    atomic_write_json(settings_path(), settings)

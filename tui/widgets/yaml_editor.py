@@ -20,6 +20,8 @@ from textual.binding import NoBinding
 from textual.color import Color
 from textual.widgets import TextArea
 
+from themes import editor_theme
+
 
 SCREEN_KEYS = frozenset("¡™£¢")  # alt+1..4 as Textual reads ESC 1..4
 
@@ -30,6 +32,12 @@ class YamlEditor(TextArea):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._error_lines: frozenset[int] = frozenset()
+
+    def on_mount(self) -> None:
+        """Take the app theme's editor colours, now and whenever the theme changes (the syntax
+        colours are the TextArea's own theme, which Textual's themes do not set)."""
+        self.theme = editor_theme(self.app)
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: setattr(self, "theme", editor_theme(self.app)))
 
     async def _on_key(self, event: events.Key) -> None:
         try:
