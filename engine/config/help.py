@@ -5,22 +5,16 @@ it under each value, and the README's table of keys is made from the same descri
 (:mod:`engine.config.reference`).
 """
 
-from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from engine.config.schema import TrainConfig, submodel
+from engine.config.schema import model_at
 
 
 def schema_field(key: str) -> FieldInfo | None:
     """The schema field of ``key``; a nested key is written ``lora_parameters.rank``."""
-    model: type[BaseModel] | None = TrainConfig
     *parents, leaf = key.split(".")
-    for part in parents:
-        field = model.model_fields.get(part)
-        model = submodel(field.annotation) if field is not None else None
-        if model is None:
-            return None
-    return model.model_fields.get(leaf)
+    model = model_at(parents)
+    return model.model_fields.get(leaf) if model is not None else None
 
 
 def help_for(key: str) -> str:

@@ -3,10 +3,10 @@
 import difflib
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from engine.config.errors import ConfigError
-from engine.config.schema import LoraParameters, TrainConfig, submodel
+from engine.config.schema import LoraParameters, TrainConfig, model_at
 from engine.config.yaml_lines import KeyPath, dotted, show
 
 _EXPECTED = {
@@ -41,12 +41,7 @@ def _describe(error: dict) -> str:
 
 def _known_keys(parent: KeyPath) -> list[str]:
     """The keys allowed in the mapping at ``parent``, for did-you-mean suggestions."""
-    model: type[BaseModel] = TrainConfig
-    for part in parent:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is not None:
-            model = submodel(field.annotation) or model
-    return list(model.model_fields)
+    return list((model_at(parent) or TrainConfig).model_fields)
 
 
 def _alpha_hint(alpha: Any, lora: Any) -> str:

@@ -283,3 +283,17 @@ def submodel(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and not get_args(annotation) and issubclass(annotation, BaseModel):
         return annotation
     return next(filter(None, map(submodel, get_args(annotation))), None)
+
+
+def model_at(path) -> type[BaseModel] | None:
+    """The model of the mapping at key ``path`` (list indices skipped), e.g. ``("lora_parameters",)``
+    -> LoraParameters; None where the path leaves the schema."""
+    model: type[BaseModel] | None = TrainConfig
+    for part in path:
+        if not isinstance(part, str):
+            continue
+        field = model.model_fields.get(part)
+        model = submodel(field.annotation) if field is not None else None
+        if model is None:
+            return None
+    return model
