@@ -32,14 +32,21 @@ def test_guard_reads_memory_at_most_once_per_interval():
     assert guard.check() is None  # within the hour: the 95% reading is not taken yet
 
 
-def test_headless_run_stops_with_a_checkpoint(tmp_path):
+def test_headless_run_stops_with_a_checkpoint(tmp_path, monkeypatch):
+    from engine.runs.checkpoints import Checkpoints
+
+    written = []
+    real_save = Checkpoints.save
+    monkeypatch.setattr(Checkpoints, "save", lambda self, position, *a, **k: written.append(position.step)
+                        or real_save(self, position, *a, **k))
     seen = []
     config = write_config(tmp_path, memory_limit_percent=0.1, iters=50, steps_per_eval=100, val_batches=1)
     [result] = run_chain(load_stages([config]), seen.append)
     assert result.status == "stopped" and result.step == 1
     assert "memory" in seen[-1].message
     reasons = [e.reason for e in seen if isinstance(e, ev.CheckpointSaved)]
-    assert reasons[0] == "memory"
+    assert reasons == ["memory", "stopped"]
+    assert written == [1]  # the stop's save of the same step is told, not written a second time
     assert (result.run_dir / "checkpoints" / "step-0000001" / "optimizer.safetensors").exists()
 
 

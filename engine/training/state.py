@@ -30,8 +30,11 @@ class TrainState:
     other ranks keep None and a no-op: they save nothing and say nothing.
     """
 
-    def __init__(self, model: nn.Module, optimizer: optim.Optimizer, stream: BatchStream, world: World):
+    def __init__(self, model: nn.Module, optimizer: optim.Optimizer, stream: BatchStream, world: World,
+                 save_every: int):
         self.model, self.optimizer, self.stream, self.world = model, optimizer, stream, world
+        self.save_every = save_every  # steps that are its multiples keep a numbered adapter copy
+        self.written_step: int | None = None  # the step whose checkpoint is on disk already
         self.checkpoints: Checkpoints | None = None
         self.emit: Callable[[ev.Event], None] = lambda event: None
         self.first_step = 1
@@ -88,14 +91,14 @@ class TrainState:
             if pending:
                 self.pending_grad = tree_map(mx.zeros_like, model.trainable_parameters())
 
-    def save(self, step: int, reason: str, numbered: bool = False) -> None:
+    def save(self, step: int, reason: str) -> None:
         """A checkpoint of ``step`` for exact resume (:mod:`engine.runs.checkpoints`), saved
-        because of ``reason`` (an :class:`engine.events.CheckpointSaved` reason). A periodic save,
-        or one with ``numbered`` (the final save on a ``save_every`` multiple), also keeps the
-        numbered adapter copy.
+        because of ``reason`` (an :class:`engine.events.CheckpointSaved` reason). A step that is a
+        multiple of ``save_every`` also keeps the numbered adapter copy, as mlx-lm does.
 
         Every rank calls it (the ranks' shares of pending gradients are summed into the
-        checkpoint); rank 0 writes.
+        checkpoint); rank 0 writes, once per step: a second reason to save the same step (a stop
+        right after a periodic or memory save, say) is told but not written again.
         """
         pending = None
         if self.pending_grad is not None:  # a rank's loss carries a factor of the ranks (rank_denominator)
@@ -103,10 +106,15 @@ class TrainState:
         mx.eval(pending)  # now, on every rank: a collective left lazy on one rank would never meet its peers
         if not self.world.is_main:
             return
+        if step != self.written_step:
+            self._write(step, pending)
+        self.emit(ev.CheckpointSaved(step=step, path=str(self.checkpoints.adapter_dir), reason=reason))
+
+    def _write(self, step: int, pending) -> None:
         weights = trainable_weights(self.model)
         mx.eval(weights)
         position = Position(step, self.stream.epoch, self.stream.index, self.trained_tokens)
         self.checkpoints.save(position, weights, dict(tree_flatten(self.optimizer.state)),
                               dict(tree_flatten(pending)) if pending is not None else None,
-                              periodic=reason == "periodic" or numbered)
-        self.emit(ev.CheckpointSaved(step=step, path=str(self.checkpoints.adapter_dir), reason=reason))
+                              periodic=step > 0 and step % self.save_every == 0)
+        self.written_step = step

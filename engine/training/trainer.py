@@ -89,7 +89,7 @@ class Trainer:
 
     def run(self) -> StageResult:
         prepared = prepare_stage(self.stage, self.world, self.init_weights, self.evaluate_only)  # user errors surface here, before a run folder is half-written
-        state = TrainState(prepared.model, prepared.optimizer, prepared.stream, self.world)
+        state = TrainState(prepared.model, prepared.optimizer, prepared.stream, self.world, prepared.cfg.save_every)
         main, notes, writer = self.world.is_main, prepared.notes, None
         if main:
             writer, resumed = self._open_run(prepared, state)
@@ -167,8 +167,7 @@ class Trainer:
                 started: float) -> StageResult:
         """The final checkpoint, the test pass and fusing (a completed stage), and the run-finished event."""
         status, step, checkpoints = outcome.status, state.step_done, state.checkpoints
-        state.save(step, {"completed": "final", "diverged": "diverged"}.get(status, "stopped"),
-                   numbered=step > 0 and step % prepared.cfg.save_every == 0)
+        state.save(step, {"completed": "final", "diverged": "diverged"}.get(status, "stopped"))
         if status == "completed":
             evaluator.test(step)
         run_dir = checkpoints.run_dir if checkpoints else None
