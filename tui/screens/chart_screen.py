@@ -17,6 +17,8 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList
 from textual_plotext import PlotextPlot
 
+from ..plot_points import thinned
+
 REDRAW_SECONDS = 0.5  # at most this often: plotting thousands of points costs the event loop
 
 
@@ -53,7 +55,7 @@ class ChartScreen(ModalScreen):
 
     def plot(self, name: str) -> None:
         self.shown, self.drawn = name, self._state(name)
-        points = [(s, v) for s, v in self.series[name] if math.isfinite(v)]
+        points = thinned([(s, v) for s, v in self.series[name] if math.isfinite(v)], self.size.width)
         plt = self.query_one(PlotextPlot).plt
         plt.clear_data()
         plt.clear_figure()

@@ -8,6 +8,8 @@ from typing import Sequence
 
 from textual_plotext import PlotextPlot
 
+from ..plot_points import thinned
+
 # (series, plotext colour, Rich colour) of the chart; the legend is a line of its own above the
 # plot, since plotext's legend box covers the first points
 SERIES = (("train loss", "cyan", "cyan"), ("valid completion", "green", "green"),
@@ -28,7 +30,7 @@ class LossChart(PlotextPlot):
         values = []
         for (_, color, _), points in zip(SERIES, series.values()):
             if points:
-                steps, ys = zip(*points)
+                steps, ys = zip(*thinned(points, self.size.width))
                 values += ys
                 plt.plot(steps, ys, marker="braille", color=color)
         if values:
