@@ -243,6 +243,8 @@ class TrainScreen(Screen):
         self.query_one(f"#{key}", MetricSparkline).push(value)
 
     def show_system_memory(self, mem: SystemMemory) -> None:
+        if not self.query("#mem-rss"):  # the app's timer can fire while this screen is composed or taken down
+            return
         self.query_one("#mem-rss", MemoryGauge).update_gauge(mem.process_rss_gb, mem.total_gb)
         self.query_one("#mem-system", MemoryGauge).update_gauge(mem.used_gb, mem.total_gb)
         self.query_one("#mem-swap", MemoryGauge).update_gauge(
