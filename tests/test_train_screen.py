@@ -81,7 +81,7 @@ def test_leaving_a_followed_run_says_it_goes_on_and_how_to_follow_it_again(tmp_p
             screen = app.train_screen
             app.switch_mode("train")
             await pilot.pause(0.2)
-            assert screen.check_action("leave", ()) is None  # nothing followed: the key is off
+            assert screen.check_action("leave", ()) is False  # nothing followed: the key is hidden
             app.control = RemoteControl(run_dir)  # what attach_run sets; the follower's events injected
             app.set_state("running")
             await show(app, pilot, events)
@@ -93,7 +93,7 @@ def test_leaving_a_followed_run_says_it_goes_on_and_how_to_follow_it_again(tmp_p
             assert screen.query_one("#train-log").texts[-1] == expected
             app.post_message(TrainingEnded())  # the cancelled follower's end
             assert await wait_until(pilot, lambda: app.control is None, 5)
-            assert screen.check_action("leave", ()) is None
+            assert screen.check_action("leave", ()) is False
             assert text_of(screen.query_one("#train-status")).endswith(expected)  # still said, after the end
 
     run(scenario)

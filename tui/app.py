@@ -58,11 +58,18 @@ class TunerApp(App):
 
     TITLE = "tuner"
     CSS_PATH = [APP_CSS, APP_CSS.with_name("screens.tcss"), APP_CSS.with_name("dataset.tcss")]
+    # one footer entry "1234 Screens" for the four screen keys, so an 80-column footer has room
+    # for the screen's own keys (F1 lists each with its screen's name)
+    SCREENS_GROUP = Binding.Group("Screens", compact=True)
     BINDINGS = [
-        Binding("1", "switch_mode('config')", "Config", id="mode-config", tooltip="Edit the config"),
-        Binding("2", "switch_mode('dataset')", "Data", id="mode-dataset", tooltip="Inspect the dataset"),
-        Binding("3", "switch_mode('train')", "Train", id="mode-train", tooltip="Run and watch training"),
-        Binding("4", "switch_mode('runs')", "Runs", id="mode-runs", tooltip="Every run, finished or live"),
+        Binding("1", "switch_mode('config')", "Config", id="mode-config", tooltip="Edit the config",
+                group=SCREENS_GROUP),
+        Binding("2", "switch_mode('dataset')", "Data", id="mode-dataset", tooltip="Inspect the dataset",
+                group=SCREENS_GROUP),
+        Binding("3", "switch_mode('train')", "Train", id="mode-train", tooltip="Run and watch training",
+                group=SCREENS_GROUP),
+        Binding("4", "switch_mode('runs')", "Runs", id="mode-runs", tooltip="Every run, finished or live",
+                group=SCREENS_GROUP),
         # alt+digit switches even while the YAML editor has the keyboard. Terminals send alt+1 as
         # ESC 1, which Textual 8 reads as the character macOS's option+1 types (¡ ™ £ ¢), so
         # those characters are bound too (and cannot be typed in the editor: paste them)
@@ -72,7 +79,10 @@ class TunerApp(App):
         Binding("alt+3,pound_sign", "switch_mode('train')", show=False, priority=True, id="mode-train-alt"),
         Binding("alt+4,cent_sign", "switch_mode('runs')", show=False, priority=True, id="mode-runs-alt"),
         Binding("f1", "toggle_help", "Keys", id="help", tooltip="Show or hide every key of this screen"),
-        Binding("ctrl+q", "quit", "Quit", id="quit", tooltip="Quit (asks first during a run)", priority=True),
+        # not in the footer (no room at 80 columns beside a run's keys): F1 lists it, and ctrl+c
+        # says "press ctrl+q to quit"
+        Binding("ctrl+q", "quit", "Quit", id="quit", tooltip="Quit (asks first during a run)", priority=True,
+                show=False),
     ]
 
     def __init__(
@@ -149,13 +159,15 @@ class TunerApp(App):
     def check_action(self, action: str, parameters) -> bool | None:
         if action == "switch_mode":  # the current screen's key is shown dimmed in the footer
             return parameters[0] != self.current_mode or None
+        # keys that do nothing now are hidden, not dimmed: at 80 columns the footer holds only
+        # the keys of the moment (F1 and the README list them all)
         busy = self.control is not None or self.run_state == "starting"
         if action in ("start_training", "start_detached"):
-            return not busy or None
+            return not busy
         if action in ("toggle_pause", "stop_training", "save_now", "eval_now"):
-            return self.control is not None or None
+            return self.control is not None
         if action == "leave_run":
-            return self.attached is not None or None
+            return self.attached is not None
         return True
 
     def action_start_training(self) -> None:

@@ -28,7 +28,7 @@ from engine.model.gguf import ensure_imported, fetch_smollm2
 DEMO_MODEL_ID = "builtin:tiny-llama"
 
 # Bump the suffix whenever the recipe below changes, so old caches aren't reused.
-MODEL_DIRNAME = "tiny-llama-v2"
+MODEL_DIRNAME = "tiny-llama-v3"
 
 REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors")
 

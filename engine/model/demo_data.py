@@ -1,11 +1,15 @@
 """A small, deterministic instruction dataset for the offline demo.
 
-The demo has to show a falling validation loss within about a minute on a
-laptop CPU, using a tiny random-weight model. So every task here is a short,
-rule-based answer to a templated question: the answers come from fixed tables
-or simple string/number rules that a tiny model can partly pick up. Prompts are
-deliberately wordier than answers, like real short-answer datasets, so the
-completion tokens are a small share of each example.
+The demo has to teach something visible within about a minute on a laptop CPU, using a tiny
+random-weight model: a newcomer should watch the sample answers become right, not only a curve
+fall. So every task is a lookup a tiny model can learn (made-up capitals, colours, opposites,
+animal sounds, words in capitals), asked in several wordings. Prompts are wordier than answers,
+like real short-answer datasets, so the completion tokens are a small share of each example.
+
+The splits are honest. Each (fact, wording) question belongs to exactly one split: for every fact
+one wording is held out for validation and another for test, so validation asks about facts that
+train teaches, in wordings train never pairs with them, and no question, let alone a whole
+example, is shared between splits. No split holds the same example twice.
 
 Run ``python -m engine.model.demo_data chat OUT_DIR`` (or ``text OUT_DIR``) to (re)write the bundled
 files in ``sample_configs/data/demo`` (``demo-text``); a test checks that they match this generator.
@@ -104,129 +108,122 @@ SYSTEM_PROMPTS = [
 ]
 
 
-def _capital(rng: random.Random) -> tuple[str, str]:
-    country = rng.choice(list(CAPITALS))
-    question = rng.choice([
-        "What is the capital of {c}?",
-        "Name the capital city of {c}. Reply with the city name only.",
-        "I am studying the geography of {c}. Which city is its capital?",
-        "Quick quiz question: what is the capital city of the country {c}?",
-    ]).format(c=country)
-    return question, CAPITALS[country] + "."
+# Each task: its fact table and the wordings of its question; "{}" is the fact's key.
+TEMPLATES = {
+    "capital": [
+        "What is the capital of {}?",
+        "Name the capital city of {}. Reply with the city name only.",
+        "I am studying the geography of {}. Which city is its capital?",
+        "Quick quiz question: what is the capital city of the country {}?",
+        "Which city is the seat of government of {}?",
+        "My atlas is missing a page. What is the capital of {}?",
+    ],
+    "colour": [
+        "What colour is a {}?",
+        "Tell me the usual colour of a {}, in one word.",
+        "If you picture a {} in your mind, what colour is it?",
+        "Which colour would you use to paint a {}?",
+        "Name the colour of a {}.",
+        "A child is drawing a {}. Which crayon colour should they pick?",
+    ],
+    "antonym": [
+        "What is the opposite of '{}'?",
+        "Give me one word that means the opposite of '{}'.",
+        "Which word is the antonym of the word '{}'? Answer with one word.",
+        "Name a word with the reverse meaning of '{}'.",
+        "If something is not '{}', it is what?",
+        "Complete the pair of opposites: '{}' and ...",
+    ],
+    "sound": [
+        "What sound does a {} make?",
+        "My child asked me what noise a {} makes. What should I say?",
+        "Write the sound that a {} makes, as a single word.",
+        "On the farm or in the wild, how does a {} call?",
+        "Which word imitates the call of a {}?",
+        "In a picture book, what does the {} say?",
+    ],
+    "uppercase": [
+        "Write the word '{}' in capital letters.",
+        "Convert '{}' to uppercase and reply with the result only.",
+        "Please shout the word '{}' by writing it all in upper case.",
+        "Change every letter of '{}' to a capital letter.",
+        "How is '{}' written in block capitals?",
+        "Type the word '{}' with the caps lock key on.",
+    ],
+}
+
+FACTS = {
+    "capital": CAPITALS,
+    "colour": COLOURS,
+    "antonym": {**ANTONYMS, **{opposite: word for word, opposite in ANTONYMS.items()}},
+    "sound": SOUNDS,
+    "uppercase": {word: word.upper() for word in WORDS},
+}
+
+SPLITS = ("train", "valid", "test")
 
 
-def _colour(rng: random.Random) -> tuple[str, str]:
-    thing = rng.choice(list(COLOURS))
-    question = rng.choice([
-        "What colour is a {t}?",
-        "Tell me the usual colour of a {t}, in one word.",
-        "If you picture a {t} in your mind, what colour is it?",
-    ]).format(t=thing)
-    return question, COLOURS[thing].capitalize() + "."
+def demo_questions(seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """Every (question, answer) pair, split so that no question is in two splits.
 
-
-def _antonym(rng: random.Random) -> tuple[str, str]:
-    pair = rng.choice(list(ANTONYMS.items()))
-    word, opposite = pair if rng.random() < 0.5 else pair[::-1]
-    question = rng.choice([
-        "What is the opposite of '{w}'?",
-        "Give me one word that means the opposite of '{w}'.",
-        "Which word is the antonym of the word '{w}'? Answer with one word.",
-    ]).format(w=word)
-    return question, opposite
-
-
-def _sound(rng: random.Random) -> tuple[str, str]:
-    animal = rng.choice(list(SOUNDS))
-    question = rng.choice([
-        "What sound does a {a} make?",
-        "My child asked me what noise a {a} makes. What should I say?",
-        "Write the sound that a {a} makes, as a single word.",
-    ]).format(a=animal)
-    return question, SOUNDS[animal].capitalize() + "."
-
-
-def _reverse(rng: random.Random) -> tuple[str, str]:
-    word = rng.choice(WORDS)
-    question = rng.choice([
-        "Reverse the letters of the word '{w}'.",
-        "Write the word '{w}' backwards, letter by letter.",
-        "Spell '{w}' in reverse order. Give only the result.",
-    ]).format(w=word)
-    return question, word[::-1]
-
-
-def _uppercase(rng: random.Random) -> tuple[str, str]:
-    word = rng.choice(WORDS)
-    question = rng.choice([
-        "Write the word '{w}' in capital letters.",
-        "Convert '{w}' to uppercase and reply with the result only.",
-        "Please shout the word '{w}' by writing it all in upper case.",
-    ]).format(w=word)
-    return question, word.upper()
-
-
-def _next_number(rng: random.Random) -> tuple[str, str]:
-    start, step = rng.randint(1, 20), rng.randint(1, 5)
-    terms = [start + step * i for i in range(5)]
-    shown = ", ".join(str(t) for t in terms[:4])
-    question = rng.choice([
-        "What number comes next in the sequence {s}?",
-        "Continue this sequence with the next number: {s}, ...",
-        "Here is a list of numbers that follows a simple rule: {s}. What is the next one?",
-    ]).format(s=shown)
-    return question, str(terms[4])
-
-
-def _compare(rng: random.Random) -> tuple[str, str]:
-    a, b = rng.sample(range(1, 100), 2)
-    if rng.random() < 0.5:
-        question = rng.choice([
-            "Which number is larger, {a} or {b}?",
-            "Compare {a} and {b}. Which one is the bigger number?",
-        ])
-        answer = max(a, b)
-    else:
-        question = rng.choice([
-            "Which number is smaller, {a} or {b}?",
-            "Compare {a} and {b}. Which one is the smaller number?",
-        ])
-        answer = min(a, b)
-    return question.format(a=a, b=b), str(answer)
-
-
-TASKS = [_capital, _colour, _antonym, _sound, _reverse, _uppercase, _next_number, _compare]
-
-
-def _turn(rng: random.Random) -> list[dict]:
-    question, answer = rng.choice(TASKS)(rng)
-    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-
-
-def demo_records(n: int, seed: int = 0) -> list[dict]:
-    """Return ``n`` chat records; the same ``(n, seed)`` always gives the same list."""
-    rng = random.Random(seed)
-    records = []
-    for _ in range(n):
-        messages = []
-        if rng.random() < SYSTEM_SHARE:
-            messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
-        messages += _turn(rng)
-        if rng.random() < MULTI_TURN_SHARE:
-            messages += _turn(rng)
-        records.append({"messages": messages})
-    return records
-
-
-def write_demo_dataset(
-    folder: Path, seed: int = 0, n_train: int = 800, n_valid: int = 100, n_test: int = 100
-) -> None:
-    """Write ``train/valid/test.jsonl`` into ``folder``.
-
-    The splits are consecutive slices of a single record stream, rather than
-    separately seeded streams that would start out identical.
+    For each fact, one wording (chosen at random) goes to validation, another to test and the
+    rest to train: every fact and every wording is taught in train, and the held-out splits ask
+    about known facts in wordings train never used for them.
     """
-    write_splits(folder, demo_records(n_train + n_valid + n_test, seed), n_train, n_valid)
+    rng = random.Random(seed)
+    pools: dict[str, list[tuple[str, str]]] = {name: [] for name in SPLITS}
+    for task, facts in FACTS.items():
+        templates = TEMPLATES[task]
+        for key, answer in facts.items():
+            order = rng.sample(range(len(templates)), len(templates))
+            for split, index in zip(("valid", "test"), order):
+                pools[split].append((templates[index].format(key), answer))
+            pools["train"] += [(templates[index].format(key), answer) for index in order[2:]]
+    return pools
+
+
+def _record(rng: random.Random, pool: list[tuple[str, str]]) -> dict:
+    messages = []
+    if rng.random() < SYSTEM_SHARE:
+        messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
+    for _ in range(2 if rng.random() < MULTI_TURN_SHARE else 1):
+        question, answer = rng.choice(pool)
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return {"messages": messages}
+
+
+def demo_records(n: int, seed: int = 0, pool: list[tuple[str, str]] | None = None) -> list[dict]:
+    """``n`` chat records drawn from ``pool`` (default: every question); repeats are possible.
+
+    The same arguments always give the same list. Tokenizer training and benchmarks use this
+    stream; the bundled splits come from :func:`demo_splits`, which also removes repeats.
+    """
+    rng = random.Random(seed)
+    pool = pool or [pair for pairs in demo_questions(seed).values() for pair in pairs]
+    return [_record(rng, pool) for _ in range(n)]
+
+
+def demo_splits(seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, list[dict]]:
+    """``train/valid/test`` records built from disjoint question pools, each without repeats."""
+    sizes = sizes or {"train": 800, "valid": 100, "test": 100}
+    rng = random.Random(seed)
+    splits = {}
+    for name, pool in demo_questions(seed).items():
+        seen, records = set(), []
+        while len(records) < sizes[name]:
+            record = _record(rng, pool)
+            text = json.dumps(record)
+            if text not in seen:
+                seen.add(text)
+                records.append(record)
+        splits[name] = records
+    return splits
+
+
+def write_demo_dataset(folder: Path, seed: int = 0) -> None:
+    """Write the bundled ``train/valid/test.jsonl`` into ``folder``."""
+    splits = demo_splits(seed)
+    write_splits(folder, [row for name in SPLITS for row in splits[name]], len(splits["train"]), len(splits["valid"]))
 
 
 def write_splits(folder: Path, records: list[dict], n_train: int, n_valid: int) -> None:

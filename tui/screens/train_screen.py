@@ -253,7 +253,7 @@ class TrainScreen(Screen):
     # ------------------------------------------------------------------ actions
     def check_action(self, action: str, parameters) -> bool | None:
         if action == "leave":  # only a run another process trains can be left
-            return self.app.attached is not None or None
+            return self.app.attached is not None
         return True
 
     def action_leave(self) -> None:

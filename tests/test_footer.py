@@ -1,0 +1,57 @@
+"""The footer at 80 columns: every key a screen offers at the moment fits, none is cut off.
+
+The four screen keys share one "1234 Screens" entry, and keys that do nothing now (Pause with no
+run, Start during one) are hidden rather than dimmed."""
+
+import asyncio
+
+import pytest
+from textual.widgets import Footer
+from textual.widgets._footer import FooterKey, FooterLabel
+
+from engine.runs.control import RemoteControl
+
+from .test_screens_snapshot import make_app
+
+
+async def footer_fits(app, pilot) -> list[str]:
+    """The footer's keys, after checking that the last one ends inside the terminal."""
+    await pilot.pause(0.3)
+    footer = app.screen.query_one(Footer)
+    keys = list(footer.query(FooterKey))
+    assert keys, "the footer shows keys"
+    rightmost = max(widget.region.right for widget in [*keys, *footer.query(FooterLabel)])
+    assert rightmost <= app.size.width, f"cut at {app.size.width} columns: {[k.key for k in keys]}"
+    return [key.key for key in keys]
+
+
+@pytest.mark.parametrize("mode", ["config", "dataset", "train", "runs"])
+def test_every_screens_footer_fits_80_columns(tmp_path, monkeypatch, mode):
+    app = make_app(tmp_path, monkeypatch)
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.switch_mode(mode)
+            keys = await footer_fits(app, pilot)
+            assert {"1", "2", "3", "4", "f1"} <= set(keys)
+
+    asyncio.run(scenario())
+
+
+def test_the_train_footer_shows_the_keys_of_the_moment(tmp_path, monkeypatch):
+    app = make_app(tmp_path, monkeypatch)
+    run_dir = tmp_path / "runs" / "demo"
+    run_dir.mkdir(parents=True)
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.switch_mode("train")
+            idle = await footer_fits(app, pilot)
+            assert {"t", "d", "c", "v"} <= set(idle) and not {"p", "x", "s", "e", "l"} & set(idle)
+            app.control = RemoteControl(run_dir)  # following a run another process trains
+            app.set_state("running")
+            following = await footer_fits(app, pilot)
+            assert {"p", "x", "s", "e", "l", "c", "v"} <= set(following)
+            assert not {"t", "d"} & set(following)
+
+    asyncio.run(scenario())
