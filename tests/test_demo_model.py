@@ -9,7 +9,13 @@ import mlx.nn as nn
 import mlx_lm
 import pytest
 
-from engine.model.demo_data import demo_records, demo_text_records, write_demo_dataset, write_demo_text
+from engine.model.demo_data import (
+    demo_questions,
+    demo_records,
+    demo_text_records,
+    write_demo_dataset,
+    write_demo_text,
+)
 from engine.model.demo import DEMO_MODEL_ID, MODEL_DIRNAME, ensure_demo_model, resolve_builtin
 
 BUNDLED = Path(__file__).resolve().parents[1] / "sample_configs" / "data" / "demo"
@@ -133,6 +139,25 @@ def test_bundled_files_match_generator(tmp_path):
         assert (BUNDLED / f"{name}.jsonl").read_bytes() == (tmp_path / f"{name}.jsonl").read_bytes()
     sizes = [len((BUNDLED / f"{n}.jsonl").read_text().splitlines()) for n in ("train", "valid", "test")]
     assert sizes == [800, 100, 100]
+
+
+def questions_of(path: Path) -> list[str]:
+    return [m["content"] for line in path.read_text().splitlines()
+            for m in json.loads(line)["messages"] if m["role"] == "user"]
+
+
+def test_bundled_splits_share_no_question_and_repeat_no_example():
+    """Validation must measure what train taught, not what it showed: no example repeats within a
+    split, no question of valid or test occurs in train, and every fact they ask about is taught."""
+    lines = {name: (BUNDLED / f"{name}.jsonl").read_text().splitlines() for name in ("train", "valid", "test")}
+    for name, rows in lines.items():
+        assert len(set(rows)) == len(rows), f"{name} repeats an example"
+    train_questions = set(questions_of(BUNDLED / "train.jsonl"))
+    for held_out in ("valid", "test"):
+        assert not train_questions & set(questions_of(BUNDLED / f"{held_out}.jsonl"))
+    pools = demo_questions()
+    taught = {answer for _, answer in pools["train"]}
+    assert {answer for _, answer in pools["valid"] + pools["test"]} <= taught
 
 
 def test_bundled_text_corpus_matches_generator(tmp_path):

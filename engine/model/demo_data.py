@@ -1,10 +1,11 @@
 """A small, deterministic instruction dataset for the offline demo.
 
-The demo has to teach something visible within about a minute on a laptop CPU, using a tiny
-random-weight model: a newcomer should watch the sample answers become right, not only a curve
-fall. So every task is a lookup a tiny model can learn (made-up capitals, colours, opposites,
-animal sounds, words in capitals), asked in several wordings. Prompts are wordier than answers,
-like real short-answer datasets, so the completion tokens are a small share of each example.
+Every task is a lookup (made-up capitals, colours, opposites, animal sounds, words in capitals)
+asked in several wordings, each wording ending with the fact's key. Prompts are wordier than
+answers, like real short-answer datasets, so the completion tokens are a small share of each
+example. A random-weight model does not learn the lookups in the demo's minute (mlx-lm's trainer
+stalls at the same completion loss): its validation loss falls as it learns the answers' form and
+the chat template, and a pretrained base is what makes sample answers right.
 
 The splits are honest. Each (fact, wording) question belongs to exactly one split: for every fact
 one wording is held out for validation and another for test, so validation asks about facts that
@@ -112,43 +113,43 @@ SYSTEM_PROMPTS = [
 TEMPLATES = {
     "capital": [
         "What is the capital of {}?",
-        "Name the capital city of {}. Reply with the city name only.",
-        "I am studying the geography of {}. Which city is its capital?",
-        "Quick quiz question: what is the capital city of the country {}?",
+        "Name the capital city of {}.",
+        "I am studying geography. Which city is the capital of {}?",
+        "Quick quiz question: what is the capital city of {}?",
         "Which city is the seat of government of {}?",
-        "My atlas is missing a page. What is the capital of {}?",
+        "My atlas is missing a page. Tell me the capital of {}.",
     ],
     "colour": [
         "What colour is a {}?",
-        "Tell me the usual colour of a {}, in one word.",
-        "If you picture a {} in your mind, what colour is it?",
+        "Tell me in one word the usual colour of a {}.",
+        "Picture it in your mind: what colour is a {}?",
         "Which colour would you use to paint a {}?",
         "Name the colour of a {}.",
-        "A child is drawing a {}. Which crayon colour should they pick?",
+        "A child is drawing. Which crayon colour fits a {}?",
     ],
     "antonym": [
-        "What is the opposite of '{}'?",
-        "Give me one word that means the opposite of '{}'.",
-        "Which word is the antonym of the word '{}'? Answer with one word.",
-        "Name a word with the reverse meaning of '{}'.",
-        "If something is not '{}', it is what?",
-        "Complete the pair of opposites: '{}' and ...",
+        "What is the opposite of {}?",
+        "Give me one word that means the opposite of {}.",
+        "Answer with one word: which word is the antonym of {}?",
+        "Name a word with the reverse meaning of {}.",
+        "What word means the contrary of {}?",
+        "Complete the pair of opposites for the word {}.",
     ],
     "sound": [
-        "What sound does a {} make?",
-        "My child asked me what noise a {} makes. What should I say?",
-        "Write the sound that a {} makes, as a single word.",
-        "On the farm or in the wild, how does a {} call?",
+        "What sound does this animal make: {}?",
+        "My child asked me about a noise. What does a {} say?",
+        "Write as a single word the sound made by a {}.",
+        "On the farm or in the wild, what is the call of a {}?",
         "Which word imitates the call of a {}?",
-        "In a picture book, what does the {} say?",
+        "In a picture book, what does it say under the {}?",
     ],
     "uppercase": [
-        "Write the word '{}' in capital letters.",
-        "Convert '{}' to uppercase and reply with the result only.",
-        "Please shout the word '{}' by writing it all in upper case.",
-        "Change every letter of '{}' to a capital letter.",
-        "How is '{}' written in block capitals?",
-        "Type the word '{}' with the caps lock key on.",
+        "Write in capital letters the word {}.",
+        "Convert to uppercase and reply with the result only: {}.",
+        "Please shout this word by writing it all in upper case: {}.",
+        "Change every letter to a capital letter in the word {}.",
+        "How is this written in block capitals: {}?",
+        "Type with the caps lock key on the word {}.",
     ],
 }
 
