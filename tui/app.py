@@ -36,6 +36,7 @@ from .config_chain import ConfigChain
 from .messages import DetachFailed, DetachStarted, TrainingEnded
 from .screens.config_screen import ConfigScreen
 from .screens.dataset_screen import DatasetScreen
+from .screens.keys_screen import KeysScreen
 from .screens.path_prompt import Confirm
 from .screens.runs_screen import RunsScreen
 from .screens.train_screen import TrainScreen
@@ -78,7 +79,7 @@ class TunerApp(App):
         Binding("alt+2,trade_mark_sign", "switch_mode('dataset')", show=False, priority=True, id="mode-dataset-alt"),
         Binding("alt+3,pound_sign", "switch_mode('train')", show=False, priority=True, id="mode-train-alt"),
         Binding("alt+4,cent_sign", "switch_mode('runs')", show=False, priority=True, id="mode-runs-alt"),
-        Binding("f1", "toggle_help", "Keys", id="help", tooltip="Show or hide every key of this screen"),
+        Binding("f1", "toggle_help", "Keys", id="help", tooltip="This list: every key of the screen and of the app"),
         # not in the footer (no room at 80 columns beside a run's keys): F1 lists it, and ctrl+c
         # says "press ctrl+q to quit"
         Binding("ctrl+q", "quit", "Quit", id="quit", tooltip="Quit (asks first during a run)", priority=True,
@@ -150,10 +151,9 @@ class TunerApp(App):
             yield SystemCommand(f"Show {mode.title()}", f"Switch to the {mode} screen", lambda m=mode: self.switch_mode(m))
 
     def action_toggle_help(self) -> None:
-        if self.screen.query("HelpPanel"):
-            self.action_hide_help_panel()
-        else:
-            self.action_show_help_panel()
+        """F1: the current screen's keys and the app's, in a box that scrolls (F1 again closes it)."""
+        if not isinstance(self.screen, KeysScreen):
+            self.push_screen(KeysScreen(self.screen))
 
     # ------------------------------------------------------------------ training session
     def check_action(self, action: str, parameters) -> bool | None:
