@@ -110,3 +110,24 @@ def test_a_burst_in_a_real_terminal_is_saved_in_order(tmp_path):
         edited = config.read_text().splitlines()
         assert edited[10] == "X" + lines[10][:2] + "Z" + lines[10][2:], term.screen()
         assert edited[:10] == lines[:10]
+
+
+def test_a_burst_in_a_dialogs_text_field_acts_in_order(tmp_path, monkeypatch):
+    """Backspace then 5 0 sent at once in the "how many more steps" prompt (its 400 selected)
+    left the field empty: the 5 and 0 were typed before Backspace ran and were deleted with it."""
+    monkeypatch.setenv("TUNER_CONFIG_DIR", str(tmp_path / "settings"))
+    config = write_config(tmp_path)
+
+    async def scenario():
+        app = TunerApp(config, runs_dir=tmp_path / "runs", poll_memory=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            answers = []
+            app.push_screen(PathPrompt("how many steps?", "400"), answers.append)
+            await pilot.pause(0.2)
+            field = app.screen.query_one("#prompt-input")
+            for key in ["backspace", "backspace", "backspace", "5", "0", "left", "1", "enter"]:
+                app.post_message(events.Key(key, key if len(key) == 1 else None))
+            assert await wait_until(pilot, lambda: answers, 5), field.value
+            assert answers == ["510"]
+
+    run(scenario)

@@ -15,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 
 from ..messages import WorkerResult
+from ..widgets.ordered_input import OrderedInput
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_configs"
 
@@ -32,7 +33,7 @@ class PathPrompt(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.title_text)
-            yield Input(self.value, id="prompt-input")
+            yield OrderedInput(self.value, id="prompt-input")
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
         self.dismiss(message.value.strip() or None)
@@ -103,7 +104,7 @@ class OpenPrompt(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(f"Open config (Tab completes; config files under {self.root}):")
-            yield Input(self.value, id="open-input")
+            yield OrderedInput(self.value, id="open-input")
             yield OptionList(id="open-list")
             yield Label("", id="open-note")
 
