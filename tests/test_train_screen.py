@@ -310,3 +310,33 @@ def test_a_run_that_fails_before_its_first_step_stops_the_progress_bar(tmp_path,
             assert "not JSON" in text_of(app.train_screen.query_one("#train-status"))
 
     run(scenario)
+
+
+def test_a_failing_run_is_notified_once_in_one_line(tmp_path, monkeypatch):
+    """The trainer reports its failure and re-raises; the app said it again, and a library's
+    multi-line message (a bad seed's, say) filled the notification."""
+    import engine.training.chain as chain
+
+    def failing_chain(stages, emit, control):
+        emit(ev.RunFailed(step=3, error="ValueError: seed must be between 0 and 2**32 - 1\n  detail\n  more"))
+        raise ValueError("seed must be between 0 and 2**32 - 1\n  detail\n  more")
+
+    monkeypatch.setattr(chain, "run_chain", failing_chain)
+    app = make_app(tmp_path, monkeypatch)
+    said = []
+    monkeypatch.setattr(app, "notify", lambda message, **kw: said.append((message, kw.get("severity"))))
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.switch_mode("train")
+            await pilot.pause(0.2)
+            app.screen.set_focus(None)
+            await pilot.press("t")
+            assert await wait_until(pilot, lambda: app.run_state == "idle" and any(s == "error" for _, s in said), 30)
+            await pilot.pause(0.3)
+            errors = [message for message, severity in said if severity == "error"]
+            assert errors == ["failed at step 3: ValueError: seed must be between 0 and 2**32 - 1"]
+            failures = [e for e in app.history if isinstance(e, ev.RunFailed)]
+            assert len(failures) == 1
+
+    run(scenario)

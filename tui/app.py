@@ -27,6 +27,7 @@ from engine import events as ev
 from engine.config import load_stages
 from engine.errors import UserError
 from engine.launch.detach import detach_chain
+from engine.printer import failed_line
 from engine.runs.control import Control, RemoteControl
 from engine.runs.listing import follow_run
 from engine.runs.view import RunView
@@ -279,17 +280,26 @@ class TunerApp(App):
         # MLX: loaded when a run starts, not with the app
         from engine.training.chain import continue_run, resume_run, run_chain
 
+        failed: list[ev.RunFailed] = []  # the trainer reports its own failure; say it once
+
+        def emit(event: ev.Event) -> None:
+            if isinstance(event, ev.RunFailed):
+                failed.append(event)
+            self._enqueue(event)
+
         try:
             if resume is not None and more is not None:
-                continue_run(resume, self._enqueue, control, **more)
+                continue_run(resume, emit, control, **more)
             elif resume is not None:
-                resume_run(resume, self._enqueue, control)
+                resume_run(resume, emit, control)
             else:
-                run_chain(load_stages(config_paths), self._enqueue, control)
+                run_chain(load_stages(config_paths), emit, control)
         except UserError as e:
-            self._enqueue(ev.RunFailed(step=0, error=str(e)))
+            if not failed:
+                self._enqueue(ev.RunFailed(step=0, error=str(e)))
         except Exception as e:  # a bug: show it, keep the app alive
-            self._enqueue(ev.RunFailed(step=0, error=f"{type(e).__name__}: {e}"))
+            if not failed:
+                self._enqueue(ev.RunFailed(step=0, error=f"{type(e).__name__}: {e}"))
         finally:
             self.post_message(TrainingEnded())
 
@@ -332,8 +342,8 @@ class TunerApp(App):
         notification."""
         if view.loop_state != before.loop_state:
             self.set_state(view.loop_state)
-        if view.end is not before.end and view.error:
-            self.notify(view.error, severity="error", timeout=10)
+        if view.end is not before.end and isinstance(view.end, ev.RunFailed):
+            self.notify(failed_line(view.end), severity="error", timeout=10)  # one line, as the CLI prints
 
     def on_training_ended(self, message: TrainingEnded) -> None:
         """The session is over once the thread's last events are shown."""
