@@ -3,8 +3,11 @@
 ``tui.launch`` is the console entry point: it opens the app when no command is given and hands
 everything else here, so the engine never imports the UI.
 
-User mistakes (configs, data, model paths) print one line and exit with code 2. Ctrl-C or
-SIGTERM during training stops after the current step and saves; a second Ctrl-C exits at once.
+User mistakes (configs, data, model paths) and the file system's refusals (a full disk, a
+read-only folder) print one line and exit with code 2. Anything else is a bug: :func:`main` is the
+one boundary that turns it into one line too, keeps the traceback in a log (the run folder's
+``crash.log``, else the cache's) and exits with ``EXIT_INTERNAL_ERROR``. Ctrl-C or SIGTERM during
+training stops after the current step and saves; a second Ctrl-C exits at once.
 
 Started by ``mlx.launch`` (directly, or through ``tuner train --hosts``), ``train`` is one rank of a
 data-parallel run: rank 0 prints and writes, the other ranks stay quiet.
@@ -21,11 +24,19 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
-from engine.errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_USER_ERROR, DataError, UserError
-from engine.runs.control import ACTIONS, Control, send_request
+from engine.errors import (
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    DataError,
+    StorageError,
+    UserError,
+    is_storage_error,
+    storage_error,
+)
+from engine.runs.control import ACTIONS, Control
 from engine.levers.platform_check import maybe_reexec_with_openblas
 from engine.printer import format_worst
 
@@ -87,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         maybe_reexec_with_openblas()
         argv = sys.argv[1:]
     args = build_parser().parse_args(argv)
+    args.run_dir_seen = None  # set by cmd_train at each RunStarted: where a crash's details go
     try:
         if args.command == "train":
             return cmd_train(args)
@@ -101,11 +113,34 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return EXIT_USER_ERROR
     except UserError as e:
-        print(f"tuner: error: {e}", file=sys.stderr)
+        resume = ""
+        if isinstance(e, StorageError) and args.run_dir_seen:  # a run had started: its checkpoints are safe
+            resume = f" (the checkpoints saved so far are kept; then: tuner train --resume {args.run_dir_seen})"
+        print(f"tuner: error: {e}{resume}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # Ctrl-C while loading or tokenising, before training began
+        print("\ntuner: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `tuner validate x | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:
+        if not is_storage_error(e):
+            return _internal_error(e, args)
+        from engine.files import refused
+
+        problem = refused(e, e.filename, "cannot use it") if e.filename else storage_error(e, doing="cannot use it")
+        print(f"tuner: error: {problem}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as e:  # noqa: BLE001 - the one boundary: a bug, never a traceback on screen
+        return _internal_error(e, args)
+
+
+def _internal_error(error: Exception, args) -> int:
+    """A bug: one line, the traceback in the run folder's (else the cache's) ``crash.log``, exit 70."""
+    from engine.launch.crash import report_internal_error
+
+    return report_internal_error(error, [args.run_dir_seen, getattr(args, "resume", None)])
 
 
 def cmd_import_gguf(args) -> int:
@@ -118,9 +153,11 @@ def cmd_import_gguf(args) -> int:
 
 def cmd_validate(args) -> int:
     from engine.config import check_chain, format_resolved, load_stages
+    from engine.data.sources import check_local_data
 
     stages = load_stages(args.configs, args.overrides)
     check_chain(stages)
+    check_local_data(stages)
     for stage in stages:
         if len(stages) > 1:
             print(f"# stage {stage.index + 1}: {stage.path}")
@@ -163,13 +200,17 @@ def _inspect_stage(args):
 
     from engine.config import load_stages
     from engine.data.rows import FILE_SUFFIXES
+    from engine.files import not_a_regular_file
     from engine.hub import looks_like_local_path
 
     given = {"model": args.model, "max_seq_length": args.max_seq_length, "prompt_loss_weight": args.prompt_loss_weight}
     overrides = [f"{key}={json.dumps(value)}" for key, value in given.items() if value is not None]
     if args.target.lower().endswith((".yaml", ".yml")):
         return load_stages([args.target], overrides)[0]
-    if not Path(args.target).expanduser().exists() and looks_like_local_path(args.target, FILE_SUFFIXES):
+    target = Path(args.target).expanduser()
+    if not target.exists() and target.is_symlink():  # dangling, or a loop: say which
+        raise DataError(f"{args.target}: {not_a_regular_file(target)}")
+    if not target.exists() and looks_like_local_path(args.target, FILE_SUFFIXES):
         raise DataError(f"{args.target}: no such file or folder")
     if args.model is None:
         raise UserError(f"{args.target}: not a config file, so say whose tokenizer to count with: --model MODEL")
@@ -220,6 +261,7 @@ def cmd_train(args) -> int:
     printer = Printer(sys.stdout, quiet=args.quiet) if world.is_main else (lambda event: None)
     if args.announce and world.is_main:  # a detached child: tell the waiting parent where the run lives
         printer = _announcing(printer, Path(args.announce))
+    printer = _noting_run_dir(printer, args)
     interrupts = {"n": 0}
 
     def on_signal(signum, frame):
@@ -283,6 +325,18 @@ def detach_train(args) -> int:
     return 0
 
 
+def _noting_run_dir(printer, args):
+    """The printer, noting each stage's run folder in ``args.run_dir_seen`` for a crash's log."""
+    from engine.events import RunStarted
+
+    def emit(event) -> None:
+        if isinstance(event, RunStarted) and event.run_dir:
+            args.run_dir_seen = event.run_dir
+        printer(event)
+
+    return emit
+
+
 def _announcing(printer, announce: Path):
     """The printer, plus the handshake with a waiting ``--detach`` parent at the first RunStarted."""
     from engine.launch.handshake import announce_run
@@ -300,23 +354,9 @@ def _announcing(printer, announce: Path):
 
 
 def cmd_control(args) -> int:
-    from engine.runs.folder import current_stage_dir, live_pid
+    from engine.runs.control import steer
 
-    run_dir = current_stage_dir(Path(args.run_dir))  # a chain: the stage training now
-    pid = live_pid(run_dir)
-    if pid is None:
-        raise UserError(f"{run_dir}: no run is training there now (tuner train --resume {run_dir} continues a stopped one)")
-    request = send_request(run_dir, args.action)
-    if args.wait:
-        while request.exists() and live_pid(run_dir) is not None:  # the loop deletes what it has read
-            time.sleep(0.1)
-        while args.action == "stop" and live_pid(run_dir) is not None:
-            time.sleep(0.2)
-    if not args.wait:
-        done = "it acts after the current step"
-    else:
-        done = "its process has ended" if args.action == "stop" else "the run has taken it"
-    print(f"{args.action}: sent to process {pid} training {run_dir}; {done}")
+    print(steer(Path(args.run_dir), args.action, args.wait))
     return 0
 
 

@@ -104,7 +104,9 @@ def finished_line(event: ev.RunFinished) -> str:
 
 
 def failed_line(event: ev.RunFailed) -> str:
-    return f"failed at step {event.step}: {event.error}"
+    """One line whatever the error said (a library's message can run to many)."""
+    lines = [line for line in str(event.error).splitlines() if line.strip()]
+    return f"failed at step {event.step}: {lines[0] if lines else 'an error'}"
 
 
 LINES: dict[type[ev.Event], Callable] = {

@@ -40,6 +40,13 @@ def _private_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """``tmp_path`` as the working folder: a command that got too far would write ``runs/`` there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 def write_config(folder: Path, name: str = "run.yaml", **keys) -> Path:
     """A YAML config in ``folder`` training the demo model on the bundled demo data."""
     import yaml

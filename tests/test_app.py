@@ -304,7 +304,7 @@ def test_the_session_follows_its_events_and_ends_with_the_thread_message(tmp_pat
             await pilot.pause(0.05)
             assert app.control is None and app.run_state == "idle"
             assert isinstance(app.history[-1], ev.RunFailed)
-            assert notes == [("out of memory", "error")]
+            assert notes == [("failed at step 65: out of memory", "error")]
 
     run(scenario)
 

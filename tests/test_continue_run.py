@@ -237,3 +237,25 @@ def test_set_and_more_are_refused_where_they_cannot_apply(completed, capsys):
     assert "keeps the config it was trained with" in capsys.readouterr().err
     assert main(["train", str(completed / "config.yaml"), "--more", "5"]) == 2
     assert "--more goes with --resume" in capsys.readouterr().err
+
+
+def test_more_steps_go_on_at_the_learning_rate_the_run_ended_with(tmp_path):
+    """The run's cosine schedule had decayed to its end; starting it over (a warmup back to the
+    peak) made the validation loss of the continued demo rise from 1.60 to 2.13."""
+    config = write_config(tmp_path, iters=6, steps_per_report=2, steps_per_eval=100, val_batches=1,
+                          lr_schedule={"name": "cosine_decay", "arguments": [2e-3, 2, 1e-4], "warmup": 1})
+    [first] = run_chain(load_stages([config]), lambda e: None)
+    events = []
+    more = continue_run(first.run_dir, events.append, steps=4)
+    ended_at = [e.learning_rate for e in run_reports(first.run_dir)][-1]
+    assert ended_at < 5e-4  # decayed
+    rates = [e.learning_rate for e in events if isinstance(e, ev.TrainReport)]
+    assert rates and all(abs(rate - ended_at) < 1e-12 for rate in rates)
+    [stage] = load_stages([more.run_dir / "config.yaml"])
+    assert stage.config.lr_schedule is None and stage.config.learning_rate == ended_at
+
+
+def run_reports(run_dir: Path) -> list[ev.TrainReport]:
+    from engine.runs.metrics import read_events
+
+    return [e for e in read_events(run_dir) if isinstance(e, ev.TrainReport)]

@@ -11,6 +11,7 @@ from textual.widgets._footer import FooterKey, FooterLabel
 
 from engine.runs.control import RemoteControl
 
+from .conftest import wait_until
 from .test_screens_snapshot import make_app
 
 
@@ -18,6 +19,9 @@ async def footer_fits(app, pilot) -> list[str]:
     """The footer's keys, after checking that the last one ends inside the terminal."""
     await pilot.pause(0.3)
     footer = app.screen.query_one(Footer)
+    # the footer recomposes when the bindings change (a screen that has just loaded, say)
+    assert await wait_until(pilot, lambda: any(k.key == "f1" for k in footer.query(FooterKey)), 10)
+    await pilot.pause(0.2)
     keys = list(footer.query(FooterKey))
     assert keys, "the footer shows keys"
     rightmost = max(widget.region.right for widget in [*keys, *footer.query(FooterLabel)])

@@ -246,20 +246,20 @@ DATA = [
 ]
 
 
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # a train that got too far would write runs/ here
-    return tmp_path
-
-
 def write_files(folder, files: dict) -> None:
+    """path -> text or bytes; None makes a folder, ("link", target) a symbolic link, ("fifo",) a
+    named pipe."""
     for name, content in files.items():
         path = folder / name
         if content is None:
             path.mkdir(parents=True)
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
+        if isinstance(content, tuple) and content[0] == "link":
+            os.symlink(content[1], path)
+        elif isinstance(content, tuple) and content[0] == "fifo":
+            os.mkfifo(path)
+        elif isinstance(content, bytes):
             path.write_bytes(content)
         else:
             path.write_text(content, encoding="utf-8")

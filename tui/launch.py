@@ -57,12 +57,18 @@ def attach(argv: list[str], run_app) -> int:
     """``tuner attach RUN_DIR``: the app, following a run another process trains."""
     from pathlib import Path
 
-    from engine.runs.folder import live_pid
+    from engine.errors import UserError
+    from engine.runs.folder import check_folder, live_pid
 
     if len(argv) != 1:
         print("usage: tuner attach RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(argv[0])
+    try:
+        check_folder(run_dir)  # missing, or a file: say so, not "nothing trains there"
+    except UserError as e:
+        print(f"tuner: error: {e}", file=sys.stderr)
+        return 2
     if live_pid(run_dir) is None:
         print(f"tuner: error: {run_dir}: no run is training there now "
               f"(open it in Runs, or: tuner train --resume {run_dir})", file=sys.stderr)

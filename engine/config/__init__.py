@@ -5,6 +5,7 @@ Real mlx-lm ``lora`` YAML files load unchanged; on top of them we add a few keys
 naming file, line and key. The parts, each in its own module:
 
 - :mod:`~engine.config.schema`: every key, its type, range, default and description;
+- :mod:`~engine.config.signatures`: the arguments of MLX's schedules and optimizers, as a table;
 - :mod:`~engine.config.yaml_lines`: YAML read with the line of every key;
 - :mod:`~engine.config.load`: chains of stages, ``--set`` overrides, where each value came from;
 - :mod:`~engine.config.messages`: pydantic's errors as one line at the right place;

@@ -7,9 +7,13 @@ and ``tuner train`` (foreground, ``--detach`` and ``--hosts``) refuse the same t
 Each error is located where the user set the key.
 """
 
+import os
+from pathlib import Path
+
 from engine.config.load import Stage
 
 SHAPE_KEYS = ("fine_tune_type", "num_layers")
+NAME_MAX = 255  # bytes in one file name, on the usual file systems
 
 
 def check_chain(stages: list[Stage], ranks: int = 1) -> None:
@@ -30,6 +34,23 @@ def check_keys(stage: Stage) -> None:
     cfg = stage.config
     if cfg.val_batches == 0 and cfg.early_stopping_patience:
         raise stage.error("early_stopping_patience", "needs validation, and val_batches is 0 (no validation)")
+    for key in ("runs_dir", "adapter_path"):
+        if (value := getattr(cfg, key)) is not None and (problem := folder_problem(Path(value))) is not None:
+            raise stage.error(key, problem)
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a folder: a name longer than file systems allow, or
+    it (or the nearest of its parents that exists) is not a folder. None when it can."""
+    if any(len(part.encode(errors="surrogateescape")) > NAME_MAX for part in path.parts):
+        return f"a folder name in {path} is longer than {NAME_MAX} bytes"
+    for place in (path, *path.parents):
+        if not os.path.lexists(place):
+            continue
+        if place.is_dir():
+            return None
+        return f"{place} is not a folder" + (f", so {path} cannot be one" if place != path else "")
+    return None
 
 
 def check_continuity(stages: list[Stage]) -> None:
@@ -48,12 +69,17 @@ def check_continuity(stages: list[Stage]) -> None:
         if cur.config.fine_tune_type != "full":
             a, b = prev.config.lora_parameters, cur.config.lora_parameters
             for key in ("rank", "keys"):
-                if getattr(a, key) != getattr(b, key):
+                if _as_set(getattr(a, key)) != _as_set(getattr(b, key)):
                     raise cur.error(
                         "lora_parameters",
                         f"{key} {getattr(b, key)!r} differs from stage {prev.index + 1}'s "
                         f"{getattr(a, key)!r}; the LoRA shape must match to continue its adapters",
                     )
+
+
+def _as_set(value):
+    """LoRA keys name a set of layers; their order in the list means nothing."""
+    return frozenset(value) if isinstance(value, list) else value
 
 
 def check_ranks(stages: list[Stage], ranks: int, over: str | None = None) -> None:

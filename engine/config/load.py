@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from engine.config.errors import ConfigError, locate
 from engine.config.messages import config_error
 from engine.config.schema import TrainConfig
-from engine.config.yaml_lines import KeyPath, YamlLoader, dotted, inline, read_yaml
+from engine.config.yaml_lines import KeyPath, YamlLoader, dotted, inline, read_yaml, record_lines
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,8 @@ def _parse_override(text: str) -> tuple[KeyPath, Any]:
     if not all(path):
         raise ConfigError("empty part in a dotted key", "--set", key=key)
     try:
+        if (node := yaml.compose(raw, Loader=YamlLoader)) is not None:
+            record_lines(node, {}, "--set", path)  # the checks a file's values get
         value = yaml.load(raw, Loader=YamlLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"cannot read value {raw!r}: {getattr(e, 'problem', None) or e}", "--set", key=key) from None

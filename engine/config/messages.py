@@ -1,11 +1,12 @@
 """Pydantic's validation errors in our words: one line, at the line of the key the user wrote."""
 
+import datetime
 import difflib
 from typing import Any
 
 from pydantic import ValidationError
 
-from engine.config.errors import ConfigError
+from engine.config.errors import ConfigError, ValueAt
 from engine.config.schema import LoraParameters, TrainConfig, model_at
 from engine.config.yaml_lines import KeyPath, dotted, show
 
@@ -34,9 +35,27 @@ def _describe(error: dict) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind not in _EXPECTED:
-        return f"{error['msg']}, got {show(error['input'])}"
+        return f"{error['msg']}, got {show(error['input'])}" + _yaml_hint(error["input"])
     ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()}
-    return f"expected {_EXPECTED[kind].format(**ctx)}, got {show(error['input'])}"
+    return f"expected {_EXPECTED[kind].format(**ctx)}, got {show(error['input'])}" + _yaml_hint(error["input"])
+
+
+def _yaml_hint(value: Any) -> str:
+    """Why YAML made a value the user did not write: its 1.1 booleans and dates."""
+    if isinstance(value, bool):
+        return " (YAML reads unquoted yes/no/on/off/true/false as a boolean; quote it to mean the word)"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return " (YAML reads an unquoted date as a date: quote the value)"
+    return ""
+
+
+def _unknown_key(key: str, parent: KeyPath) -> str:
+    """An unknown key, with the key it was probably meant to be."""
+    if hidden := [ch for ch in key if not ch.isprintable()]:  # e.g. a byte-order mark pasted mid-file
+        what = "a byte-order mark (U+FEFF)" if hidden[0] == "\ufeff" else f"an invisible character (U+{ord(hidden[0]):04X})"
+        return f"{what} is part of this key name; delete it"
+    close = difflib.get_close_matches(key, _known_keys(parent), n=1)
+    return "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def _known_keys(parent: KeyPath) -> list[str]:
@@ -76,12 +95,13 @@ def config_error(exc: ValidationError, values: dict, lines: dict, label: str) ->
     found = []
     for error in exc.errors():
         loc = tuple(error["loc"])
+        if isinstance(inner := error.get("ctx", {}).get("error"), ValueAt):
+            loc += inner.path  # the validator named a key inside the value it checked
         file, line = _find_line(lines, loc) or (label, None)
         if error["type"] == "extra_forbidden" and loc[-2:] == ("lora_parameters", "alpha"):
             message = _alpha_hint(error["input"], values.get("lora_parameters"))
         elif error["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc[:-1]), n=1)
-            message = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+            message = _unknown_key(str(loc[-1]), loc[:-1])
         else:
             message = _describe(error)
         found.append(ConfigError(message, file, line, dotted(loc) or None))

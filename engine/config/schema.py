@@ -7,11 +7,14 @@ Defaults are mlx-lm's wherever mlx-lm has the key. A default that the YAML value
 say (one computed from another key, or a place inside the run folder) is told in ``shown``.
 """
 
-import functools
-import inspect
+import difflib
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.config.errors import ValueAt
+from engine.config.signatures import OPTIMIZERS, SCHEDULES, check_value, positional_problem
+from engine.config.yaml_lines import show
 
 # Strict so that YAML's own types count: "abc" is not an int, 0 is not false; ints still fit floats.
 # .inf and .nan are YAML floats too, but no setting here means anything with them.
@@ -29,30 +32,83 @@ def _all_or_positive(value: int) -> int:
     return value
 
 
+SEED_MAX = 2**32 - 1  # numpy's np.random.seed takes no more (MLX takes 64 bits)
+
 # mlx-lm's convention for layer and batch counts: -1 means "all".
 AllOrCount = Annotated[int, AfterValidator(_all_or_positive)]
 
 
-@functools.cache
-def _schedule_names() -> tuple[str, ...]:
-    """The schedules mlx-lm's ``build_schedule`` can make from YAML: functions of mlx.optimizers.schedulers.
+def _adapter_keys(keys: list[str] | None) -> list[str] | None:
+    """An empty list would train nothing (mlx-lm adapts no layer and steps on no weights)."""
+    if keys is not None and not keys:
+        raise ValueError("an empty list adapts no layer; list module paths such as self_attn.q_proj, "
+                         "or leave keys unset for mlx-lm's choice")
+    for index, key in enumerate(keys or ()):
+        if not key.strip():
+            raise ValueAt((index,), "an empty module path; write one such as self_attn.q_proj")
+    return keys
 
-    ``join_schedules`` is left out: it takes other schedules as arguments, which YAML cannot express.
-    Imported here, not at the top, so that reading a config loads no MLX unless it sets a schedule
-    (the config screen validates as the user types; importing MLX takes a second).
-    """
-    from mlx.optimizers import schedulers
 
-    return tuple(
-        sorted(
-            name
-            for name, obj in vars(schedulers).items()
-            if inspect.isfunction(obj)
-            and obj.__module__ == schedulers.__name__
-            and not name.startswith("_")
-            and name != "join_schedules"
-        )
-    )
+def _path_text(value: str | None) -> str | None:
+    """A path key's value: not empty (that names no place), and only characters a file name can hold."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError(f"{show(value)} is an empty path; write a path, or leave the key unset")
+    if "\0" in value:
+        raise ValueError("contains a NUL character, which no path can hold")
+    try:
+        value.encode()
+    except UnicodeEncodeError as e:
+        raise ValueError(f"contains a lone surrogate ({value[e.start]!r}), which no path can hold") from None
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_path_text)]
+MAX_NAME_BYTES = 200  # a run folder name, with room for "-2" or "-more" under the usual 255-byte limit
+
+
+def _run_name(name: str | None) -> str | None:
+    """A run folder's name: one folder inside runs_dir, so no separators and not . or .."""
+    if name is None:
+        return None
+    _path_text(name)
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"{show(name)} is a path; a run name is one folder name inside runs_dir "
+                         "(set runs_dir to choose where runs go)")
+    if hidden := [ch for ch in name if not ch.isprintable()]:
+        raise ValueError(f"contains an invisible or control character ({hidden[0]!r}); a run name is shown in "
+                         "listings and typed in commands, so write it with visible characters")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise ValueError(f"{len(name.encode())} bytes long; a run name has at most {MAX_NAME_BYTES}")
+    return name
+
+
+def _optimizer_config(config: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each optimizer's keyword arguments, checked against its signature (:mod:`engine.config.signatures`)."""
+    for optimizer, arguments in config.items():
+        if optimizer not in OPTIMIZERS:
+            raise ValueAt((optimizer,), "unknown optimizer" + _did_you_mean(optimizer, OPTIMIZERS)
+                          + f"; expected one of {', '.join(OPTIMIZERS)}")
+        params = {name: kind for name, kind, _ in OPTIMIZERS[optimizer]}
+        for name, value in arguments.items():
+            if name == "learning_rate":
+                raise ValueAt((optimizer, name), "set the top-level learning_rate (or lr_schedule) instead")
+            if name not in params:
+                raise ValueAt((optimizer, name), f"{optimizer} has no such argument" + _did_you_mean(name, params)
+                              + f"; it takes {', '.join(params)}")
+            if (problem := check_value(params[name], value)) is not None:
+                raise ValueAt((optimizer, name), f"{problem}, got {show(value)}")
+        if optimizer == "sgd" and arguments.get("nesterov") and (
+            arguments.get("momentum", 0) <= 0 or arguments.get("dampening", 0) != 0
+        ):
+            raise ValueAt((optimizer, "nesterov"), "Nesterov momentum needs momentum > 0 and dampening 0")
+    return config
+
+
+def _did_you_mean(word: str, known) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class LoraParameters(BaseModel):
@@ -61,7 +117,7 @@ class LoraParameters(BaseModel):
     rank: int = Field(8, ge=1, description="Adapter size: the inner dimension of each low-rank update.")
     scale: float = Field(20.0, gt=0, description="mlx-lm's multiplier of the update, NOT PEFT's alpha: scale = alpha / rank.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input (below 1).")
-    keys: list[str] | None = Field(
+    keys: Annotated[list[str] | None, AfterValidator(_adapter_keys)] = Field(
         None, description="Module paths to adapt, e.g. self_attn.q_proj; unset: mlx-lm's choice for the model."
     )
 
@@ -72,15 +128,22 @@ class LRSchedule(BaseModel):
     name: str = Field(description="An mlx.optimizers.schedulers function, e.g. cosine_decay.")
     arguments: list[Any] = Field(description="Its arguments, in order; the first is the peak learning rate.")
     warmup: int = Field(0, ge=0, description="Optimizer updates of linear warmup before the schedule.")
-    warmup_init: float = Field(0.0, description="Learning rate the warmup starts from.")
+    warmup_init: float = Field(0.0, ge=0, description="Learning rate the warmup starts from.")
 
     @field_validator("name")
     @classmethod
     def _known_schedule(cls, name: str) -> str:
-        names = _schedule_names()
-        if name not in names:
-            raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(names)}")
+        if name not in SCHEDULES:
+            raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(sorted(SCHEDULES))}")
         return name
+
+    @model_validator(mode="after")
+    def _arguments_fit(self) -> "LRSchedule":
+        """The arguments as ``mlx.optimizers.schedulers.<name>(*arguments)`` takes them."""
+        if (problem := positional_problem(self.name, self.arguments)) is not None:
+            index, message = problem
+            raise ValueAt(("arguments",) if index is None else ("arguments", index), message)
+        return self
 
 
 class HFDataset(BaseModel):
@@ -125,9 +188,9 @@ class TrainConfig(BaseModel):
     model_config = _SCHEMA
 
     # what to train on
-    model: str = Field(description="Base model: a local mlx-lm folder, a Hugging Face id, a .gguf file (imported once "
+    model: PathText = Field(description="Base model: a local mlx-lm folder, a Hugging Face id, a .gguf file (imported once "
                        "into the cache), builtin:tiny-llama (the offline demo model) or builtin:smollm2-135m.")
-    data: str | None = Field(None, description="A folder with train/valid/test .jsonl, .json, .csv or .parquet files, "
+    data: PathText | None = Field(None, description="A folder with train/valid/test .jsonl, .json, .csv or .parquet files, "
                              "one such file (a validation share is held out of it), or a Hugging Face dataset id.")
     hf_dataset: list[HFDataset] | None = Field(None, description="Hugging Face datasets to mix (mlx-lm, "
                                                "mlx-tuning-fork): a list of entries with the keys below.")
@@ -172,7 +235,7 @@ class TrainConfig(BaseModel):
                                            "below.")
     optimizer: Literal["adam", "adamw", "muon", "sgd", "adafactor"] = Field(
         "adam", description="adam, adamw, muon, sgd or adafactor.")
-    optimizer_config: dict[str, dict[str, Any]] = Field({}, description="Keyword arguments per optimizer, e.g. "
+    optimizer_config: Annotated[dict[str, dict[str, Any]], AfterValidator(_optimizer_config)] = Field({}, description="Keyword arguments per optimizer, e.g. "
                                                         "{adamw: {weight_decay: 0.01}}.")
     max_grad_norm: float | None = Field(None, gt=0, description="Clip the gradient's global norm to this value "
                                         "before each update.")
@@ -210,7 +273,7 @@ class TrainConfig(BaseModel):
                              "element-wise work runs on every core: same loss and gradients to float32 rounding. 1: "
                              "no split. Batches whose rows do not split evenly, and data-parallel runs, run whole.")
     clear_cache_threshold: int = Field(0, ge=0, description=f"{COMPATIBILITY}; has no effect.")
-    seed: int = Field(0, description="Seeds data order, dropout and LoRA initialisation.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seeds data order, dropout and LoRA initialisation.")
 
     # reporting, evaluation and saving
     steps_per_report: int = Field(10, ge=1, description="Steps between training reports.")
@@ -224,12 +287,12 @@ class TrainConfig(BaseModel):
     save_every: int = Field(100, ge=1, description="Steps between checkpoints.")
     test: bool = Field(False, description="Evaluate on the test split after training.")
     test_batches: AllOrCount = Field(500, description="Test batches; -1 for the whole split.")
-    name: str | None = Field(None, json_schema_extra=shown("config name and time"),
+    name: Annotated[str | None, AfterValidator(_run_name)] = Field(None, json_schema_extra=shown("config name and time"),
                              description="Run folder name under runs_dir.")
-    runs_dir: str = Field("runs", description="Folder holding one folder per run.")
-    adapter_path: str | None = Field(None, json_schema_extra=shown("run folder's adapters/"),
+    runs_dir: PathText = Field("runs", description="Folder holding one folder per run.")
+    adapter_path: PathText | None = Field(None, json_schema_extra=shown("run folder's adapters/"),
                                      description="Where adapters are written.")
-    resume_adapter_file: str | None = Field(None, description="Start from these weights (later stages start from "
+    resume_adapter_file: PathText | None = Field(None, description="Start from these weights (later stages start from "
                                             "the previous stage's adapters).")
     fuse: bool = Field(False, description="After training, also write the base model with the adapters fused in.")
     report_to: str | None = Field(None, description=f"{COMPATIBILITY}; tuner writes metrics.jsonl instead.")

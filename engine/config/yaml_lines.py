@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from engine.config.errors import ConfigError
+from engine.files import not_a_regular_file
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -39,9 +40,35 @@ def dotted(path: KeyPath) -> str:
 
 MAX_NODES = 100_000  # YAML aliases can expand a few lines into billions of values
 _STR_TAG, _MERGE_TAG = "tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_OCTAL = re.compile(r"^[-+]?0[0-7_]+$")
 
 
-def _record_lines(root: yaml.Node, lines: dict[KeyPath, int], file: str) -> None:
+def _base60(text: str) -> float:
+    sign = -1 if text.startswith("-") else 1
+    value = 0.0
+    for part in text.lstrip("+-").replace("_", "").split(":"):
+        value = value * 60 + float(part)
+    return sign * value
+
+
+def _yaml11_surprise(node: yaml.ScalarNode) -> str | None:
+    """What a plain YAML 1.1 number means that nobody writing it means: ``1:30`` is 90 (base 60),
+    ``010`` is 8 (octal). Such a number is refused; a quoted one is text, as written."""
+    text = node.value
+    if node.style is not None or node.tag not in (_INT_TAG, _FLOAT_TAG):
+        return None
+    if ":" in text:
+        value = _base60(text)
+        shown = f"{value:g}" if node.tag == _FLOAT_TAG else f"{value:.0f}"
+        return f"{text} is a YAML 1.1 base-60 number ({shown}); write {shown} if that is meant, or quote '{text}'"
+    if node.tag == _INT_TAG and _OCTAL.match(text) and text.strip("+-0_"):
+        octal = int(text.replace("_", ""), 8)
+        return f"{text} is a YAML 1.1 octal number ({octal}); write {octal} or {text.lstrip('+-0_')} without the leading 0"
+    return None
+
+
+def record_lines(root: yaml.Node, lines: dict[KeyPath, int], file: str, at: KeyPath = ()) -> None:
     """Note the 1-based line of every key (and list item) in the document.
 
     PyYAML silently keeps the last of two equal keys, which hides edits; we refuse them instead.
@@ -59,6 +86,9 @@ def _record_lines(root: yaml.Node, lines: dict[KeyPath, int], file: str) -> None
         if any(node is parent for parent in parents):
             raise ConfigError("a value contains itself (a recursive YAML alias)", file, line, dotted(path) or None)
         parents = (*parents, node)
+        if isinstance(node, yaml.ScalarNode) and (surprise := _yaml11_surprise(node)) is not None:
+            line = None if file == "--set" else line  # a --set value has no line
+            raise ConfigError(surprise, file, line, dotted(path) or None)
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
@@ -78,10 +108,12 @@ def _record_lines(root: yaml.Node, lines: dict[KeyPath, int], file: str) -> None
                 lines[(*path, index)] = item.start_mark.line + 1
                 walk(item, (*path, index), parents)
 
-    walk(root, (), ())
+    walk(root, at, ())
 
 
 def _file_text(path: Path, label: str) -> str:
+    if problem := not_a_regular_file(path):  # a FIFO blocks for ever, a device never ends
+        raise ConfigError(f"cannot read config file: {problem}", label)
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -107,7 +139,7 @@ def read_yaml(path: Path, label: str, text: str | None = None) -> tuple[dict, di
         loader = YamlLoader(text)  # refuses control characters such as NUL right away
         node = loader.get_single_node()
         if node is not None:
-            _record_lines(node, lines, label)  # before constructing: merge keys (<<) rewrite the node tree
+            record_lines(node, lines, label)  # before constructing: merge keys (<<) rewrite the node tree
         data = {} if node is None else loader.construct_document(node)
     except yaml.reader.ReaderError as e:
         problem = str(e).splitlines()[0]

@@ -120,8 +120,7 @@ def _chat_record(raw: dict, origin: str, features: Features) -> Record:
             raise DataError(f"{where}: unknown role {role!r} (expected one of {sorted(CHAT_ROLES)})")
         content = turn.get("content")
         if isinstance(content, list):  # OpenAI-style content parts
-            texts = [p.get("text", "") for p in content if isinstance(p, dict)]
-            content = "".join(texts) if all(isinstance(t, str) for t in texts) else texts
+            content = _text_parts(content, where)
         if content is None and turn.get("tool_calls"):
             content = ""
         if not isinstance(content, str):
@@ -132,6 +131,32 @@ def _chat_record(raw: dict, origin: str, features: Features) -> Record:
     if raw.get(features.system) and messages[0]["role"] != "system":
         messages.insert(0, _msg("system", _text_field(raw, features.system, origin)))
     return Record("chat", origin, messages=tuple(messages), tools=raw.get("tools"))
+
+
+def _text_parts(parts: list, where: str) -> str:
+    """OpenAI-style content parts (``[{"type": "text", "text": ...}]``) joined into the message's
+    text, as chat templates that take parts render them. Anything but text parts (an image, a
+    bare string) is refused: dropping it would train on a message the data does not say."""
+    if not parts:
+        raise DataError(f"{where}: 'content' is an empty list; give the message's text")
+    texts = []
+    for j, part in enumerate(parts):
+        kind = part.get("type", "text") if isinstance(part, dict) else None
+        text = part.get("text") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(text, str):
+            what = f"of type {kind!r}" if isinstance(kind, str) and kind != "text" else _short(part)
+            raise DataError(
+                f"{where}: 'content' must be text or text parts, and its part {j} is {what}; "
+                'give it as text or as [{"type": "text", "text": "..."}]'
+            )
+        texts.append(text)
+    return "".join(texts)
+
+
+def _short(value: Any, most: int = 40) -> str:
+    """``value``'s type and repr, cut to ``most`` characters: "str 'hello'"."""
+    text = repr(value)
+    return f"{type(value).__name__} " + (text if len(text) <= most else text[: most - 1] + "…")
 
 
 def parse_rows(rows, features: Features, errors: list[str] | None = None) -> list[Record]:

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from engine.data.records import Features, Record, parse_rows
 from engine.errors import DataError, first_line
+from engine.files import not_a_regular_file
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -34,10 +35,38 @@ def _not_utf8(path: Path, line: int, byte: int) -> str:
 
 
 def _open(path: Path):
+    """The file for reading, if it is a regular one: a FIFO would block ``open`` for ever and
+    ``/dev/zero`` would fill the memory, so they are refused before opening."""
+    if problem := not_a_regular_file(path):
+        raise DataError(f"{path}: cannot read: {problem}")
     try:
         return open(path, "rb")
-    except OSError as e:  # a folder named train.jsonl, no permission, ...
+    except OSError as e:  # no permission, ...
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _lone_surrogate(row: Any) -> str | None:
+    """The first text in a JSON row holding half of a surrogate pair (``"\\ud800"`` alone), which
+    is no character and no tokenizer takes; None when there is none."""
+    texts = [row]
+    while texts:
+        item = texts.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return f"\\u{ord(item[e.start]):04x}"
+        elif isinstance(item, dict):
+            texts.extend(item.keys())
+            texts.extend(item.values())
+        elif isinstance(item, list):
+            texts.extend(item)
+    return None
+
+
+def _surrogate_message(where: str, escape: str) -> str:
+    return (f"{where}: the text holds {escape}, half of a UTF-16 surrogate pair with no other half, "
+            "which is not a character; remove it or write the whole character")
 
 
 def _read_text(path: Path) -> str:
@@ -71,10 +100,14 @@ def read_rows(path: Path, errors: list[str] | None = None) -> Iterator[tuple[Any
                 except RecursionError:
                     _reject(f"{path}:{n}: JSON nested too deeply to read", errors)
                     continue
+                if "\\u" in line and (escape := _lone_surrogate(row)):  # only escapes can make one
+                    _reject(_surrogate_message(f"{path}:{n}", escape), errors)
+                    continue
                 yield row, f"{path}:{n}"
     elif suffix == ".json":
+        text = _read_text(path)
         try:
-            data = json.loads(_read_text(path))
+            data = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
         except RecursionError:
@@ -83,7 +116,11 @@ def read_rows(path: Path, errors: list[str] | None = None) -> Iterator[tuple[Any
             data = data["data"]
         if not isinstance(data, list):
             raise DataError(f"{path}: a .json dataset must hold a list of records")
+        escapes = "\\u" in text  # only a \u escape can write a lone surrogate
         for i, row in enumerate(data):
+            if escapes and (escape := _lone_surrogate(row)):
+                _reject(_surrogate_message(f"{path}#{i}", escape), errors)
+                continue
             yield row, f"{path}#{i}"
     elif suffix == ".csv":
         csv.field_size_limit(2**31 - 1)  # a long document is one field; the default stops at 128 KiB

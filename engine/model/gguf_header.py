@@ -33,8 +33,14 @@ class _Cursor:
     def scalar(self, fmt: str):
         return self.read(fmt)[0]
 
+    def left(self, count: int) -> int:
+        """``count``, if that many bytes (at least) are left; else the header is cut short."""
+        if count > len(self.buffer) - self.pos:
+            raise struct.error("a length runs past the end of the file")
+        return count
+
     def string(self) -> str:
-        size = self.scalar("Q")
+        size = self.left(self.scalar("Q"))
         self.pos += size
         return bytes(self.buffer[self.pos - size : self.pos]).decode("utf-8", errors="replace")
 
@@ -43,6 +49,7 @@ class _Cursor:
             return self.string()
         if kind == self.ARRAY:
             item_kind, count = self.scalar("I"), self.scalar("Q")
+            self.left(count)  # every item takes a byte at least: a count of 2**60 is a broken file
             if item_kind in self.SCALARS:
                 return list(self.read(f"{count}{self.SCALARS[item_kind]}"))
             return [self.value(item_kind) for _ in range(count)]
@@ -81,6 +88,8 @@ def read_header(path: Path) -> tuple[dict, dict[str, tuple[int, tuple[int, ...]]
                 tensors[name] = (kind, dims[::-1])
     except struct.error:
         raise UserError(f"{path}: the GGUF header is cut short (an incomplete download?)") from None
+    except RecursionError:
+        raise UserError(f"{path}: not a readable GGUF file (metadata arrays nested too deeply)") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read: {e.strerror}") from None
     except ValueError as e:  # an empty file (mmap refuses it) or an unknown metadata type

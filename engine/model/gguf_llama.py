@@ -23,6 +23,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from engine.errors import UserError
+from engine.model.gguf_metadata import llama_dimensions
 
 GROUP_SIZE = 32  # every GGUF block type MLX reads packs 32 weights per scale
 
@@ -51,33 +52,25 @@ def model_config(path: Path, metadata: dict, tensors: dict) -> dict:
     arch = metadata.get("general.architecture")
     if arch != "llama":
         raise UserError(f"{path}: architecture {arch!r} is not supported; tuner imports Llama GGUF files only")
-
-    def need(key: str):
-        if f"llama.{key}" not in metadata:
-            raise UserError(f"{path}: metadata llama.{key} is missing")
-        return metadata[f"llama.{key}"]
-
-    layers, heads = need("block_count"), need("attention.head_count")
-    hidden = need("embedding_length")
-    head_dim = metadata.get("llama.attention.key_length", hidden // heads)
-    if metadata.get("llama.rope.dimension_count", head_dim) != head_dim:
+    dims = llama_dimensions(path, metadata, tensors)  # every value's type and range, before any allocation
+    if dims["rope_dims"] != dims["head_dim"]:
         raise UserError(f"{path}: partial rotary embeddings (llama.rope.dimension_count) are not supported")
-    if metadata.get("llama.rope.scaling.type", "none") != "none" or "rope_freqs.weight" in tensors:
+    if dims["rope_scaling"] != "none" or "rope_freqs.weight" in tensors:
         raise UserError(f"{path}: RoPE scaling (as in Llama 3.1 and later) is not supported")
-    _check_tensors(path, tensors, layers)
+    _check_tensors(path, tensors, dims["layers"])
 
     config = {
         "model_type": "llama",
         "architectures": ["LlamaForCausalLM"],
-        "hidden_size": hidden,
-        "num_hidden_layers": layers,
-        "intermediate_size": need("feed_forward_length"),
-        "num_attention_heads": heads,
-        "num_key_value_heads": metadata.get("llama.attention.head_count_kv", heads),
-        "head_dim": head_dim,
-        "rms_norm_eps": need("attention.layer_norm_rms_epsilon"),
-        "rope_theta": metadata.get("llama.rope.freq_base", 10000.0),
-        "max_position_embeddings": need("context_length"),
+        "hidden_size": dims["hidden"],
+        "num_hidden_layers": dims["layers"],
+        "intermediate_size": dims["intermediate"],
+        "num_attention_heads": dims["heads"],
+        "num_key_value_heads": dims["kv_heads"],
+        "head_dim": dims["head_dim"],
+        "rms_norm_eps": dims["rms_eps"],
+        "rope_theta": dims["rope_theta"],
+        "max_position_embeddings": dims["context"],
         "vocab_size": tensors["token_embd.weight"][1][0],
         "tie_word_embeddings": "output.weight" not in tensors,
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from engine.errors import UserError
+from engine.model.gguf_metadata import check_tokenizer
 
 # tokenizer.ggml.pre values whose pre-tokenizer we reproduce, as llama.cpp splits text for them.
 GPT2_PRE = ("gpt-2",)
@@ -30,6 +31,7 @@ def build_tokenizer(path: Path, metadata: dict) -> tuple[Tokenizer, dict]:
     kind = metadata.get("tokenizer.ggml.model")
     if kind != "gpt2":
         raise UserError(f"{path}: tokenizer {kind!r} is not supported; tuner imports byte-level BPE ('gpt2') only")
+    check_tokenizer(path, metadata)  # types and ranges of the lists and ids read below
     pre = metadata.get("tokenizer.ggml.pre", "gpt-2")
     pre_tokenizer = _pre_tokenizer(path, pre)
 

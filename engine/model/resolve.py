@@ -22,6 +22,8 @@ from engine.model.demo import resolve_builtin
 from engine.model.gguf import ensure_imported
 
 GGUF_SUFFIX = ".gguf"
+# any one of these lets transformers build a tokenizer (fast, sentencepiece, BPE or WordPiece)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,24 @@ def resolve_model(stage) -> ModelLocation:
     except (ValueError, UserError) as e:  # an unknown builtin id, or a .gguf that cannot be imported
         raise stage.error("model", str(e)) from None
     local = Path(path).expanduser()
+    if local.is_dir() and (missing := missing_model_files(local)):
+        raise stage.error("model", f"{path} is not a model folder: {missing}")
     if local.exists():
         return ModelLocation(str(local), True)
     if looks_like_local_path(path):
         raise stage.error("model", f"no such model folder: {path}")
     return ModelLocation(path, False)
+
+
+def missing_model_files(folder: Path) -> str | None:
+    """What a local model folder lacks for tuner to load it, said in one phrase; None if nothing.
+
+    Asked before the loaders, whose own messages for an arbitrary folder end in a dangling
+    "from one of:" or name a file deep in their code.
+    """
+    missing = []
+    if not (folder / "config.json").is_file():
+        missing.append("no config.json")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        missing.append(f"no tokenizer ({', '.join(TOKENIZER_FILES[:3])} or the like)")
+    return " and ".join(missing) or None

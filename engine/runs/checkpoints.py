@@ -32,10 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 from engine.files import (
     atomic_save_safetensors,
     atomic_write_bytes,
@@ -85,27 +88,66 @@ class Saved:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One checkpoint folder of a run."""
+    """One checkpoint folder of a run. ``skipped``: why a resume passed over newer checkpoints to
+    reach this one (each a damaged file), for the notice it shows."""
 
     run_dir: Path
     folder: Path
+    skipped: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     @property
     def step(self) -> int:
         return int(self.folder.name.removeprefix(STEP))
 
     def load(self) -> Saved:
-        """Its position, weights file, optimizer state and pending gradients."""
+        """Its position, weights file, optimizer state and pending gradients; a UserError naming
+        the file that does not load."""
         import mlx.core as mx  # here, not at the top: see the module docstring
 
-        position = Position.from_json(json.loads((self.folder / STATE).read_text()))
+        def arrays(path: Path) -> dict:
+            try:
+                return mx.load(str(path))
+            except (OSError, ValueError, RuntimeError) as e:
+                raise UserError(f"{path}: damaged, it does not load ({first_line(e)})") from None
+
         pending = self.folder / PENDING
         return Saved(
-            position=position,
+            position=self._position(),
             weights=self.folder / WEIGHTS,
-            optimizer=mx.load(str(self.folder / OPTIMIZER)),
-            pending_grad=mx.load(str(pending)) if pending.exists() else None,
+            optimizer=arrays(self.folder / OPTIMIZER),
+            pending_grad=arrays(pending) if pending.exists() else None,
         )
+
+    def _position(self) -> Position:
+        """``state.json`` read back; a UserError naming it when it is cut off or lacks a value."""
+        path = self.folder / STATE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise UserError(f"{path}: unreadable ({e.strerror})") from None
+        except ValueError:  # UnicodeDecodeError included
+            raise UserError(f"{path}: damaged (cut off or not JSON)") from None
+        try:
+            return Position.from_json(data)
+        except KeyError as e:
+            raise UserError(f"{path}: damaged, it lacks the key {e}") from None
+        except (ValueError, TypeError, OverflowError):
+            raise UserError(f"{path}: damaged (its values are not whole numbers)") from None
+
+    def problem(self) -> str | None:
+        """What makes this checkpoint unloadable, naming the file ("PATH: why"); None when every
+        file is whole. Reads ``state.json`` and the safetensors headers only, without MLX."""
+        try:
+            self._position()
+        except UserError as e:
+            return str(e)
+        for name in (WEIGHTS, OPTIMIZER, PENDING):
+            path = self.folder / name
+            if name == PENDING and not path.exists():
+                continue  # saved right after an update: there were no pending gradients
+            if (why := safetensors_problem(path)) is not None:
+                return f"{path}: {why}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -170,6 +212,41 @@ class Checkpoints:
             raise UserError(f"{self.run_dir}: no checkpoint to resume from")
         return Checkpoint(self.run_dir, self.root / pointer.read_text().strip())
 
+    def resumable(self) -> Checkpoint:
+        """The checkpoint a resume continues from: the one ``latest`` names when its files are
+        whole, else the newest earlier one that is, with ``skipped`` saying what was passed over
+        (a kill or a full disk can damage a file the atomic writes did not cover: a copy, a
+        restore from backup). A UserError naming the damaged file when none is whole."""
+        named, skipped = self._named_latest(), []
+        if isinstance(named, str):
+            skipped.append(named)
+            named = None
+        older = [c for c in reversed(self.all()) if named is None or c.step < named.step]
+        for checkpoint in ([named] if named is not None else []) + older:
+            if (why := checkpoint.problem()) is None:
+                return dataclasses.replace(checkpoint, skipped=tuple(
+                    f"{reason}; resuming from the last whole checkpoint, {FOLDER}/{checkpoint.folder.name}, instead"
+                    for reason in skipped))
+            skipped.append(why)
+        if skipped:
+            raise UserError(f"{skipped[0]}; no earlier checkpoint is whole, so the run cannot be resumed")
+        raise UserError(f"{self.run_dir}: no checkpoint to resume from")
+
+    def _named_latest(self) -> Checkpoint | str | None:
+        """The checkpoint ``latest`` names, None without the file, or why it names none."""
+        pointer = self.root / LATEST
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as e:
+            return f"{pointer}: damaged ({first_line(e)})"
+        if not name:
+            return f"{pointer}: empty"
+        if not name.startswith(STEP) or not name.removeprefix(STEP).isdigit() or not (self.root / name).is_dir():
+            return f"{pointer}: names {name[:80]!r}, which is no checkpoint here"
+        return Checkpoint(self.run_dir, self.root / name)
+
     def mark_best(self, best: tuple[float, int], trained: tuple[float, int] | None = None) -> None:
         """Record the best validation, (completion loss, step): a step's checkpoint (saved
         already), or step 0's starting weights, with ``trained``, the best checkpointed one."""
@@ -199,7 +276,8 @@ class Checkpoints:
 
     def all(self) -> list[Checkpoint]:
         """Every complete checkpoint (its ``state.json`` is written last), oldest first."""
-        found = [Checkpoint(self.run_dir, p.parent) for p in self.root.glob(f"{STEP}*/{STATE}")]
+        found = [Checkpoint(self.run_dir, p.parent) for p in self.root.glob(f"{STEP}*/{STATE}")
+                 if p.parent.name.removeprefix(STEP).isdigit()]
         return sorted(found, key=lambda c: c.step)
 
     def final_step(self) -> int | None:
@@ -253,3 +331,47 @@ class Checkpoints:
         atomic_write_bytes(self.adapter_file, source.read_bytes())
         self._mark_final(step)
         return self.adapter_file
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (missing, a folder, empty, cut off, not one at
+    all), or None. Reads the header only: 8 bytes of length, a JSON table of tensors whose data
+    offsets must end exactly where the file does."""
+    try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            return "a folder, not a file"
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block the read, or never end
+            return "not a regular file"
+        if info.st_size == 0:
+            return "empty (0 bytes)"
+        with open(path, "rb") as f:
+            head = f.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else info.st_size
+            if length > min(info.st_size - 8, _MAX_HEADER):
+                return f"cut off ({info.st_size} bytes), or not a safetensors file"
+            header = json.loads(f.read(length))
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+    except ValueError:
+        return "not a safetensors file (its header is not JSON)"
+    try:
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return "not a safetensors file (its header is not a table of tensors)"
+    if end != info.st_size - 8 - length:
+        return f"cut off: its tensors need {end + 8 + length} bytes, it holds {info.st_size}"
+    return None
+
+
+_MAX_HEADER = 100_000_000  # the safetensors format's own limit on the header
+
+
+def adapter_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be loaded as adapter weights (``resume_adapter_file``), or None."""
+    why = safetensors_problem(path)
+    if why is None:
+        return None
+    return f"no such file: {path}" if why == "missing" else f"{path}: {why}, so it holds no adapter weights"

@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from engine.errors import UserError
+
 CONTROL_DIR = "control"
 # what another process may ask for, and the Control method that does it
 ACTIONS = {"pause": "pause", "resume": "resume", "stop": "stop", "save": "save_now", "eval": "eval_now"}
@@ -61,8 +63,7 @@ class Control:
         Requests left there by an earlier process (a run killed before it read them) are
         dropped: a stale "stop" must not end the run that resumes it.
         """
-        inbox = Path(run_dir) / CONTROL_DIR
-        inbox.mkdir(parents=True, exist_ok=True)
+        inbox = _inbox(Path(run_dir))
         for stale in inbox.iterdir():
             stale.unlink(missing_ok=True)
         self._inbox = inbox
@@ -118,8 +119,7 @@ def send_request(run_dir: Path, action: str) -> Path:
 
     if action not in ACTIONS:
         raise ValueError(f"unknown control action {action!r}; one of {', '.join(ACTIONS)}")
-    inbox = current_stage_dir(run_dir) / CONTROL_DIR  # a chain's later stage reads its own inbox
-    inbox.mkdir(parents=True, exist_ok=True)
+    inbox = _inbox(current_stage_dir(run_dir))  # a chain's later stage reads its own inbox
     name = f"{time.time_ns():020d}-{os.getpid()}-{action}.request"
     tmp = inbox / f".{name}.tmp"
     tmp.write_text(action + "\n")
@@ -127,23 +127,73 @@ def send_request(run_dir: Path, action: str) -> Path:
     return inbox / name
 
 
+def _inbox(run_dir: Path) -> Path:
+    """``run_dir``'s inbox, made when missing; a UserError when something else has its name."""
+    inbox = run_dir / CONTROL_DIR
+    try:
+        inbox.mkdir(exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{inbox}: not a folder, so requests cannot reach the run; move it away "
+                        "(it is where tuner control leaves them)") from None
+    return inbox
+
+
+def steer(run_dir: Path, action: str, wait: bool = False, poll_seconds: float = 0.1) -> str:
+    """``tuner control RUN_DIR ACTION [--wait]``: send the request to the live process training
+    ``run_dir`` (a chain's stage training now) and say what became of it, in one line.
+
+    With ``wait``, until the process has taken the request from its inbox (a stop: until it has
+    ended); a process that ends without taking it is a UserError, not a success.
+    """
+    from engine.runs.folder import current_stage_dir, live_pid
+
+    stage_dir = current_stage_dir(run_dir)
+    pid = live_pid(stage_dir)
+    if pid is None:
+        raise UserError(f"{stage_dir}: no run is training there now (tuner train --resume {stage_dir} "
+                        "continues a stopped one)")
+    request = send_request(stage_dir, action)
+    done = "it acts after the current step"
+    if wait:
+        while request.exists() and live_pid(stage_dir) == pid:  # the loop deletes what it has read
+            time.sleep(poll_seconds)
+        if request.exists():
+            request.unlink(missing_ok=True)  # nobody will read it: a later resume would drop it anyway
+            raise UserError(f"{stage_dir}: process {pid} ended without taking the {action} request")
+        while action == "stop" and live_pid(stage_dir) == pid:
+            time.sleep(poll_seconds)
+        done = "its process has ended" if action == "stop" else "the run has taken it"
+    return f"{action}: sent to process {pid} training {stage_dir}; {done}"
+
+
 class RemoteControl:
-    """:class:`Control`'s request methods for a run trained by another process."""
+    """:class:`Control`'s request methods for a run trained by another process.
+
+    They never raise: the app calls them from key bindings, and a request that cannot be left
+    (the run folder removed, its inbox replaced by a file) has no run to reach; the app's
+    follower tells that the process has ended.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
 
+    def _send(self, action: str) -> None:
+        try:
+            send_request(self.run_dir, action)
+        except (UserError, OSError):
+            pass
+
     def pause(self) -> None:
-        send_request(self.run_dir, "pause")
+        self._send("pause")
 
     def resume(self) -> None:
-        send_request(self.run_dir, "resume")
+        self._send("resume")
 
     def stop(self) -> None:
-        send_request(self.run_dir, "stop")
+        self._send("stop")
 
     def save_now(self) -> None:
-        send_request(self.run_dir, "save")
+        self._send("save")
 
     def eval_now(self) -> None:
-        send_request(self.run_dir, "eval")
+        self._send("eval")

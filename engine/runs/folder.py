@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 
+from engine.errors import UserError
 from engine.files import atomic_write_json, atomic_write_text
 
 PROCESS_FILE = "process.json"  # which process trains the run; removed when it ends
@@ -51,18 +52,20 @@ def process_record(run_dir: Path) -> tuple[int, float] | None:
         record = json.loads((Path(run_dir) / PROCESS_FILE).read_text(encoding="utf-8"))
         if record.get("host") != _host():
             return None
-        return int(record["pid"]), float(record["created"])
-    except (OSError, ValueError, KeyError, TypeError):
+        pid = int(record["pid"])
+        return (pid, float(record["created"])) if pid > 0 else None  # -1 or 0 name no process
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return None
 
 
 def process_running(identity: tuple[int, float]) -> bool:
     """Whether the process (pid, start time) still runs: the same pid started at another time
-    is another process."""
+    is another process, and one that has exited but not been reaped (a zombie) runs no more."""
     pid, created = identity
     try:
-        return abs(psutil.Process(pid).create_time() - created) < 1.0
-    except psutil.Error:
+        process = psutil.Process(pid)
+        return abs(process.create_time() - created) < 1.0 and process.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, ValueError, OverflowError):  # gone, or a pid no process can have
         return False
 
 
@@ -95,15 +98,46 @@ def link_next_stage(run_dir: Path, next_dir: Path) -> None:
 
 def current_stage_dir(run_dir: Path) -> Path:
     """The folder of the latest stage reached from ``run_dir`` by a chain's ``next_stage`` links
-    (``run_dir`` itself for a single stage): where a chain's live process reads its inbox."""
-    run_dir = Path(run_dir)
-    while (following := next_stage_dir(run_dir)) is not None and following.exists():
+    (``run_dir`` itself for a single stage): where a chain's live process reads its inbox.
+
+    A UserError when ``run_dir`` is no folder, or a link is unreadable or leads back to a stage
+    already passed (following it would never end).
+    """
+    run_dir = check_folder(run_dir)
+    seen = {run_dir.resolve()}
+    while (following := next_stage_dir(run_dir, strict=True)) is not None and following.is_dir():
+        if following.resolve() in seen:
+            raise UserError(f"{run_dir / NEXT_STAGE_FILE}: links back to {following}, an earlier stage of "
+                            "the same chain; remove the file to end the chain there")
+        seen.add(following.resolve())
         run_dir = following
     return run_dir
 
 
-def next_stage_dir(run_dir: Path) -> Path | None:
+def check_folder(run_dir: Path) -> Path:
+    """``run_dir`` as a Path, or a UserError saying it is missing or a file (not a run folder)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        what = "not a run folder (it is a file)" if run_dir.exists() else "no such run folder"
+        raise UserError(f"{run_dir}: {what}")
+    return run_dir
+
+
+def next_stage_dir(run_dir: Path, strict: bool = False) -> Path | None:
+    """The folder ``run_dir``'s ``next_stage`` names, None when there is none. An unreadable link
+    (not UTF-8, empty, a folder) counts as none, or with ``strict`` is a UserError naming it."""
+    link = Path(run_dir) / NEXT_STAGE_FILE
     try:
-        return Path((Path(run_dir) / NEXT_STAGE_FILE).read_text(encoding="utf-8").strip())
-    except OSError:
+        text = link.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as e:
+        text, why = "", "unreadable" if isinstance(e, OSError) else "not UTF-8 text"
+    else:
+        why = "empty" if not text else "not one folder name" if "\0" in text or "\n" in text else ""
+    if not why:
+        return Path(text)
+    if strict:
+        raise UserError(f"{link}: {why}, so the chain's next stage is unknown; remove the file if "
+                        "no stage follows this one")
+    return None

@@ -137,7 +137,7 @@ def follow_run(run_dir: Path, emit: Callable[[Event], None], cancelled: Callable
     ended: "finished", "process ended" (killed without finishing), or "cancelled".
     """
     run_dir = Path(run_dir)
-    dead, identity = False, None
+    dead, identity, seen = False, None, {run_dir.resolve()}
     tail, view = EventTail(run_dir), RunView()
     while not cancelled():
         for event in tail.read_new():
@@ -146,7 +146,10 @@ def follow_run(run_dir: Path, emit: Callable[[Event], None], cancelled: Callable
         if view.finished:
             if not view.more_stages:
                 return "finished"
-            if (next_dir := next_stage_dir(run_dir)) is not None:  # the chain goes on there
+            # the chain goes on there; a link back to a stage seen would replay it forever
+            next_dir = next_stage_dir(run_dir)
+            if next_dir is not None and next_dir.resolve() not in seen:
+                seen.add(next_dir.resolve())
                 run_dir, tail, view = next_dir, EventTail(next_dir), RunView()
                 continue
         if dead:  # and the read after seeing it dead found nothing more

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from engine.events import Event, event_from_dict
+from engine.files import refused
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -26,8 +27,11 @@ class MetricsWriter:
             self._file.write("\n")
 
     def __call__(self, event: Event) -> None:
-        self._file.write(json.dumps(event.to_dict()) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(event.to_dict()) + "\n")
+            self._file.flush()
+        except OSError as e:  # a full disk, say: one line that names this file
+            raise refused(e, self.path) from None
 
     def close(self) -> None:
         self._file.close()

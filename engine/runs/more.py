@@ -13,8 +13,10 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.runs.checkpoints import Checkpoint, Checkpoints
-from engine.runs.folder import live_pid
+from engine.runs.folder import check_folder
 from engine.runs.listing import read_view
+from engine.runs.lock import RunBusy, owner_pid
+from engine.runs.metrics import METRICS_FILE
 
 FINISHED = ("completed", "early_stopped")  # a run that ended so has nothing left to resume, only more to train
 _LENGTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(steps?|iters?|e|epochs?)?\s*$", re.IGNORECASE)
@@ -49,23 +51,31 @@ def refuse_finished(run_dir: Path) -> None:
 
 
 def check_run_folder(run_dir: Path) -> None:
-    """A UserError unless ``run_dir`` is a run folder (it has the config it was trained with)."""
-    if not (Path(run_dir) / "config.yaml").exists():
+    """A UserError unless ``run_dir`` is a run folder (it has the config it was trained with, and
+    its ``metrics.jsonl``, if any, is a file that more events can be appended to)."""
+    run_dir = check_folder(run_dir)
+    if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir}: not a run folder (it has no config.yaml)")
+    metrics = run_dir / METRICS_FILE
+    if metrics.exists() and not metrics.is_file():
+        raise UserError(f"{metrics}: not a file, so the run's events cannot be read or added to; "
+                        "move it away to resume")
 
 
 def refuse_live(run_dir: Path, what: str = "") -> None:
     """A UserError while another process trains ``run_dir``: two writers would interleave its
-    checkpoints and metrics."""
-    if (pid := live_pid(run_dir)) is not None:
-        raise UserError(f"{run_dir}: still training in process {pid}{what}")
+    checkpoints and metrics. The trainer's lock (:mod:`engine.runs.lock`) settles a race between
+    two resumes started at once; this check refuses early, before a model is loaded."""
+    if (pid := owner_pid(run_dir)) is not None:
+        raise RunBusy(run_dir, pid, what)
 
 
 def check_resumable(run_dir: Path) -> Checkpoint:
     """The checkpoint a resume of ``run_dir`` continues from, after every check a resume needs
     before it writes anything: a run folder, not finished, not training in another process, with
-    a checkpoint. Used by ``tuner train --resume`` in the foreground and before a detached one."""
+    a checkpoint whose files are whole (an earlier one when the latest is damaged). Used by
+    ``tuner train --resume`` in the foreground and before a detached one."""
     check_run_folder(run_dir)
     refuse_finished(run_dir)
     refuse_live(run_dir)
-    return Checkpoints(run_dir).latest()
+    return Checkpoints(run_dir).resumable()

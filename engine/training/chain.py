@@ -14,8 +14,9 @@ import json
 from pathlib import Path
 
 from engine.config import Stage, check_chain, load_stages
+from engine.data.sources import check_local_data
 from engine.errors import UserError
-from engine.runs.checkpoints import WEIGHTS, Checkpoints
+from engine.runs.checkpoints import WEIGHTS, Checkpoints, adapter_file_problem
 from engine.runs.control import Control
 from engine.runs.listing import read_view
 from engine.runs.more import check_resumable, check_run_folder, refuse_live
@@ -33,14 +34,15 @@ def run_chain(stages: list[Stage], emit: Emit, control: Control | None = None,
     control = control or Control()
     world = world or World()
     check_chain(stages, world.size)
+    check_local_data(stages)
     results: list[StageResult] = []
     for stage in stages:
         init = stage.config.resume_adapter_file
         if results and "resume_adapter_file" not in stage.explicit:
             previous = results[-1]
             init = str(Checkpoints(previous.run_dir, previous.adapter_dir).adapter_file) if world.is_main else None
-        if init and world.is_main and not Path(init).exists():
-            raise stage.error("resume_adapter_file", f"no such file: {init}")
+        if init and world.is_main and (problem := adapter_file_problem(Path(init))) is not None:
+            raise stage.error("resume_adapter_file", problem)
         after = results[-1].run_dir if results else None
         result = Trainer(stage, emit, control, stages=len(stages), init_weights=init, after=after, world=world).run()
         results.append(result)
@@ -63,7 +65,8 @@ def resume_run(run_dir: Path, emit: Emit, control: Control | None = None, world:
 def continuation_stage(run_dir: Path, steps: int | None = None, epochs: float | None = None) -> tuple[Stage, Path]:
     """The stage that trains ``run_dir`` ``steps`` (or ``epochs``) further, and the weights it starts from.
 
-    Its config is the run's own with the length replaced, the weights of the checkpoint the run's
+    Its config is the run's own with the length replaced and a constant learning rate, the one
+    the run's last training report shows; the weights of the checkpoint the run's
     final adapter holds now (a promoted one included; the checkpoint's copy, which no later
     promotion changes) as ``resume_adapter_file``, its adapters in its own folder, and a name
     that says what it continues.
@@ -75,7 +78,8 @@ def continuation_stage(run_dir: Path, steps: int | None = None, epochs: float | 
     run_dir = Path(run_dir).resolve()
     check_run_folder(run_dir)
     refuse_live(run_dir, "; continue it once it has finished")
-    started = read_view(run_dir).started
+    view = read_view(run_dir)
+    started = view.started
     checkpoints = Checkpoints(run_dir, started.adapter_dir if started is not None else None)
     final = checkpoints.final_step()
     weights = checkpoints.at(final).folder / WEIGHTS if final is not None else checkpoints.adapter_file
@@ -85,6 +89,10 @@ def continuation_stage(run_dir: Path, steps: int | None = None, epochs: float | 
     # train=true: run folders from before `train: false` meant "evaluate only" carry that old default
     overrides = [length, f"resume_adapter_file={json.dumps(str(weights))}", "adapter_path=null",
                  f"name={json.dumps(run_dir.name + '-more')}", "train=true"]
+    if view.last_train is not None and view.last_train.learning_rate > 0:
+        # on from where the run ended, at the learning rate it ended with: starting its schedule
+        # over (a warmup back to the peak) undid what the decay had settled
+        overrides += [f"learning_rate={view.last_train.learning_rate!r}", "lr_schedule=null"]
     return load_stages([run_dir / "config.yaml"], overrides)[0], weights
 
 

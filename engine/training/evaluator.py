@@ -12,6 +12,10 @@ when it stays the best, ``best.json`` and the stop message say so and name the b
 checkpoint beside it.
 With several ranks, each scores its share of every batch and the rows are gathered, so every rank
 ends with the same totals and takes the same decisions.
+Samples are at most ``max_seq_length`` tokens long whatever ``sample_max_tokens`` says, and a stop
+request (Ctrl-C, SIGTERM, ``tuner control stop``) is honoured between generated tokens and between
+the batches of a single-process pass: an interrupted pass reports nothing, and the loop then
+stops and saves as it does after any step.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from functools import partial
 from typing import Callable
 
 import mlx.core as mx
-from mlx_lm.generate import generate
+from mlx_lm.generate import stream_generate
 
 from engine import events as ev
 from engine.data.batching import collate
@@ -41,13 +45,17 @@ class Evaluator:
     ``save(step, reason)`` checkpoints the training state (every rank calls it);
     ``checkpoints``, rank 0's (None on the others, which write nothing), also gives the run
     folder that ``eval_examples.json`` goes to. ``training``: False for ``train: false``, which
-    only reports (no best, no checkpoints).
+    only reports (no best, no checkpoints). ``stopping``: whether a stop was asked for (the
+    run's ``Control``), asked between generated tokens and between evaluation batches.
     """
 
     def __init__(self, prepared: PreparedStage, world: World, emit: Callable[[ev.Event], None],
-                 save: Callable[[int, str], None], checkpoints: Checkpoints | None, training: bool = True):
+                 save: Callable[[int, str], None], checkpoints: Checkpoints | None, training: bool = True,
+                 stopping: Callable[[], bool] | None = None):
         self.prepared, self.cfg, self.world, self.emit = prepared, prepared.cfg, world, emit
         self.save, self.checkpoints, self.training = save, checkpoints, training
+        self._stop = StopCheck(stopping or (lambda: False))
+        self._sample_limit_noted = False
         self.best: tuple[float, int] | None = None  # (valid completion loss, step) of the best eval
         self.best_trained: tuple[float, int] | None = None  # the same over steps > 0, which have checkpoints
         self.evals_since_best = 0
@@ -112,6 +120,8 @@ class Evaluator:
         prefix = self.prepared.loss.eval_prefix(subset)
         model.eval()
         for i in range(0, len(subset), size):
+            if not self.world.distributed and self._stop():  # ranks must finish a pass together
+                break
             chunk = subset[i : i + size]
             share = self.world.share(chunk)
             batch = collate(share, pad_id)
@@ -147,6 +157,8 @@ class Evaluator:
     def _pass(self, step: int, split: str, examples: list[Example], batches: int) -> None:
         tic = time.perf_counter()
         t, rows = self.evaluate(examples, batches)
+        if self._stop.seen and not self.world.distributed:  # cut short: its numbers would mislead
+            return
         if split == "valid" and self.world.is_main:  # the latest validation, worst completion loss first
             rows.sort(key=lambda r: -(r["completion_loss"] or 0.0))
             atomic_write_json(self.checkpoints.run_dir / EVAL_EXAMPLES, {"step": step, "examples": rows})
@@ -192,16 +204,59 @@ class Evaluator:
         if not n or not self.world.is_main:
             return
         model, tokenizer = self.prepared.model, self.prepared.tokenizer
+        max_tokens = self._sample_limit()
         model.eval()
         chats = [r for r in self.prepared.data.valid_records if r.messages and r.messages[-1]["role"] == "assistant"]
         for record in chats[:n]:
             prompt_messages = list(record.messages[:-1])
             prompt_ids = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True)
-            text = generate(model, tokenizer, prompt_ids, max_tokens=self.cfg.sample_max_tokens)
+            text = self._generate(prompt_ids, max_tokens)
+            if text is None:  # a stop request: the loop stops and saves next
+                break
             self.emit(ev.SampleGenerated(step=step, prompt=prompt_messages[-1]["content"], completion=text,
                                          reference=record.messages[-1]["content"],
                                          rendered_prompt=tokenizer.decode(prompt_ids)))
         model.train()
+
+    def _sample_limit(self) -> int:
+        """``sample_max_tokens``, but no longer than ``max_seq_length``: the model was trained on no
+        longer sequences, and a limit of a billion would generate for hours. Said once per stage."""
+        limit, longest = self.cfg.sample_max_tokens, self.cfg.max_seq_length
+        if limit <= longest:
+            return limit
+        if not self._sample_limit_noted:
+            self._sample_limit_noted = True
+            self.emit(ev.Notice(message=f"sample_max_tokens {limit:,} is more than max_seq_length {longest:,}: "
+                                f"samples stop at {longest:,} tokens", level="warning"))
+        return longest
+
+    def _generate(self, prompt_ids: list[int], max_tokens: int) -> str | None:
+        """Greedy text for ``prompt_ids`` (mlx-lm's ``generate``, token by token), or None when a
+        stop was asked for meanwhile."""
+        text = ""
+        for response in stream_generate(self.prepared.model, self.prepared.tokenizer, prompt_ids,
+                                        max_tokens=max_tokens):
+            text += response.text
+            if self._stop():
+                return None
+        return text
+
+
+class StopCheck:
+    """``stopping()`` asked at most every ``seconds`` (it may read the control inbox from disk), so a
+    check between generated tokens costs nothing; a stop once seen stays seen, as a Control's does."""
+
+    def __init__(self, stopping: Callable[[], bool], seconds: float = 0.2):
+        self.stopping, self.seconds = stopping, seconds
+        self.asked_at = -math.inf
+        self.seen = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self.seen and now - self.asked_at >= self.seconds:
+            self.asked_at = now
+            self.seen = bool(self.stopping())
+        return self.seen
 
 
 def _example_row(example: Example, p_ce: float, p_n: float, c_ce: float, c_n: float, c_ok: float) -> dict:

@@ -14,6 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
+from mlx_lm.models.switch_layers import QuantizedSwitchLinear, SwitchLinear
 from mlx_lm.tuner.utils import build_schedule
 
 from engine import events as ev
@@ -111,6 +112,7 @@ def prepare_stage(stage: Stage, world: World, init_weights: str | None = None,
     splits = load_splits(stage)
     if cfg.num_layers > len(model.layers):  # after the data, whose errors come first
         raise stage.error("num_layers", f"{cfg.num_layers} is more than the model's {len(model.layers)} layers")
+    check_adapters(stage, model)
     notes = [ev.Notice(message=note) for note in loaded.notes]
     if (slow := blas_notice()) is not None:  # a problem to fix, not only a lever that is off
         notes.append(ev.Notice(message=slow, level="warning"))
@@ -145,6 +147,59 @@ def prepare_stage(stage: Stage, world: World, init_weights: str | None = None,
         start_weights={k: mx.array(v) for k, v in trainable_weights(model).items()},
         notes=tuple(notes),
     )
+
+
+# the layer types mlx-lm's linear_to_lora_layers can wrap (besides any with a to_lora method)
+ADAPTABLE = (nn.Linear, nn.QuantizedLinear, SwitchLinear, QuantizedSwitchLinear, nn.Embedding, nn.QuantizedEmbedding)
+SHOWN = 12  # adaptable layer names listed in a message
+
+
+def check_adapters(stage: Stage, model: nn.Module) -> None:
+    """Refuse LoRA keys that mlx-lm would fail on, or skip silently, once the model is known: a
+    key that names no layer, one that names a layer LoRA cannot wrap, a rank above the smallest
+    wrapped layer's dimensions (which only costs time: the update cannot have a higher rank)."""
+    cfg = stage.config
+    if cfg.fine_tune_type == "full":
+        return
+    blocks = model.layers[-(len(model.layers) if cfg.num_layers == -1 else cfg.num_layers):]
+    # mlx-lm matches a key against the names inside each trained block, then the model's own names
+    in_blocks = {name: module for block in blocks for name, module in block.named_modules() if name}
+    everywhere = {**in_blocks, **{name: module for name, module in model.named_modules() if name}}
+    in_each_block = sorted(name for name, module in in_blocks.items() if _adaptable(module))  # mlx-lm's default
+    adaptable = in_each_block + sorted(name for name, module in everywhere.items()
+                                       if name not in in_blocks and ".layers." not in name and _adaptable(module))
+    listed = ", ".join(adaptable[:SHOWN]) + (f" and {len(adaptable) - SHOWN} more" if len(adaptable) > SHOWN else "")
+    keys = cfg.lora_parameters.keys
+    for key in keys or ():
+        if key not in everywhere:
+            raise stage.error("lora_parameters.keys", f"{key} names no layer of the model's trained blocks; "
+                              f"the layers LoRA can wrap: {listed}")
+        if not _adaptable(everywhere[key]):
+            raise stage.error("lora_parameters.keys", f"{key} is a {type(everywhere[key]).__name__}, which LoRA "
+                              f"cannot wrap; the layers it can: {listed}")
+        if cfg.fine_tune_type == "dora" and isinstance(everywhere[key], (SwitchLinear, QuantizedSwitchLinear)):
+            raise stage.error("fine_tune_type", f"dora cannot wrap {key} (a mixture-of-experts layer); use lora")
+    wrapped = keys if keys is not None else in_each_block
+    sizes = {name: dims for name in wrapped if (dims := _dims(everywhere[name])) is not None}
+    if sizes and cfg.lora_parameters.rank > min(map(min, sizes.values())):
+        name = min(sizes, key=lambda n: min(sizes[n]))
+        rows, cols = sizes[name]
+        raise stage.error("lora_parameters.rank", f"{cfg.lora_parameters.rank} is more than {name} "
+                          f"({rows}x{cols}) allows: use at most {min(rows, cols)}, a higher rank only costs time")
+
+
+def _adaptable(module: nn.Module) -> bool:
+    return hasattr(module, "to_lora") or isinstance(module, ADAPTABLE)
+
+
+def _dims(module: nn.Module) -> tuple[int, int] | None:
+    """A wrappable layer's two matrix dimensions (a quantized weight's packed columns unpacked)."""
+    weight = getattr(module, "weight", None)
+    if weight is None or weight.ndim < 2:
+        return None
+    rows, cols = weight.shape[-2:]
+    bits = getattr(module, "bits", None)
+    return rows, cols * 32 // bits if isinstance(bits, int) and bits else cols
 
 
 def _tokenize_splits(stage: Stage, tokenizer, splits, notes: list[ev.Notice], evaluate_only: bool) -> StageData:

@@ -27,16 +27,13 @@ from mlx_lm.utils import maybe_set_recommended_wired_limit
 
 from engine import events as ev
 from engine.config import Stage, config_to_dict
+from engine.errors import UserError
 from engine.files import atomic_write_text
 from engine.model.load import fuse, write_adapter_config
 from engine.runs.checkpoints import WEIGHTS, Checkpoint, Checkpoints
 from engine.runs.control import Control
-from engine.runs.folder import (
-    clear_process_record,
-    link_next_stage,
-    new_run_dir,
-    write_process_record,
-)
+from engine.runs.folder import link_next_stage, new_run_dir
+from engine.runs.lock import RunLock
 from engine.runs.metrics import MetricsWriter, fan_out
 from engine.training.distributed import World
 from engine.training.evaluator import Evaluator
@@ -90,36 +87,43 @@ class Trainer:
     def run(self) -> StageResult:
         prepared = prepare_stage(self.stage, self.world, self.init_weights, self.evaluate_only)  # user errors surface here, before a run folder is half-written
         state = TrainState(prepared.model, prepared.optimizer, prepared.stream, self.world, prepared.cfg.save_every)
-        main, notes, writer = self.world.is_main, prepared.notes, None
-        if main:
-            writer, resumed = self._open_run(prepared, state)
-            notes += resumed
-            run_dir = state.checkpoints.run_dir
-            write_process_record(run_dir)  # from here on other processes see it live
-            if self.after is not None:
-                link_next_stage(self.after, run_dir)
-            self.control.watch(run_dir)  # requests from other processes: tuner control, an attached app
+        main, notes, writer, self.lock = self.world.is_main, prepared.notes, None, None
         try:
+            if main:
+                writer, resumed = self._open_run(prepared, state)  # owns the folder from here (self.lock)
+                notes += resumed
+                run_dir = state.checkpoints.run_dir
+                if self.after is not None:
+                    link_next_stage(self.after, run_dir)
+                self.control.watch(run_dir)  # requests from other processes: tuner control, an attached app
             state.start_together(resumed=self.resume is not None)
             return self._train(prepared, state, notes)
         except Exception as e:
-            state.emit(ev.RunFailed(step=state.step_done, error=f"{type(e).__name__}: {e}"))
+            # bad input says what it is in one line; anything else is named by its type
+            error = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+            state.emit(ev.RunFailed(step=state.step_done, error=error))
             raise
         finally:
-            if main:
+            if writer is not None:
                 writer.close()
-                clear_process_record(run_dir)
+            if self.lock is not None:
+                self.lock.release()
 
     def _open_run(self, prepared: PreparedStage, state: TrainState) -> tuple[MetricsWriter, tuple[ev.Notice, ...]]:
         """Rank 0's run folder: a new one, or the resumed checkpoint's (restored first, so a
         checkpoint that does not load leaves the folder as it was); its metrics file and, when
-        new, its config and adapter config. Returns the metrics writer and the resume's notice."""
+        new, its config and adapter config. Returns the metrics writer and the resume's notices.
+
+        The folder's lock is taken first (:mod:`engine.runs.lock`): one process trains a folder."""
         cfg, notes = self.stage.config, ()
         if self.resume is not None:
+            self.lock = RunLock.take(self.resume.run_dir)
             run_dir = self.resume.run_dir
-            notes = (state.restore(self.resume),)
+            notes = (*(ev.Notice(message=m) for m in self.lock.messages + self.resume.skipped),
+                     state.restore(self.resume))
         else:
             run_dir = new_run_dir(cfg.runs_dir, cfg.name, self.stage.path.stem)
+            self.lock = RunLock.take(run_dir)
         checkpoints = Checkpoints(run_dir, cfg.adapter_path)
         writer = MetricsWriter(run_dir)
         state.checkpoints, state.emit = checkpoints, fan_out(writer, self._user_emit)
@@ -129,6 +133,12 @@ class Trainer:
             checkpoints.adapter_dir.mkdir(parents=True, exist_ok=True)
             write_adapter_config(checkpoints.adapter_dir, cfg, prepared.model_path, {"config_file": str(self.stage.path)})
         return writer, notes
+
+    def _stopping(self) -> bool:
+        """Whether a stop was asked for (Ctrl-C, SIGTERM, `tuner control stop`): the evaluator asks
+        between generated tokens and validation batches, at most five times a second."""
+        self.control.poll()
+        return self.control.stopping
 
     def _train(self, prepared: PreparedStage, state: TrainState, notes: tuple[ev.Notice, ...]) -> StageResult:
         world, emit, checkpoints = self.world, state.emit, state.checkpoints
@@ -141,7 +151,8 @@ class Trainer:
         emit(run_started(prepared, world, run_dir, adapter_dir, self.stages, state.first_step - 1))
         for note in notes:
             emit(note)
-        evaluator = Evaluator(prepared, world, emit, state.save, checkpoints, training=not self.evaluate_only)
+        evaluator = Evaluator(prepared, world, emit, state.save, checkpoints, training=not self.evaluate_only,
+                              stopping=self._stopping)
         if self.evaluate_only:
             return self._evaluate(evaluator, state, run_dir, adapter_dir)
         if self.resume is not None:

@@ -26,7 +26,7 @@ from textual.widgets import Footer, Header, Static, TextArea
 from textual_plotext import PlotextPlot
 
 from engine.config.help import help_for
-from engine.files import atomic_write_text
+from engine.files import atomic_write_text, not_a_regular_file
 
 from ..config_chain import ConfigChain
 from ..config_check import Checked, ConfigProblem, check_config, find_errors
@@ -118,6 +118,8 @@ class ConfigScreen(Screen):
     @work(thread=True, exclusive=True, group="config-io")
     def load_file(self, path: Path, untitled: bool = False) -> None:
         try:
+            if problem := not_a_regular_file(Path(path)):  # a FIFO would block this worker for ever
+                raise OSError(problem)
             text = sample_copy(Path(path)) if untitled else Path(path).read_text(encoding="utf-8")
             self.post_message(self.FileRead(Path(path), text, untitled=untitled))
         except OSError as e:

@@ -274,7 +274,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         elif run.status in FINISHED:
             question = (f"{run.name} {run.status.replace('_', ' ')} at step {run.step};\n"
                         "its adapters stay as they are (resuming would overwrite them).\n"
-                        "Train it further as a new run, from its final adapter:\nhow many steps (or '2 epochs')?")
+                        "Train it further as a new run, from its final adapter,\nat the learning rate it ended with: how many steps (or '2 epochs')?")
             self.app.push_screen(PathPrompt(question, str(run.total_steps)),
                                  lambda answer: self._continue(run, answer))
         else:
