@@ -224,6 +224,7 @@ def _show_progress(done: int, total: int) -> None:
 
 def cmd_train(args) -> int:
     from engine.config import load_stages
+    from engine.events import RunFailed, RunFinished, RunStarted
     from engine.printer import Printer
     from engine.runs.more import parse_more
     from engine.training.chain import continue_run, resume_run, run_chain
@@ -263,10 +264,16 @@ def cmd_train(args) -> int:
         printer = _announcing(printer, Path(args.announce))
     printer = _noting_run_dir(printer, args)
     interrupts = {"n": 0}
+    training = {"now": False}  # a stage between its start and its end: a stop there saves first
+
+    def emit(event) -> None:
+        if isinstance(event, (RunStarted, RunFinished, RunFailed)):
+            training["now"] = isinstance(event, RunStarted)
+        printer(event)
 
     def on_signal(signum, frame):
         interrupts["n"] += 1
-        if interrupts["n"] > 1:
+        if interrupts["n"] > 1 or not training["now"]:  # loading or tokenising: nothing to save yet
             raise KeyboardInterrupt
         if world.is_main:
             print("\nstopping after this step and saving (press Ctrl-C again to quit at once)", file=sys.stderr)
@@ -275,9 +282,10 @@ def cmd_train(args) -> int:
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     try:
-        results = start(printer, control)
+        results = start(emit, control)
     except KeyboardInterrupt:
-        print("tuner: interrupted; the last saved checkpoint is kept", file=sys.stderr)
+        kept = "the last saved checkpoint is kept" if args.run_dir_seen else "before training started"
+        print(f"tuner: interrupted; {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except RuntimeError as e:
         if not world.distributed:

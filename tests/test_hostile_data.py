@@ -12,6 +12,7 @@ too, with its traceback in a ``crash.log`` and exit code 70.
 
 import errno
 import json
+import signal
 import os
 import subprocess
 import sys
@@ -531,3 +532,23 @@ def test_sigterm_during_a_long_validation_stops_between_batches(tmp_path, monkey
     events = [json.loads(line) for line in next((tmp_path / "runs").iterdir()).joinpath("metrics.jsonl").open()]
     kinds = [e.get("event") for e in events]
     assert "run_started" in kinds and "eval" not in kinds
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_loading_ends_the_command_at_once(tmp_path, monkeypatch, capsys, signum):
+    """Before a stage starts there is nothing to save: a stop request used to wait for loading and
+    tokenising to finish (minutes on a large dataset), then train step 0 and save it."""
+    import engine.training.trainer as trainer
+
+    def slow_prepare(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        time.sleep(30)  # tokenising a large dataset
+        raise AssertionError("the signal did not interrupt loading")
+
+    monkeypatch.setattr(trainer, "prepare_stage", slow_prepare)
+    config = write_config(tmp_path)
+    started = time.monotonic()
+    assert main(["train", str(config)]) == 130
+    assert time.monotonic() - started < 5
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "tuner: interrupted; before training started"
+    assert not (tmp_path / "runs").exists()
