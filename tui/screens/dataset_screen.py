@@ -35,7 +35,7 @@ from engine.errors import UserError
 
 from ..config_chain import ConfigChain
 from ..messages import WorkerResult
-from ..widgets.example_table import ExampleTable
+from ..widgets.example_table import ROW_LIMIT, ExampleTable, sorted_rows
 from ..widgets.split_overview import SplitOverview, rg_text
 from ..widgets.token_view import TokenView
 from ..widgets.worst_examples import WorstExamples
@@ -160,6 +160,13 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
         def __init__(self, example: ExampleTokens) -> None:
             super().__init__()
             self.example = example
+
+    class Sorted(WorkerResult):
+        """A split's rows in the table's order, cut to what the table shows."""
+
+        def __init__(self, split: str, shown: list, total: int) -> None:
+            super().__init__()
+            self.split, self.shown, self.total = split, shown, total
 
     def __init__(self, chain: ConfigChain, runs_dir: Path | None = None) -> None:
         super().__init__()
@@ -342,11 +349,24 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
         self._fill_table()
 
     def _fill_table(self) -> None:
-        """Show the split's rows in the chosen order, and the selected example's tokens."""
+        """Sort the split's rows in a worker (a large split takes a while); the table shows them
+        when they come back."""
         if self.loaded is None:
             return
         table = self.query_one(ExampleTable)
-        note = table.show_split(self.split, self.loaded.stats.splits[self.split].rows)
+        rows = self.loaded.stats.splits[self.split].rows
+        self.sort_rows(self.split, rows, table.sort_column, table.descending)
+
+    @work(thread=True, exclusive=True, group="dataset-sort")
+    def sort_rows(self, split: str, rows, column: str, descending: bool) -> None:
+        self.post_message(self.Sorted(split, sorted_rows(rows, column, descending)[:ROW_LIMIT], len(rows)))
+
+    def on_dataset_screen_sorted(self, message: DatasetScreen.Sorted) -> None:
+        """Show the sorted rows, and the selected example's tokens."""
+        if message.superseded or message.split != self.split:
+            return
+        table = self.query_one(ExampleTable)
+        note = table.show_split(message.split, message.shown, message.total)
         self.query_one("#dataset-table-note", Static).update(note)
         if (index := table.example_at(table.cursor_row)) is not None:
             self._request_example(index)

@@ -1,7 +1,8 @@
 """A split's examples in a table, one row each, sorted by a chosen column.
 
 Textual's DataTable measures every cell it is given (about 0.3 s per 2,000 rows), so the table
-shows the first :data:`ROW_LIMIT` rows of the sorted split; the sort itself always covers every row.
+shows the first :data:`ROW_LIMIT` rows of the sorted split; the sort itself always covers every row
+and runs in the Data screen's worker, off the event loop.
 """
 
 from __future__ import annotations
@@ -71,10 +72,11 @@ class ExampleTable(DataTable):
         """The example index shown in table row ``row``."""
         return self.examples[row].index if 0 <= row < len(self.examples) else None
 
-    def show_split(self, split: str, rows: Sequence[ExampleRow]) -> str:
-        """Show a split's rows in the chosen order, with the example selected before still selected
+    def show_split(self, split: str, shown: Sequence[ExampleRow], total: int) -> str:
+        """Show the first rows of a split in the chosen order (:func:`sorted_rows`, cut to
+        :data:`ROW_LIMIT`; ``total`` rows in all), with the example selected before still selected
         (the first one otherwise); returns the line that says what is shown."""
-        shown = sorted_rows(rows, self.sort_column, self.descending)[:ROW_LIMIT]
+        shown = list(shown)
         selected = self.example_at(self.cursor_row) if self._split == split else None
         self.examples, self._split = shown, split
         arrow = " ↓" if self.descending else " ↑"
@@ -85,5 +87,5 @@ class ExampleTable(DataTable):
         if shown:
             self.move_cursor(row=next((i for i, row in enumerate(shown) if row.index == selected), 0))
         order = "descending" if self.descending else "ascending"
-        limit = f"the first {len(shown):,} of {len(rows):,}" if len(shown) < len(rows) else f"all {len(rows):,}"
+        limit = f"the first {len(shown):,} of {total:,}" if len(shown) < total else f"all {total:,}"
         return f"{split}: {limit} examples, sorted by {self.sort_column} {order} · s sort column · o order · n/p step"
