@@ -153,8 +153,11 @@ def cmd_import_gguf(args) -> int:
 
 def cmd_validate(args) -> int:
     from engine.config import check_chain, format_resolved, load_stages
+    from engine.config.load import load_sweep
     from engine.data.sources import check_local_data
 
+    if (sweep := load_sweep(args.configs, args.overrides)) is not None:
+        return _validate_sweep(sweep, args.explain)
     stages = load_stages(args.configs, args.overrides)
     check_chain(stages)
     check_local_data(stages)
@@ -162,6 +165,21 @@ def cmd_validate(args) -> int:
         if len(stages) > 1:
             print(f"# stage {stage.index + 1}: {stage.path}")
         print(format_resolved(stage, explain=args.explain))
+    return 0
+
+
+def _validate_sweep(sweep, explain: bool) -> int:
+    """A sweep's points, one line each (its run name, then the values that differ), then the
+    first point's resolved values."""
+    from engine.config import check_chain, format_resolved
+    from engine.data.sources import check_local_data
+
+    for point in sweep.points:
+        check_chain([point.stage])
+    check_local_data([sweep.points[0].stage])
+    print("\n".join(sweep.listing()))
+    print(f"# the first run's resolved values (the others differ only in {', '.join(a.key for a in sweep.axes)})")
+    print(format_resolved(sweep.points[0].stage, explain=explain))
     return 0
 
 
@@ -228,6 +246,7 @@ def cmd_train(args) -> int:
     from engine.printer import Printer
     from engine.runs.more import parse_more
     from engine.training.chain import continue_run, resume_run, run_chain
+    from engine.training.sweep import resume_sweep, run_sweep
 
     if bool(args.configs) == bool(args.resume):
         raise UserError("train: give config files, or --resume RUN_DIR (not both)")
@@ -235,10 +254,14 @@ def cmd_train(args) -> int:
         raise UserError("train: --set changes config files; a resumed run keeps the config it was trained with")
     if args.more and (args.detach or args.hosts):
         raise UserError("train: --more trains here, without --detach or --hosts")
+    sweep = _sweep_of(args)
+    if sweep is not None and args.more:
+        raise UserError(f"train: --more trains one finished run further; {args.resume} is a sweep, "
+                        "so give one of its run folders")
     if args.detach:
-        return detach_train(args)
+        return detach_train(args, sweep is not None)
     if args.hosts:
-        return train_on_hosts(args)
+        return train_on_hosts(args, sweep is not None)
     # MLX is imported here, to train in this process: the other commands, and the parents of
     # detached and multi-host runs, start fast
     from engine.levers.process import prepare_process
@@ -246,6 +269,8 @@ def cmd_train(args) -> int:
 
     prepare_process()  # before anything starts MLX's threads
     world = current_world()
+    if sweep is not None and world.distributed:  # every rank would make its own sweep folder
+        raise UserError("train: a sweep trains in one process; start one point over several hosts with --set")
     if args.more:
         if not args.resume:
             raise UserError("train: --more goes with --resume RUN_DIR")
@@ -253,6 +278,10 @@ def cmd_train(args) -> int:
             raise UserError("train: --more trains in one process; start the new run's config with --hosts instead")
         more = parse_more(args.more)
         start = lambda emit, control: [continue_run(args.resume, emit, control, **more)]  # noqa: E731
+    elif sweep == "resume":
+        start = lambda emit, control: resume_sweep(Path(args.resume), emit, control)  # noqa: E731
+    elif sweep is not None:
+        start = lambda emit, control: run_sweep(sweep, emit, control)  # noqa: E731
     elif args.resume:
         start = lambda emit, control: [resume_run(args.resume, emit, control, world)]  # noqa: E731
     else:
@@ -261,7 +290,7 @@ def cmd_train(args) -> int:
     control = Control()
     printer = Printer(sys.stdout, quiet=args.quiet) if world.is_main else (lambda event: None)
     if args.announce and world.is_main:  # a detached child: tell the waiting parent where the run lives
-        printer = _announcing(printer, Path(args.announce))
+        printer = _announcing(printer, Path(args.announce), sweep is not None)
     printer = _noting_run_dir(printer, args)
     interrupts = {"n": 0}
     training = {"now": False}  # a stage between its start and its end: a stop there saves first
@@ -297,14 +326,31 @@ def cmd_train(args) -> int:
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+    if sweep is not None:  # a stop ends the sweep; a diverged run does not, but the exit code says so
+        statuses = {result.status for result in results}
+        return next((EXIT_CODES[s] for s in ("stopped", "diverged") if s in statuses), 0)
     return EXIT_CODES.get(results[-1].status, 0) if results else 0
 
 
-def train_on_hosts(args) -> int:
+def _sweep_of(args):
+    """The sweep to train: a loaded :class:`~engine.config.load.Sweep` for a config with lists,
+    ``"resume"`` for ``--resume SWEEP_DIR``, None for anything else (configs only, no MLX)."""
+    from engine.config.load import load_sweep
+    from engine.runs.sweeps import is_sweep_dir
+
+    if args.resume:
+        return "resume" if is_sweep_dir(Path(args.resume)) else None
+    return load_sweep(args.configs, args.overrides)
+
+
+def train_on_hosts(args, sweep: bool = False) -> int:
     """``tuner train --hosts HOSTFILE ...``: check here, then train through mlx.launch."""
     from engine.launch.detach import checked_chain, checked_resume
     from engine.launch.hosts import train_on_hosts as launch
 
+    if sweep:
+        raise UserError("train: --hosts trains one config or chain; a sweep's runs train one after another "
+                        "here or with --detach (train one point over --hosts with --set instead)")
     if args.resume:
         train_args, stages, runs_dir = checked_resume(Path(args.resume), args.quiet)
     else:
@@ -312,20 +358,32 @@ def train_on_hosts(args) -> int:
     return launch(Path(args.hosts), train_args, stages, runs_dir)
 
 
-def detach_train(args) -> int:
+def detach_train(args, sweep: bool = False) -> int:
     """Start the same ``tuner train`` in the background and print how to follow and steer it."""
-    from engine.launch.detach import detach_chain, detach_resume
+    from engine.launch.detach import detach_chain, detach_resume, detach_sweep
 
     hosts = Path(args.hosts) if args.hosts else None
+    if sweep and hosts is not None:
+        train_on_hosts(args, sweep)  # refuses, in the same words
     print("starting a detached run (loading the model and data) ...", file=sys.stderr, flush=True)
     try:
-        if args.resume:
+        if sweep:
+            run = detach_sweep(args.configs, args.overrides, args.quiet, Path(args.resume) if args.resume else None)
+        elif args.resume:
             run = detach_resume(Path(args.resume), args.quiet, hosts)
         else:
             run = detach_chain(args.configs, args.overrides, args.quiet, hosts)
     except KeyboardInterrupt:
         print("\nstill starting in the background; its run folder will appear in the runs folder", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if sweep:
+        print(f"training a sweep in the background (pid {run.pid}): {run.run_dir}")
+        print(f"  its runs:   {run.run_dir}/*/ one after another, listed in {run.run_dir}/sweep.json")
+        print(f"  steer it:   tuner control {run.run_dir} pause|resume|stop|save|eval  (the run training now; "
+              "stop ends the sweep)")
+        print(f"  resume it:  tuner train --resume {run.run_dir}")
+        print(f"  its output: {run.log}")
+        return 0
     print(f"training in the background (pid {run.pid}): {run.run_dir}")
     print(f"  watch it:   tuner attach {run.run_dir}   (or: tuner, then 4 for Runs)")
     print(f"  steer it:   tuner control {run.run_dir} pause|resume|stop|save|eval")
@@ -345,8 +403,9 @@ def _noting_run_dir(printer, args):
     return emit
 
 
-def _announcing(printer, announce: Path):
-    """The printer, plus the handshake with a waiting ``--detach`` parent at the first RunStarted."""
+def _announcing(printer, announce: Path, sweep: bool = False):
+    """The printer, plus the handshake with a waiting ``--detach`` parent at the first RunStarted
+    (a sweep announces its sweep folder, the run folder's parent)."""
     from engine.launch.handshake import announce_run
     from engine.events import RunStarted
 
@@ -354,7 +413,8 @@ def _announcing(printer, announce: Path):
 
     def emit(event) -> None:
         if isinstance(event, RunStarted) and not announced:  # the first stage's folder only
-            announce_run(announce, Path(event.run_dir))
+            run_dir = Path(event.run_dir)
+            announce_run(announce, run_dir.parent if sweep else run_dir)
             announced.append(event.run_dir)
         printer(event)
 

@@ -142,12 +142,19 @@ class EvalReport(Event):
     completion_loss: float
     full_loss: float  # plain mean over every target token (PLW = 1)
     weighted_loss: float  # the training objective at this run's PLW
-    completion_accuracy: float  # greedy next-token accuracy on completion tokens
+    completion_accuracy: float  # greedy next-token accuracy on every completion token, template markup included
     completion_perplexity: float
     prompt_tokens: int
     completion_tokens: int
     examples: int
     seconds: float
+    # Answer-level measures (defaults: files from before them still load; NaN: not measured).
+    answer_accuracy: float = math.nan  # greedy accuracy on the assistant's content tokens only, no markup
+    answer_tokens: int = 0  # the content tokens answer_accuracy counted
+    choice_accuracy: float = math.nan  # the likeliest of answer_choices is the reference's share
+    exact_match: float = math.nan  # share of eval_generations greedy answers equal to the reference (normalised)
+    exact_matches: int = 0  # of the generations, how many matched
+    generations: int = 0  # greedy answers compared for exact_match
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from engine.roles import COMPLETION, PROMPT, role_weights
+from engine.roles import ANSWER, COMPLETION, PROMPT, role_weights
 
 
 def token_cross_entropy(model, ids: mx.array) -> tuple[mx.array, mx.array]:
@@ -86,15 +86,19 @@ class EvalTotals:
     completion_tokens: int = 0
     completion_correct: int = 0
     examples: int = 0
+    answer_tokens: int = 0
+    answer_correct: int = 0
 
     def add(self, sums: mx.array, examples: int) -> None:
         """Add :func:`eval_sums` of a batch (one row per example)."""
-        p_ce, p_n, c_ce, c_n, c_ok = sums.sum(axis=0).tolist()
+        p_ce, p_n, c_ce, c_n, c_ok, a_n, a_ok = sums.sum(axis=0).tolist()
         self.prompt_ce += p_ce
         self.prompt_tokens += int(p_n)
         self.completion_ce += c_ce
         self.completion_tokens += int(c_n)
         self.completion_correct += int(c_ok)
+        self.answer_tokens += int(a_n)
+        self.answer_correct += int(a_ok)
         self.examples += examples
 
     @property
@@ -119,13 +123,22 @@ class EvalTotals:
 
     @property
     def completion_accuracy(self) -> float:
+        """Greedy hits over every completion token, the template's end-of-turn markup included."""
         return mean_or_nan(self.completion_correct, self.completion_tokens)
+
+    @property
+    def answer_accuracy(self) -> float:
+        """Greedy hits over the assistant's content tokens only (ANSWER roles): on one-letter
+        answers the completion is mostly markup, and this is what says whether the letter is right."""
+        return mean_or_nan(self.answer_correct, self.answer_tokens)
 
 
 def eval_sums(model, ids: mx.array, roles: mx.array) -> mx.array:
-    """Per example: [prompt CE sum, prompt count, completion CE sum, completion count, completion hits].
+    """Per example: [prompt CE sum, prompt count, completion CE sum, completion count, completion hits,
+    answer count, answer hits].
 
-    Kept per example (shape (B, 5)) so a run can list its worst validation examples.
+    Kept per example (shape (B, 7)) so a run can list its worst validation examples. Answer tokens
+    (role ANSWER, validation only) count as completion too.
     """
     ce, logits = token_cross_entropy(model, ids)
     hits = mx.argmax(logits, axis=-1) == ids[:, 1:]
@@ -135,14 +148,18 @@ def eval_sums(model, ids: mx.array, roles: mx.array) -> mx.array:
 def example_sums(ce: mx.array, hits: mx.array, target_roles: mx.array) -> mx.array:
     """:func:`eval_sums`' rows from per-target cross entropies and greedy hits, both (B, L-1)."""
     is_prompt = (target_roles == PROMPT).astype(mx.float32)
-    is_completion = (target_roles == COMPLETION).astype(mx.float32)
+    is_answer = (target_roles == ANSWER).astype(mx.float32)
+    is_completion = (target_roles == COMPLETION).astype(mx.float32) + is_answer
+    hits = hits.astype(mx.float32)
     return mx.stack(
         [
             (ce * is_prompt).sum(axis=1),
             is_prompt.sum(axis=1),
             (ce * is_completion).sum(axis=1),
             is_completion.sum(axis=1),
-            (hits.astype(mx.float32) * is_completion).sum(axis=1),
+            (hits * is_completion).sum(axis=1),
+            is_answer.sum(axis=1),
+            (hits * is_answer).sum(axis=1),
         ],
         axis=1,
     )

@@ -74,9 +74,18 @@ def train_line(event: ev.TrainReport) -> str:
 
 
 def eval_line(event: ev.EvalReport) -> str:
+    """``acc`` counts every completion token (end-of-turn markup too); the answer measures follow,
+    each only when it was measured."""
+    answers = "".join(
+        f" | {text}" for known, text in (
+            (math.isfinite(event.answer_accuracy), f"answer acc {fmt(100 * event.answer_accuracy, '.1f')}%"),
+            (math.isfinite(event.choice_accuracy), f"choice acc {fmt(100 * event.choice_accuracy, '.1f')}%"),
+            (event.generations > 0, f"exact {event.exact_matches}/{event.generations}"),
+        ) if known
+    )
     return (
         f"{event.split:>5} @ {event.step:>5}: completion loss {fmt(event.completion_loss)} "
-        f"acc {fmt(100 * event.completion_accuracy, '.1f')}% ppl {fmt(event.completion_perplexity, '.2f')} | "
+        f"acc {fmt(100 * event.completion_accuracy, '.1f')}% ppl {fmt(event.completion_perplexity, '.2f')}{answers} | "
         f"prompt loss {fmt(event.prompt_loss)} | full {fmt(event.full_loss)} "
         f"({event.examples} examples, {fmt(event.seconds, '.1f')}s)"
     )

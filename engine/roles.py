@@ -11,6 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 PAD, PROMPT, COMPLETION = 0, 1, 2
+# A completion token that is the assistant's own content (not the template's markup around it).
+# Only validation batches carry it (:func:`engine.data.batching.collate` with ``answers=True``), so
+# the loss and the sparse selection, which weigh COMPLETION, never see it; the validation sums
+# count it as completion and, apart, as answer (:func:`engine.loss.example_sums`).
+ANSWER = 3
 
 
 def role_weights(roles, plw: float, xp=np):

@@ -25,7 +25,7 @@ def tuner(*args: str, cwd: Path = REPO, **kwargs) -> subprocess.CompletedProcess
                           text=True, timeout=180, **kwargs)
 
 
-def wait_for(predicate, seconds: float = 60.0) -> bool:
+def wait_for(predicate, seconds: float = 120.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():

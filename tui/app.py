@@ -25,6 +25,7 @@ from textual.worker import get_current_worker
 
 from engine import events as ev
 from engine.config import load_stages
+from engine.config.load import load_sweep
 from engine.errors import UserError
 from engine.launch.detach import detach_chain
 from engine.printer import failed_line
@@ -217,6 +218,14 @@ class TunerApp(App):
             return
         self._launch([], run_dir, more)
 
+    def rerun_run(self, run_dir: Path, overrides: dict) -> None:
+        """Train a run's config again with ``overrides`` (another PLW) as a new run beside it,
+        recording where it came from (from the Runs screen)."""
+        if self.control is not None:
+            self.notify("a run is already in progress", severity="warning")
+            return
+        self._launch([], run_dir, rerun=overrides)
+
     def attach_run(self, run_dir: Path) -> None:
         """Follow a run another process trains, with pause, stop, save and eval working on it."""
         if self.control is not None:
@@ -232,12 +241,13 @@ class TunerApp(App):
             self.workers.cancel_group(self, "training")
             self.notify(f"{self.attached} goes on training; attach again from Runs (4)")
 
-    def _launch(self, config_paths: list[Path], resume: Path | None, more: dict | None = None) -> None:
+    def _launch(self, config_paths: list[Path], resume: Path | None, more: dict | None = None,
+                rerun: dict | None = None) -> None:
         self.control = Control(pause_on_memory_pressure=True)  # a person can free memory and resume
         self.view = RunView()
         self.set_state("running")
         self.switch_mode("train")
-        self.run_training(config_paths, self.control, resume, more)
+        self.run_training(config_paths, self.control, resume, more, rerun)
 
     def action_toggle_pause(self) -> None:
         if self.control is None:
@@ -276,9 +286,10 @@ class TunerApp(App):
 
     @work(thread=True, exclusive=True, group="training")
     def run_training(self, config_paths: list[Path], control: Control, resume: Path | None = None,
-                     more: dict | None = None) -> None:
+                     more: dict | None = None, rerun_with: dict | None = None) -> None:
         # MLX: loaded when a run starts, not with the app
         from engine.training.chain import continue_run, resume_run, run_chain
+        from engine.training.sweep import rerun, run_sweep
 
         failed: list[ev.RunFailed] = []  # the trainer reports its own failure; say it once
 
@@ -288,12 +299,18 @@ class TunerApp(App):
             self._enqueue(event)
 
         try:
-            if resume is not None and more is not None:
+            if resume is not None and rerun_with is not None:
+                rerun(resume, rerun_with, emit, control)
+            elif resume is not None and more is not None:
                 continue_run(resume, emit, control, **more)
             elif resume is not None:
                 resume_run(resume, emit, control)
             else:
-                run_chain(load_stages(config_paths), emit, control)
+                sweep = load_sweep(config_paths)
+                if sweep is not None:
+                    run_sweep(sweep, emit, control)
+                else:
+                    run_chain(load_stages(config_paths), emit, control)
         except UserError as e:
             if not failed:
                 self._enqueue(ev.RunFailed(step=0, error=str(e)))

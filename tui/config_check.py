@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import load_stages, resolved_rows
+from engine.config.load import load_sweep
 from engine.config.checks import check_chain
 from engine.errors import UserError
 from engine.training.schedule import schedule_curve, updates_in_run
@@ -40,6 +41,7 @@ class Checked:
     resolved: list[tuple[str, str, str]]
     curve: list[tuple[int, float]]
     curve_note: str
+    sweep_runs: int = 0  # a config with lists of values: how many runs its sweep trains
 
 
 def _blank_block(text: str, line: int) -> str | None:
@@ -63,8 +65,9 @@ def find_errors(paths: list[Path], texts: dict[str, str]) -> tuple[tuple[ConfigP
     problems: list[ConfigProblem] = []
     while len(problems) < MAX_ERRORS:
         try:
-            stages = load_stages(paths, texts=texts)
-            check_chain(stages)
+            sweep = load_sweep(paths, texts=texts)  # lists of values: every point is checked
+            stages = [point.stage for point in sweep.points] if sweep else load_stages(paths, texts=texts)
+            check_chain(stages if not sweep else stages[:1])
             return tuple(problems), stages if not problems else []
         except UserError as e:
             file, line = getattr(e, "file", None), getattr(e, "line", None)
@@ -122,7 +125,8 @@ def check_config(paths: list[Path], index: int, texts: dict[str, str]) -> Checke
     errors, stages = find_errors(paths, texts)
     if errors:
         return Checked(errors, [], [], "")
-    stage = stages[index]
+    sweep_runs = len(stages) if len(stages) > 1 and len(paths) == 1 else 0  # a sweep's points, not a chain
+    stage = stages[index if not sweep_runs else 0]
     cfg = stage.config
     examples = train_examples(stage) if cfg.epochs is not None else None
     updates = updates_in_run(cfg, examples)
@@ -132,4 +136,4 @@ def check_config(paths: list[Path], index: int, texts: dict[str, str]) -> Checke
         note = f"{examples} examples x {cfg.epochs:g} ep"
     else:
         note = ""
-    return Checked((), resolved_rows(stage), schedule_curve(cfg, updates or 1000), note)
+    return Checked((), resolved_rows(stage), schedule_curve(cfg, updates or 1000), note, sweep_runs)

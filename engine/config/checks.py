@@ -34,9 +34,25 @@ def check_keys(stage: Stage) -> None:
     cfg = stage.config
     if cfg.val_batches == 0 and cfg.early_stopping_patience:
         raise stage.error("early_stopping_patience", "needs validation, and val_batches is 0 (no validation)")
+    check_best_metric(stage)
     for key in ("runs_dir", "adapter_path"):
         if (value := getattr(cfg, key)) is not None and (problem := folder_problem(Path(value))) is not None:
             raise stage.error(key, problem)
+
+
+def check_best_metric(stage: Stage) -> None:
+    """A ``best_metric`` other than the completion loss needs its measurement configured: refused
+    here rather than found missing at the first evaluation, hours into a run."""
+    cfg = stage.config
+    metric = cfg.best_metric
+    if metric == "completion_loss":
+        return
+    if cfg.val_batches == 0:
+        raise stage.error("best_metric", f"{metric} is measured on validation, and val_batches is 0 (no validation)")
+    if metric == "exact_match" and not cfg.eval_generations:
+        raise stage.error("best_metric", "exact_match needs eval_generations: N (validation examples to generate)")
+    if metric == "choice_accuracy" and not cfg.answer_choices:
+        raise stage.error("best_metric", "choice_accuracy needs answer_choices: [...] (the answers to score)")
 
 
 def folder_problem(path: Path) -> str | None:

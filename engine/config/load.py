@@ -7,6 +7,7 @@ the learning rate 2e-4?" should have a one-glance answer in ``tuner validate``.
 """
 
 import copy
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from engine.config.errors import ConfigError, locate
 from engine.config.messages import config_error
 from engine.config.schema import TrainConfig
+from engine.config.sweep import Axis, Point, apply_point, find_axes, grid, refuse_in_chain
 from engine.config.yaml_lines import KeyPath, YamlLoader, dotted, inline, read_yaml, record_lines
 
 
@@ -166,19 +168,9 @@ def _sources(config: TrainConfig, origins: dict[str, Source]) -> dict[str, Sourc
     return sources
 
 
-def load_stages(
-    paths: Sequence[str | Path], overrides: Sequence[str] = (), texts: Mapping[str, str] | None = None
-) -> list[Stage]:
-    """Load a chain of config files; each stage inherits the previous stage's keys unless it sets them.
-
-    ``texts`` maps a path (as given) to content to use instead of the file's, so an editor can
-    validate what it holds before it is saved.
-
-    Inheritance is per top-level key: a stage that writes ``lora_parameters`` replaces the whole
-    mapping. The ``--set`` overrides (``key=value`` or ``a.b=value``, values read as YAML) apply to
-    EVERY stage, after that stage's file. Checks across keys or stages are
-    :func:`engine.config.checks.check_chain`'s.
-    """
+def _merged(paths: Sequence[str | Path], overrides: Sequence[str], texts: Mapping[str, str] | None):
+    """Each file of a chain merged onto the ones before it, with the overrides on top: yields
+    (path, label, the file's own keys, the chain) per stage, before anything is validated."""
     if not paths:
         raise ConfigError("no config file given")
     parsed = [_parse_override(text) for text in overrides]
@@ -186,7 +178,6 @@ def load_stages(
     if {"iters", "epochs"} <= set_keys:
         raise ConfigError("set iters or epochs, not both", "--set", key="epochs")
     chain = _Chain()
-    stages = []
     for index, given in enumerate(paths):
         path, label = Path(given), str(given)
         data, file_lines = read_yaml(path, label, (texts or {}).get(label))
@@ -200,13 +191,90 @@ def load_stages(
             chain.set_override(key_path, value)
         if "model" not in chain.values:
             raise ConfigError("required key is missing", label, key="model")
-        try:
-            config = TrainConfig.model_validate(chain.values)
-        except ValidationError as e:
-            raise config_error(e, chain.values, chain.lines, label) from None
-        explicit = frozenset(key for key in data if isinstance(key, str)) | set_keys
-        stages.append(Stage(index, path, config, _sources(config, chain.origins), explicit))
+        yield path, label, frozenset(key for key in data if isinstance(key, str)) | set_keys, chain
+
+
+def _stage(index: int, path: Path, label: str, explicit: frozenset[str], chain: _Chain,
+           values: dict, lines: dict) -> Stage:
+    try:
+        config = TrainConfig.model_validate(values)
+    except ValidationError as e:
+        raise config_error(e, values, lines, label) from None
+    return Stage(index, path, config, _sources(config, chain.origins), explicit)
+
+
+def load_stages(
+    paths: Sequence[str | Path], overrides: Sequence[str] = (), texts: Mapping[str, str] | None = None
+) -> list[Stage]:
+    """Load a chain of config files; each stage inherits the previous stage's keys unless it sets them.
+
+    ``texts`` maps a path (as given) to content to use instead of the file's, so an editor can
+    validate what it holds before it is saved.
+
+    Inheritance is per top-level key: a stage that writes ``lora_parameters`` replaces the whole
+    mapping. The ``--set`` overrides (``key=value`` or ``a.b=value``, values read as YAML) apply to
+    EVERY stage, after that stage's file. Checks across keys or stages are
+    :func:`engine.config.checks.check_chain`'s. A config with lists of values is a sweep
+    (:func:`load_sweep`), refused here in one line.
+    """
+    stages = []
+    for index, (path, label, explicit, chain) in enumerate(_merged(paths, overrides, texts)):
+        if axes := find_axes(chain.values, chain.lines, label):
+            if len(paths) > 1:
+                raise refuse_in_chain(axes, len(paths))
+            file, line = axes[0].places[0]
+            raise ConfigError(f"a list of values makes a sweep of {math.prod(len(a.values) for a in axes)} runs, "
+                              "which tuner train "
+                              "and tuner validate run and list; here one value is expected", file, line, axes[0].key)
+        stages.append(_stage(index, path, label, explicit, chain, chain.values, chain.lines))
     return stages
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of a sweep: its values and its own, fully validated, stage."""
+
+    point: Point
+    stage: Stage
+
+    @property
+    def name(self) -> str:
+        return self.point.name
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A config with lists of values, expanded: the swept keys and one stage per point."""
+
+    path: Path
+    axes: tuple[Axis, ...]
+    points: tuple[SweepPoint, ...]
+
+    def listing(self) -> list[str]:
+        """What ``tuner validate`` shows of it: a heading, then per point its run name and values."""
+        keys = " x ".join(f"{len(axis.values)} {axis.key}" for axis in self.axes)
+        width = max(len(point.name) for point in self.points)
+        return [f"# sweep of {len(self.points)} runs ({keys}), one after another:"] + [
+            f"  {point.name:<{width}}  " + "  ".join(f"{key}: {inline(value)}" for key, value in point.point.as_dict().items())
+            for point in self.points]
+
+
+def load_sweep(paths: Sequence[str | Path], overrides: Sequence[str] = (),
+               texts: Mapping[str, str] | None = None) -> Sweep | None:
+    """The sweep a single config file (with ``--set`` overrides) describes, every point validated as
+    an ordinary config; None when no key holds a list (load it with :func:`load_stages`).
+
+    Lists in a chain of several files are refused in one line."""
+    for path, label, explicit, chain in _merged(paths, overrides, texts):  # one chain, merged stage by stage
+        if (axes := find_axes(chain.values, chain.lines, label)) and len(paths) > 1:
+            raise refuse_in_chain(axes, len(paths))
+    if not axes:
+        return None
+    points = []
+    for point in grid(axes):
+        values, lines = apply_point(chain.values, chain.lines, point)
+        points.append(SweepPoint(point, _stage(0, path, label, explicit, chain, values, lines)))
+    return Sweep(path, tuple(axes), tuple(points))
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Stage:

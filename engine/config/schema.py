@@ -68,6 +68,15 @@ PathText = Annotated[str, AfterValidator(_path_text)]
 MAX_NAME_BYTES = 200  # a run folder name, with room for "-2" or "-more" under the usual 255-byte limit
 
 
+def _answer_choices(choices: list[str] | None) -> list[str] | None:
+    """Two or more distinct answers to score, or [] for none (no detection either)."""
+    if choices is not None and len(choices) == 1:
+        raise ValueError("names one answer; give two or more, or [] to turn choice accuracy off")
+    if choices is not None and len({c.strip().casefold() for c in choices}) < len(choices):
+        raise ValueError("names an answer twice (case and surrounding spaces are ignored)")
+    return choices
+
+
 def _run_name(name: str | None) -> str | None:
     """A run folder's name: one folder inside runs_dir, so no separators and not . or .."""
     if name is None:
@@ -242,7 +251,8 @@ class TrainConfig(BaseModel):
     skip_nonfinite_batches: int = Field(0, ge=0, description="A NaN/inf loss or gradient stops the run as diverged "
                                         "(weights untouched); allow this many skipped batches first.")
     early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many evaluations without a "
-                                                "better validation completion loss; needs validation.")
+                                                "better best_metric (validation completion loss by default); "
+                                                "needs validation.")
     memory_limit_percent: float = Field(95.0, gt=0, le=100, description="System memory use (%, checked about once a "
                                         "second) at which the run checkpoints, then pauses (app) or stops (headless).")
     swap_growth_gb: float = Field(2.0, gt=0, description="Swap growth (GB) during the run that checkpoints, then "
@@ -284,6 +294,14 @@ class TrainConfig(BaseModel):
                              "no validation at all.")
     samples_per_eval: int = Field(0, ge=0, description="Validation prompts to answer greedily at each evaluation.")
     sample_max_tokens: int = Field(48, ge=1, description="Longest generated sample, in tokens.")
+    answer_choices: Annotated[list[str] | None, AfterValidator(_answer_choices)] = Field(
+        None, description="The answers a completion is one of (e.g. [A, B, C, D]): each evaluation scores them by "
+        "log-probability (choice accuracy); unset: detected from the validation completions; [] for none.")
+    eval_generations: int = Field(0, ge=0, description="Validation examples answered greedily at each evaluation "
+                                  "for exact match (whitespace and case normalised); 0 for none.")
+    best_metric: Literal["completion_loss", "answer_accuracy", "choice_accuracy", "exact_match"] = Field(
+        "completion_loss", description="What picks the best checkpoint and counts for early stopping: validation "
+        "completion_loss (lower is better) or an answer metric (higher is better).")
     save_every: int = Field(100, ge=1, description="Steps between checkpoints.")
     test: bool = Field(False, description="Evaluate on the test split after training.")
     test_batches: AllOrCount = Field(500, description="Test batches; -1 for the whole split.")

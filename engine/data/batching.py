@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.roles import PAD
+from engine.roles import ANSWER, PAD
 from engine.data.tokenize import Example
 
 PAD_MULTIPLE = 8
@@ -55,8 +55,11 @@ class Batch:
         return sum(len(e) for e in self.group) if self.group else self.tokens
 
 
-def collate(examples: list[Example], pad_id: int = 0) -> Batch:
+def collate(examples: list[Example], pad_id: int = 0, answers: bool = False) -> Batch:
     """Right-pad to the longest example, rounded up to a multiple of PAD_MULTIPLE.
+
+    ``answers``: mark each example's answer tokens ANSWER instead of COMPLETION, for validation's
+    answer accuracy (never for training: the loss weighs COMPLETION only).
 
     No examples (a rank whose share of a short last group is empty) gives one row of padding:
     it has no loss weight, so it adds nothing to the loss or the gradients, but the rank still
@@ -71,6 +74,8 @@ def collate(examples: list[Example], pad_id: int = 0) -> Batch:
     for row, example in enumerate(examples):
         ids[row, : len(example)] = example.ids
         roles[row, : len(example)] = example.roles
+        if answers and example.answer is not None:
+            roles[row, : len(example)][example.answer] = ANSWER
     return Batch(ids, roles, sum(len(e) for e in examples))
 
 

@@ -5,7 +5,9 @@ Chats are rendered with the tokenizer's own chat template. Every assistant turn 
 in characters by rendering the conversation up to each assistant turn (with the generation
 prompt) and up to its end; the full text is then tokenised once with offsets and each token
 takes the role of the character it starts on. So the masks follow the template exactly, and the
-end-of-turn token the model must learn to emit is part of the completion.
+end-of-turn token the model must learn to emit is part of the completion. Within each completion,
+the tokens of the assistant's own content (no end-of-turn token, no newline, no role header) are
+also marked as the example's ``answer``, which validation scores apart (answer accuracy).
 
 Truncation at ``max_seq_length`` keeps the start of the sequence and is counted; an example left
 with no completion token to learn is dropped and reported, never trained on silently.
@@ -27,6 +29,12 @@ class Example:
     roles: np.ndarray  # int8: PROMPT or COMPLETION per token
     origin: str
     full_length: int  # tokens before truncation
+    answer: np.ndarray | None = None  # bool per token: the assistant's content (no template markup); None: none
+
+    @property
+    def answer_tokens(self) -> int:
+        """Answer tokens that are prediction targets."""
+        return 0 if self.answer is None else int(self.answer[1:].sum())
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -164,6 +172,32 @@ def _plain_render(tok, messages) -> tuple[str, list[tuple[int, int]]]:
     return text, spans
 
 
+def answer_spans(full: str, record: Record, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The character spans of the assistant's own content inside its completion ``spans`` (one
+    per assistant turn, in order): the completion less the template's markup around the answer
+    (end-of-turn token, newline, role header). A template that changes the content (trims it)
+    is matched on the trimmed text; a turn whose content is not found has no answer span."""
+    contents = [m["content"] for m in record.messages if m["role"] == "assistant"]
+    found = []
+    for content, (start, end) in zip(contents, spans):
+        for text in (content, content.strip()) if isinstance(content, str) else ():
+            if text and (at := full.find(text, start, end)) >= 0:
+                found.append((at, at + len(text)))
+                break
+    return found
+
+
+def _answer_from_offsets(offsets, roles: np.ndarray, spans) -> np.ndarray:
+    """Completion tokens that overlap an answer span (a token that carries the content's first
+    character together with markup before it still counts: it decides the answer)."""
+    starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
+    ends = np.fromiter((o[1] for o in offsets), dtype=np.int64, count=len(offsets))
+    answer = np.zeros(len(offsets), dtype=bool)
+    for start, end in spans:
+        answer |= (starts < end) & (ends > start)
+    return answer & (roles == COMPLETION)
+
+
 def _roles_from_offsets(offsets, spans) -> np.ndarray:
     starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
     completion = np.zeros(len(offsets), dtype=bool)
@@ -174,6 +208,11 @@ def _roles_from_offsets(offsets, spans) -> np.ndarray:
 
 def encode_records(tokenizer, records: list[Record]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Untruncated (ids, roles) for each record, tokenised in one batched call."""
+    return [(ids, roles) for ids, roles, _ in encode_with_answers(tokenizer, records)]
+
+
+def encode_with_answers(tokenizer, records: list[Record]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Untruncated (ids, roles, answer mask) for each record; plain text has no answer."""
     tok = hf_tokenizer(tokenizer)
     render = TemplateRenderer(tok) if getattr(tok, "chat_template", None) else None
     texts, spans = [], []
@@ -192,8 +231,10 @@ def encode_records(tokenizer, records: list[Record]) -> list[tuple[np.ndarray, n
             [texts[i] for i in chat_idx], add_special_tokens=False, return_offsets_mapping=True
         )
         for j, i in enumerate(chat_idx):
-            ids = np.asarray(enc["input_ids"][j], dtype=np.int32)
-            out[i] = (ids, _roles_from_offsets(enc["offset_mapping"][j], spans[i]))
+            ids, offsets = np.asarray(enc["input_ids"][j], dtype=np.int32), enc["offset_mapping"][j]
+            roles = _roles_from_offsets(offsets, spans[i])
+            answers = answer_spans(texts[i], records[i], spans[i])
+            out[i] = (ids, roles, _answer_from_offsets(offsets, roles, answers))
     text_idx = [i for i, t in enumerate(texts) if t is None]
     if text_idx:
         enc = tok([records[i].text for i in text_idx], add_special_tokens=True)
@@ -202,15 +243,15 @@ def encode_records(tokenizer, records: list[Record]) -> list[tuple[np.ndarray, n
             if tok.eos_token_id is not None and (not ids or ids[-1] != tok.eos_token_id):
                 ids.append(tok.eos_token_id)
             ids = np.asarray(ids, dtype=np.int32)
-            out[i] = (ids, np.full(len(ids), COMPLETION, dtype=np.int8))
+            out[i] = (ids, np.full(len(ids), COMPLETION, dtype=np.int8), np.zeros(len(ids), dtype=bool))
     return out
 
 
 def tokenize_split(tokenizer, records: list[Record], max_seq_length: int) -> TokenizedSplit:
     """Tokenise, truncate to ``max_seq_length`` and account for everything that was cut."""
     result = TokenizedSplit()
-    for record, (ids, roles) in zip(records, encode_records(tokenizer, records)):
-        example = Example(ids[:max_seq_length], roles[:max_seq_length], record.origin, len(ids))
+    for record, (ids, roles, answer) in zip(records, encode_with_answers(tokenizer, records)):
+        example = Example(ids[:max_seq_length], roles[:max_seq_length], record.origin, len(ids), answer[:max_seq_length])
         if example.truncated:
             result.truncated += 1
             if (roles[max_seq_length:] == COMPLETION).any():

@@ -66,6 +66,35 @@ def detach_resume(run_dir: Path, quiet: bool = False, hosts: Path | None = None)
     return _detach(*checked_resume(run_dir, quiet), hosts)
 
 
+def checked_sweep(config_paths: list, overrides: list[str] = (), quiet: bool = False,
+                  resume: Path | None = None) -> tuple[list[str], Path]:
+    """Check a sweep config (every point), or that the sweep folder ``resume`` can go on; (the
+    ``tuner train`` arguments that train it elsewhere, the runs folder its sweep folder is in)."""
+    from engine.config.load import load_sweep
+    from engine.runs.sweeps import check_sweep_resumable
+
+    tail = ["--quiet"] if quiet else []
+    if resume is not None:
+        sweep_dir, _ = check_sweep_resumable(resume)
+        return ["--resume", str(sweep_dir), *tail], sweep_dir.parent
+    sweep = load_sweep(config_paths, overrides)
+    if sweep is None:
+        raise UserError("train: no key of the config holds a list of values, so it is no sweep")
+    for point in sweep.points:
+        check_chain([point.stage])
+    train_args = [str(Path(path).resolve()) for path in config_paths]
+    for override in overrides:
+        train_args += ["--set", override]
+    return train_args + tail, Path(sweep.points[0].stage.config.runs_dir)
+
+
+def detach_sweep(config_paths: list, overrides: list[str] = (), quiet: bool = False,
+                 resume: Path | None = None) -> Detached:
+    """Check a sweep here (or the sweep folder to resume), then train it in a detached process,
+    which announces the sweep folder (its ``console.log`` goes there)."""
+    return start_detached(*checked_sweep(config_paths, overrides, quiet, resume))
+
+
 def _detach(train_args: list[str], stages: list, runs_dir: Path, hosts: Path | None) -> Detached:
     if hosts is not None:
         ranks_for(stages, hosts)

@@ -223,8 +223,9 @@ def plw_loss_fast(
 def eval_sums_fast(
     model: nn.Module, ids: mx.array, roles: mx.array, *, chunk_elements: int = CHUNK_ELEMENTS, shared_prefix: int = 0
 ) -> mx.array:
-    """:func:`engine.loss.eval_sums` ([B, 5] per example: prompt CE sum, prompt count, completion
-    CE sum, completion count, completion argmax hits) computed on slices of positions, so
+    """:func:`engine.loss.eval_sums` ([B, 7] per example: prompt CE sum, prompt count, completion
+    CE sum, completion count, completion argmax hits, answer count, answer hits) computed on slices
+    of positions, so
     validation never holds [B, L, V] logits either. No gradient.
 
     Slices of rows rather than of the vocabulary: there is no backward pass here, and any head

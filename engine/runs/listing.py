@@ -14,6 +14,7 @@ from typing import Callable
 from engine.events import Event
 from engine.runs.folder import PROCESS_FILE, live_pid, next_stage_dir, process_record, process_running
 from engine.runs.metrics import METRICS_FILE, EventTail, read_events
+from engine.runs.sweeps import MANIFEST as SWEEP_MANIFEST
 from engine.runs.view import RunView
 
 LIVE_SECONDS = 120  # a run with no process record whose metrics file is older than this has died
@@ -39,6 +40,22 @@ class RunSummary:
     loop_state: str = "running"  # the last StateChanged of an unfinished run: running | paused | stopping
 
 
+def _name(run_dir: Path) -> str:
+    """The folder's name; a sweep's run is named with its sweep (``demo-sweep-…/plw0-seed1``)."""
+    return f"{run_dir.parent.name}/{run_dir.name}" if (run_dir.parent / SWEEP_MANIFEST).is_file() else run_dir.name
+
+
+def _run_folders(runs_dir: Path) -> list[Path]:
+    """The folders directly under ``runs_dir``, and the run folders inside sweep folders."""
+    folders = []
+    for folder in runs_dir.iterdir():
+        if (folder / SWEEP_MANIFEST).is_file():
+            folders += [f for f in folder.iterdir() if f.is_dir()]
+        else:
+            folders.append(folder)
+    return folders
+
+
 def summary_of(run_dir: Path, view: RunView) -> RunSummary | None:
     """The summary of a run folder whose events so far fold into ``view``; None until the run
     has started. An unfinished run's status comes from the folder (is its process alive?)."""
@@ -48,7 +65,7 @@ def summary_of(run_dir: Path, view: RunView) -> RunSummary | None:
     run_dir = Path(run_dir)
     return RunSummary(
         run_dir=run_dir,
-        name=run_dir.name,
+        name=_name(run_dir),
         status=view.status or unfinished_status(run_dir, view.loop_state),
         stage=started.stage,
         stages=started.stages,
@@ -107,7 +124,7 @@ def list_runs(runs_dir: Path, cache: dict | None = None) -> list[RunSummary]:
         return []
     cache = {} if cache is None else cache
     summaries, seen = [], set()
-    for folder in runs_dir.iterdir():
+    for folder in _run_folders(runs_dir):
         metrics = folder / METRICS_FILE
         try:
             stat = metrics.stat()

@@ -3,7 +3,9 @@
 A pass is deterministic: the first ``val_batches`` batches of the split, sorted by length, scored
 without dropout through the stage's :class:`engine.training.loss_path.LossPath`. Each validation
 writes every example's losses to ``eval_examples.json`` (worst completion first, so a person can
-find what the model gets wrong), checkpoints a new best validation completion loss, counts the
+find what the model gets wrong), measures the answers (answer-token accuracy from the same sums;
+choice accuracy and exact match, :mod:`engine.training.answers`), checkpoints a new best
+``best_metric`` (validation completion loss unless the config names an answer measure), counts the
 evaluations since one for early stopping, and generates a few samples to read beside the numbers.
 A step is validated once: the weights have not changed since, so a second pass (an eval request
 served right after the scheduled one) would only repeat the numbers and the samples, and count
@@ -26,6 +28,7 @@ from functools import partial
 from typing import Callable
 
 import mlx.core as mx
+import numpy as np
 from mlx_lm.generate import stream_generate
 
 from engine import events as ev
@@ -35,8 +38,11 @@ from engine.files import atomic_write_json
 from engine.loss import EvalTotals
 from engine.runs.checkpoints import Best, Checkpoints
 from engine.runs.listing import EVAL_EXAMPLES
+from engine.training.answers import ChoiceSet, ExactCheck, answered, choice_scores, detect_choices, reference
 from engine.training.distributed import World
 from engine.training.prepare import PreparedStage
+
+HIGHER_IS_BETTER = frozenset({"answer_accuracy", "choice_accuracy", "exact_match"})  # best_metric values
 
 
 class Evaluator:
@@ -56,8 +62,9 @@ class Evaluator:
         self.save, self.checkpoints, self.training = save, checkpoints, training
         self._stop = StopCheck(stopping or (lambda: False))
         self._sample_limit_noted = False
-        self.best: tuple[float, int] | None = None  # (valid completion loss, step) of the best eval
+        self.best: tuple[float, int] | None = None  # (valid best_metric value, step) of the best eval
         self.best_trained: tuple[float, int] | None = None  # the same over steps > 0, which have checkpoints
+        self._choices: ChoiceSet | bool | None = None  # the choice-scored examples; False: none, None: not yet looked
         self.evals_since_best = 0
         self.validated_step = -1  # the step of the latest validation
         self._compiled = {}  # validation's sums per shared prefix length, built on first use
@@ -99,7 +106,8 @@ class Evaluator:
         """Why early stopping ends the stage, naming the best checkpoint (or, when no trained step
         beat the starting weights, saying so and naming the best trained one)."""
         best_loss, best_step = self.best
-        said = f"no better validation completion loss in {self.cfg.early_stopping_patience} evaluations; "
+        metric = self.cfg.best_metric.replace("_", " ")
+        said = f"no better validation {metric} in {self.cfg.early_stopping_patience} evaluations; "
         if best_step > 0:
             return said + f"best {best_loss:.4f} at step {best_step} ({Checkpoints.relative(best_step)})"
         said += f"best {best_loss:.4f} at step 0, before training: no trained step beat the starting weights"
@@ -124,7 +132,7 @@ class Evaluator:
                 break
             chunk = subset[i : i + size]
             share = self.world.share(chunk)
-            batch = collate(share, pad_id)
+            batch = collate(share, pad_id, answers=True)
             sums = self._sums(mx.array(batch.ids), mx.array(batch.roles), prefix)
             sums = self._gather_rows(sums[: len(share)], len(chunk))
             totals.add(sums, len(chunk))
@@ -157,46 +165,110 @@ class Evaluator:
     def _pass(self, step: int, split: str, examples: list[Example], batches: int) -> None:
         tic = time.perf_counter()
         t, rows = self.evaluate(examples, batches)
+        answers = self._answer_measures(examples, batches) if split == "valid" else {}
         if self._stop.seen and not self.world.distributed:  # cut short: its numbers would mislead
             return
         if split == "valid" and self.world.is_main:  # the latest validation, worst completion loss first
             rows.sort(key=lambda r: -(r["completion_loss"] or 0.0))
             atomic_write_json(self.checkpoints.run_dir / EVAL_EXAMPLES, {"step": step, "examples": rows})
-        self.emit(
-            ev.EvalReport(
-                step=step,
-                split=split,
-                prompt_loss=t.prompt_loss,
-                completion_loss=t.completion_loss,
-                full_loss=t.full_loss,
-                weighted_loss=t.weighted_loss(self.cfg.plw),
-                completion_accuracy=t.completion_accuracy,
-                completion_perplexity=math.exp(min(t.completion_loss, 50.0)),
-                prompt_tokens=t.prompt_tokens,
-                completion_tokens=t.completion_tokens,
-                examples=t.examples,
-                seconds=time.perf_counter() - tic,
-            )
+        report = ev.EvalReport(
+            step=step,
+            split=split,
+            prompt_loss=t.prompt_loss,
+            completion_loss=t.completion_loss,
+            full_loss=t.full_loss,
+            weighted_loss=t.weighted_loss(self.cfg.plw),
+            completion_accuracy=t.completion_accuracy,
+            completion_perplexity=math.exp(min(t.completion_loss, 50.0)),
+            prompt_tokens=t.prompt_tokens,
+            completion_tokens=t.completion_tokens,
+            examples=t.examples,
+            seconds=time.perf_counter() - tic,
+            answer_accuracy=t.answer_accuracy,
+            answer_tokens=t.answer_tokens,
+            **answers,
         )
+        self.emit(report)
         if split == "valid":
             if self.training:
-                self._track_best(step, t.completion_loss)
+                self._track_best(step, getattr(report, self.cfg.best_metric))
             self._samples(step)
 
+    def _better(self, value: float, than: float) -> bool:
+        return value > than if self.cfg.best_metric in HIGHER_IS_BETTER else value < than
+
     def _track_best(self, step: int, loss: float) -> None:
-        """Count evals since the best validation completion loss, record the best in ``best.json``,
-        and checkpoint every new best of the trained steps (step 0's weights are the start's)."""
+        """Count evals since the best validation ``best_metric`` (``loss``: its value, lower or higher
+        is better), record the best in ``best.json``, and checkpoint every new best of the trained
+        steps (step 0's weights are the start's). An unmeasured (NaN) value counts for nothing."""
         if not math.isfinite(loss):
             return
-        if step > 0 and (self.best_trained is None or loss < self.best_trained[0]):
+        if step > 0 and (self.best_trained is None or self._better(loss, self.best_trained[0])):
             self.best_trained = (loss, step)
             self.save(step, "best")
-        if self.best is None or loss < self.best[0]:
+        if self.best is None or self._better(loss, self.best[0]):
             self.best, self.evals_since_best = (loss, step), 0
         else:
             self.evals_since_best += 1
         if self.world.is_main and (self.best[1] == step or self.best_trained == (loss, step)):
             self.checkpoints.mark_best(self.best, self.best_trained)
+
+    def _answer_measures(self, examples: list[Example], batches: int) -> dict:
+        """This validation's choice accuracy and exact match, as EvalReport fields (those not
+        measured are left out: NaN). Every rank measures the same, so all take the same decisions;
+        a stop request cuts a single-process pass short (``_pass`` then reports nothing)."""
+        model, out = self.prepared.model, {}
+        model.eval()
+        choices = self._choice_set(examples, batches)
+        if choices:
+            hits = 0
+            for scored, right in choices.items:
+                if not self.world.distributed and self._stop():
+                    break
+                hits += int(np.argmax(choice_scores(model, scored))) == right
+            out["choice_accuracy"] = hits / len(choices)
+        if self.cfg.eval_generations:
+            out.update(self._exact_match())
+        model.train()
+        return out
+
+    def _choice_set(self, examples: list[Example], batches: int) -> ChoiceSet | None:
+        """The examples choice accuracy scores, tokenised at the first validation and kept: the
+        validation records of the pass's examples, over ``answer_choices`` or the detected set
+        (said once in a notice, so a user knows what the number is over)."""
+        if self._choices is None:
+            subset = examples if batches == -1 else examples[: batches * self.cfg.batch_size]
+            origins = {e.origin for e in subset}
+            records = [r for r in self.prepared.data.valid_records if r.origin in origins]
+            configured = self.cfg.answer_choices
+            choices = tuple(configured) if configured is not None else detect_choices(records)
+            self._choices = False
+            if choices:
+                self._choices = ChoiceSet(self.prepared.tokenizer, records, choices, self.cfg.max_seq_length)
+                how = "answer_choices" if configured else "detected from the validation completions; answer_choices names them"
+                self.emit(ev.Notice(message=f"choice accuracy over {', '.join(choices)} ({how}): "
+                                    f"{len(self._choices)} validation example(s) scored by log-probability"))
+        return self._choices or None
+
+    def _exact_match(self) -> dict:
+        """Greedy answers to the first ``eval_generations`` validation prompts against their
+        references; each stops once it ended or can no longer match."""
+        records = answered(self.prepared.data.valid_records)[: self.cfg.eval_generations]
+        stop = (lambda: False) if self.world.distributed else self._stop
+        hits = 0
+        for record in records:
+            check = ExactCheck(self.prepared.tokenizer, reference(record))
+            prompt_ids = self._prompt_ids(record)
+            text = self._generate(prompt_ids, max(1, self.cfg.max_seq_length - len(prompt_ids)), stop, check.done)
+            if text is None:
+                return {}
+            hits += check.matches(text)
+        return {"exact_match": hits / len(records) if records else math.nan, "exact_matches": hits,
+                "generations": len(records)}
+
+    def _prompt_ids(self, record) -> list[int]:
+        """The prompt of a chat record's last answer, as the model reads it before answering."""
+        return self.prepared.tokenizer.apply_chat_template(list(record.messages[:-1]), add_generation_prompt=True)
 
     def _samples(self, step: int) -> None:
         """Greedy generations for the first validation prompts, to read beside the numbers."""
@@ -206,10 +278,9 @@ class Evaluator:
         model, tokenizer = self.prepared.model, self.prepared.tokenizer
         max_tokens = self._sample_limit()
         model.eval()
-        chats = [r for r in self.prepared.data.valid_records if r.messages and r.messages[-1]["role"] == "assistant"]
-        for record in chats[:n]:
+        for record in answered(self.prepared.data.valid_records)[:n]:
             prompt_messages = list(record.messages[:-1])
-            prompt_ids = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True)
+            prompt_ids = self._prompt_ids(record)
             text = self._generate(prompt_ids, max_tokens)
             if text is None:  # a stop request: the loop stops and saves next
                 break
@@ -230,15 +301,20 @@ class Evaluator:
                                 f"samples stop at {longest:,} tokens", level="warning"))
         return longest
 
-    def _generate(self, prompt_ids: list[int], max_tokens: int) -> str | None:
+    def _generate(self, prompt_ids: list[int], max_tokens: int, stop: Callable[[], bool] | None = None,
+                  done: Callable[[str], bool] | None = None) -> str | None:
         """Greedy text for ``prompt_ids`` (mlx-lm's ``generate``, token by token), or None when a
-        stop was asked for meanwhile."""
+        stop was asked for meanwhile (``stop``, the run's by default). ``done(text)``: the text
+        needs no more tokens."""
+        stop = stop or self._stop
         text = ""
         for response in stream_generate(self.prepared.model, self.prepared.tokenizer, prompt_ids,
                                         max_tokens=max_tokens):
             text += response.text
-            if self._stop():
+            if stop():
                 return None
+            if done is not None and done(text):
+                break
         return text
 
 
@@ -259,7 +335,8 @@ class StopCheck:
         return self.seen
 
 
-def _example_row(example: Example, p_ce: float, p_n: float, c_ce: float, c_n: float, c_ok: float) -> dict:
+def _example_row(example: Example, p_ce: float, p_n: float, c_ce: float, c_n: float, c_ok: float,
+                 a_n: float, a_ok: float) -> dict:
     """One example's line of ``eval_examples.json``."""
     return {
         "origin": example.origin,
@@ -268,4 +345,5 @@ def _example_row(example: Example, p_ce: float, p_n: float, c_ce: float, c_n: fl
         "prompt_loss": p_ce / p_n if p_n else None,
         "completion_loss": c_ce / c_n if c_n else None,
         "completion_accuracy": c_ok / c_n if c_n else None,
+        "answer_accuracy": a_ok / a_n if a_n else None,
     }

@@ -52,7 +52,7 @@ class LossPath:
         raise NotImplementedError
 
     def eval_sums(self, model, ids: mx.array, roles: mx.array, prefix: int = 0) -> mx.array:
-        """Per-example validation sums ([B, 5], see :func:`engine.loss.eval_sums`), with the
+        """Per-example validation sums ([B, 7], see :func:`engine.loss.eval_sums`), with the
         ``prefix`` leading tokens every row shares computed once."""
         raise NotImplementedError
 

@@ -28,6 +28,7 @@ from textual.widgets import Footer, Header, ProgressBar, Static, TabbedContent, 
 from textual.worker import get_current_worker
 
 from engine.config import Stage, load_stages
+from engine.config.load import load_sweep
 from engine.data.stats import DatasetStats, TokenCell, compute_stats, load_stage_tokenizer
 from engine.data.stats_measure import load_record
 from engine.data.token_view import token_view
@@ -73,9 +74,11 @@ class Superseded(Exception):
 def load_dataset(chain: list[Path], progress, use_cache: bool) -> Loaded:
     """Compute the statistics of the chain's last stage (on a worker thread).
 
-    The stages before it are loaded too, because a later stage inherits their keys.
+    The stages before it are loaded too, because a later stage inherits their keys. A sweep's
+    points share their data (only PLW, seed, learning rate and rank vary): its first is shown.
     """
-    stage = load_stages(chain)[-1]
+    sweep = load_sweep(chain)
+    stage = sweep.points[0].stage if sweep is not None else load_stages(chain)[-1]
     return Loaded(stage, compute_stats(stage, progress=progress, use_cache=use_cache))
 
 

@@ -28,6 +28,7 @@ from engine.runs.more import FINISHED, parse_more
 from ..messages import WorkerResult
 from ..widgets.checkpoint_table import CheckpointTable
 from ..widgets.loss_chart import LossChart, legend
+from .compare_screen import MAX_RUNS, CompareScreen
 from .path_prompt import PathPrompt
 from .run_history import RunFiles, RunHistory, read_files
 
@@ -38,16 +39,19 @@ COLUMNS = ("name", "status", "stage", "steps", "best valid loss", "PLW", "model"
 # run has it), headers shorten, long names, models and dates are cut
 NARROW = 100
 NARROW_COLUMNS = ("name", "status", "steps", "best", "PLW", "model", "started")
+MARK = "● "  # before the name of a run marked for comparing
 
 
-def row_cells(run: RunSummary, narrow: bool = False) -> tuple[str, ...]:
-    """One table row; plain strings so that an unchanged scan can be recognised and skipped."""
+def row_cells(run: RunSummary, narrow: bool = False, marked: bool = False) -> tuple[str, ...]:
+    """One table row; plain strings so that an unchanged scan can be recognised and skipped.
+    A run marked for comparing has MARK before its name."""
+    mark = MARK if marked else ""
     if narrow:
-        return (_cut(run.name, 18, middle=True), _cut(run.status, 11), f"{run.step}/{run.total_steps}",
+        return (mark + _cut(run.name, 18 - len(mark), middle=True), _cut(run.status, 11), f"{run.step}/{run.total_steps}",
                 _loss(run.best_completion_loss), f"{run.plw:g}", _cut(_model_name(run.model), 10),
                 time.strftime("%m-%d %H:%M", time.localtime(run.started)))
     return (
-        run.name,
+        mark + run.name,
         run.status,
         f"{run.stage}/{run.stages}",
         f"{run.step}/{run.total_steps}",
@@ -137,6 +141,9 @@ Every run folder under the runs folder, newest first; the list rescans itself ev
 - **R** resumes a stopped run exactly from its latest checkpoint. On a finished run it asks how
   much further to train (`200` steps, or `2 epochs`) and trains that as a new run, linked from
   the old one and starting from its final adapter; the finished run's files stay as they are.
+- **space** marks the selected run (● before its name) or unmarks it; **c** opens the marked
+  runs (2 to 8) together on the Compare screen. With none marked, **c** opens the sweep the
+  selected run belongs to, or asks for a sweep folder (one with a `sweep.json`).
 - **a** attaches to a run that another process is training (`tuner train --detach`, a headless
   run, another app): the Train screen follows it live, and pause, stop, save and eval act on it.
 
@@ -159,8 +166,13 @@ A run is *interrupted* when it never finished and its metrics file has not chang
                 tooltip="Continue a stopped run from its latest checkpoint; train a finished one further as a new run"),
         Binding("a", "attach_run", "Attach", id="runs-attach",
                 tooltip="Follow the selected run on the Train screen and steer it, though another process trains it"),
+        Binding("space", "mark_run", "Mark", id="runs-mark", show=False, tooltip="Mark the selected run for comparing, or unmark it"),
+        Binding("c", "compare_runs", "Compare", id="runs-compare",
+                tooltip="Open the marked runs (2 to 8) together; none marked: the selected run's sweep"),
         Binding("P", "promote", "Promote", id="runs-promote",
                 tooltip="Make the checkpoint selected in the checkpoint table the run's final adapter"),
+        Binding("W", "rerun", "Again", id="runs-rerun", show=False,
+                tooltip="Train the selected run again with another PLW, as a new run beside it"),
     ]
 
     def __init__(self, runs_dir: Path, **kwargs):
@@ -173,6 +185,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         self._opening: Path | None = None
         self._history: RunHistory | None = None
         self._tail_worker: Worker | None = None
+        self._marked: list[str] = []  # run folders marked for comparing, in the order marked
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -234,7 +247,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         self._runs = runs
         if self._narrow is None:  # no columns before the first layout; on_resize fills it then
             return
-        rows = [(str(run.run_dir), row_cells(run, self._narrow)) for run in runs]
+        rows = [(str(run.run_dir), row_cells(run, self._narrow, str(run.run_dir) in self._marked)) for run in runs]
         if rows == self._rows:
             return
         self._rows = rows
@@ -255,6 +268,32 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         if table.row_count == 0:
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    # ------------------------------------------------------------------ comparing runs
+
+    def action_mark_run(self) -> None:
+        key = self._selected_key()
+        if key is None:
+            return
+        if key in self._marked:
+            self._marked.remove(key)
+        elif len(self._marked) >= MAX_RUNS:
+            self.notify(f"{MAX_RUNS} runs are marked, as many as one chart tells apart", severity="warning")
+            return
+        else:
+            self._marked.append(key)
+        self._rows = []  # the marks are in the rows: draw them again
+        self._fill_table(self._runs, key)
+
+    def action_compare_runs(self) -> None:
+        """Open the marked runs; with none marked, the selected run's sweep (or ask for one)."""
+        if len(self._marked) == 1:
+            self.notify("mark at least two runs (space) to compare them", severity="warning")
+        elif self._marked:
+            self.app.push_screen(CompareScreen([Path(key) for key in self._marked]))
+        else:  # the selected run's sweep, or one to be asked for
+            key = self._selected_key()
+            self.app.push_screen(CompareScreen(near=Path(key) if key else None, runs_dir=self.runs_dir))
 
     # ------------------------------------------------------------------ one opened run
 
@@ -289,6 +328,27 @@ A run is *interrupted* when it never finished and its metrics file has not chang
             self.notify(str(e), severity="error")
             return
         self.app.resume_run(run.run_dir, more)
+
+    def action_rerun(self) -> None:
+        """Ask for another PLW and train the selected run's config again with it."""
+        run = self._selected_run()
+        if run is None:
+            return
+        question = (f"Train {run.name} again as a new run beside it,\n"
+                    "the same config with prompt_loss_weight (0 to 1) =")
+        self.app.push_screen(PathPrompt(question, f"{run.plw:g}"), lambda answer: self._rerun(run, answer))
+
+    def _rerun(self, run: RunSummary, answer: str | None) -> None:
+        if answer is None:
+            return
+        try:
+            plw = float(answer)
+        except ValueError:
+            plw = math.nan
+        if not 0 <= plw <= 1:
+            self.notify(f"prompt_loss_weight must be a number from 0 to 1, not {answer!r}", severity="error")
+            return
+        self.app.rerun_run(run.run_dir, {"prompt_loss_weight": plw})
 
     def action_attach_run(self) -> None:
         run = self._selected_run()

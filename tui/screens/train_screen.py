@@ -27,12 +27,21 @@ from ..widgets.memory_gauge import MemoryGauge
 from ..widgets.metric_sparkline import MetricSparkline
 from .sample_screen import SampleScreen
 
+def accuracy_of(report) -> tuple[str, float]:
+    """The answer's own tokens' accuracy, or, where a run has none (plain text, or a run recorded
+    before tuner measured it), every completion token's, with the series' title to match."""
+    answer = getattr(report, "answer_accuracy", math.nan)
+    if math.isfinite(answer):
+        return "answer accuracy", answer
+    return "completion accuracy", report.completion_accuracy
+
+
 # (widget id, title, number format) of every live series, in display order
 SERIES = (
     ("train-loss", "train loss", ".3f"),
     ("val-completion", "val completion loss", ".3f"),
     ("val-prompt", "val prompt loss", ".3f"),
-    ("val-accuracy", "completion accuracy", ".1%"),
+    ("val-accuracy", "answer accuracy", ".1%"),
     ("learning-rate", "learning rate", ".2e"),
     ("tokens-per-second", "tokens/s", ".0f"),
     ("grad-norm", "gradient norm", ".3g"),
@@ -188,7 +197,9 @@ class TrainScreen(Screen):
         if view.evals is not before.evals and (report := view.latest_eval) is not None:
             self._push("val-completion", report.step, report.completion_loss)
             self._push("val-prompt", report.step, report.prompt_loss)
-            self._push("val-accuracy", report.step, report.completion_accuracy)
+            title, accuracy = accuracy_of(report)
+            self.query_one("#val-accuracy", MetricSparkline).retitle(title)
+            self._push("val-accuracy", report.step, accuracy)
         if view.samples is not before.samples:  # a new sample, or a new run or session: none yet
             self.query_one("#train-samples", Static).update("\n".join(
                 f"@{s.step} {cut(s.prompt, SAMPLE_PROMPT_CHARS)}\n  → {cut(s.completion, SAMPLE_PROMPT_CHARS)}"

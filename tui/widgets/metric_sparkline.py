@@ -63,6 +63,13 @@ class MetricSparkline(Widget):
             yield Label(NO_VALUE, classes="value")
         yield Sparkline(())
 
+    def retitle(self, title: str) -> None:
+        """Name the series anew (answer accuracy falls back to completion accuracy for plain text)."""
+        if title != self.title:
+            self.title = title
+            if self.children:
+                self.query_one(".title", Label).update(title)
+
     def push(self, value: float) -> None:
         """Add one reading, e.g. the loss of the step that just finished."""
         self.push_many((value,))

@@ -1,0 +1,31 @@
+"""The compare screen's second table: for runs that differ only by seed, the mean and spread of
+their best values per value of the rest (engine/runs/compare.py's seed groups)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from rich.table import Table
+from textual.widgets import Static
+
+from engine.runs.compare import SeedGroup
+
+from .compare_table import number
+
+
+class SeedTable(Static):
+    """Mean and spread of the best values per group of runs that differ only by seed; hidden
+    when there is no such group."""
+
+    def show(self, groups: Sequence[SeedGroup], series: str) -> None:
+        self.display = bool(groups)
+        if not groups:
+            return
+        table = Table(box=None, padding=(0, 1), header_style="bold", title_justify="left",
+                      title=f"over seeds: best {series}")
+        for name in ("group", "runs", "mean", "std", "min–max"):
+            table.add_column(name, justify="left" if name == "group" else "right", no_wrap=True)
+        for g in groups:
+            table.add_row(g.label, str(g.runs), number(g.mean, series), number(g.std, series),
+                          f"{number(g.low, series)}–{number(g.high, series)}")
+        self.update(table)
