@@ -58,7 +58,9 @@ def run_sweep(sweep: Sweep, emit: Emit, control: Control | None = None) -> list[
         check_chain([point.stage], 1)
     check_local_data([sweep.points[0].stage])
     first = sweep.points[0].stage
-    sweep_dir = new_run_dir(first.config.runs_dir, None, f"{first.config.name or first.path.stem}-sweep").resolve()
+    stem = first.config.name or first.path.stem
+    stem = stem if stem.endswith("sweep") else f"{stem}-sweep"  # sweep.yaml: not "sweep-sweep-…"
+    sweep_dir = new_run_dir(first.config.runs_dir, None, stem).resolve()
     resolved = config_to_dict(first.config)
     for axis in sweep.axes:  # the lists again, around the first point's resolved values
         node = resolved

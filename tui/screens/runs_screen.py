@@ -334,8 +334,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         run = self._selected_run()
         if run is None:
             return
-        question = (f"Train {run.name} again as a new run beside it,\n"
-                    "the same config with prompt_loss_weight (0 to 1) =")
+        question = f"Train {run.name} again, as a new run,\nwith prompt_loss_weight (0 to 1) ="
         self.app.push_screen(PathPrompt(question, f"{run.plw:g}"), lambda answer: self._rerun(run, answer))
 
     def _rerun(self, run: RunSummary, answer: str | None) -> None:
