@@ -239,7 +239,7 @@ def test_the_best_checkpoint_follows_best_metric(letters_run):
     reports = [e for e in seen if isinstance(e, ev.EvalReport)]
     best = max(reports, key=lambda r: (r.choice_accuracy, -r.step))  # the first of the highest
     saved = json.loads((result.run_dir / "checkpoints" / "best.json").read_text())
-    assert saved["step"] == best.step and saved["completion_loss"] == pytest.approx(best.choice_accuracy)
+    assert saved["step"] == best.step and saved["metric"] == "choice_accuracy" and saved["value"] == pytest.approx(best.choice_accuracy)
     lowest_loss = min(reports, key=lambda r: r.completion_loss)
     assert lowest_loss.step != best.step  # so the completion loss did not pick it
 
@@ -311,3 +311,20 @@ def test_choices_are_detected_from_the_validation_answers(tmp_path):
     assert notes == ["choice accuracy over A, B, C, D (detected from the validation completions; answer_choices "
                      "names them): 16 validation example(s) scored by log-probability"]
     assert all(0 <= r.choice_accuracy <= 1 for r in seen if isinstance(r, ev.EvalReport))
+
+
+def test_best_json_names_the_metric_it_holds(tmp_path):
+    """best.json said "completion_loss" whatever best_metric measured; it names it now, and an old
+    file (completion loss only) still reads."""
+    from engine.runs.checkpoints import BEST, Checkpoints
+
+    checkpoints = Checkpoints(tmp_path)
+    checkpoints.root.mkdir(parents=True, exist_ok=True)
+    checkpoints.mark_best((0.75, 0), None, "choice_accuracy")
+    saved = json.loads((checkpoints.root / BEST).read_text())
+    assert saved["metric"] == "choice_accuracy" and saved["value"] == 0.75 and "completion_loss" not in saved
+    best = checkpoints.best()
+    assert (best.metric, best.value, best.step) == ("choice_accuracy", 0.75, 0)
+    (checkpoints.root / BEST).write_text(json.dumps({"step": 0, "completion_loss": 1.25, "checkpoint": None}))
+    best = checkpoints.best()
+    assert (best.metric, best.value) == ("completion_loss", 1.25)

@@ -115,8 +115,9 @@ def test_early_stopping_when_the_weights_before_training_stay_the_best(tmp_path,
     assert "best trained 2.4000 at step 2 (checkpoints/step-0000002)" in message
 
     best = json.loads((result.run_dir / "checkpoints" / "best.json").read_text())
-    assert best == {"step": 0, "completion_loss": 2.0, "checkpoint": None, "before_training": True,
-                    "trained": {"step": 2, "completion_loss": 2.4, "checkpoint": "step-0000002"}}
+    assert best == {"step": 0, "metric": "completion_loss", "value": 2.0, "completion_loss": 2.0, "checkpoint": None,
+                    "before_training": True, "trained": {"step": 2, "metric": "completion_loss", "value": 2.4,
+                                                         "completion_loss": 2.4, "checkpoint": "step-0000002"}}
     read_back = Checkpoints(result.run_dir).best()
     assert read_back.step == 0 and read_back.checkpoint is None
     assert read_back.trained.step == 2 and (read_back.trained.checkpoint.folder / "adapters.safetensors").exists()
@@ -132,7 +133,7 @@ def test_a_trained_best_replaces_the_starting_one(tmp_path, monkeypatch):
     assert result.status == "early_stopped" and result.step == 4
     assert "best 1.5000 at step 2 (checkpoints/step-0000002)" in seen[-1].message
     best = json.loads((result.run_dir / "checkpoints" / "best.json").read_text())
-    assert best == {"step": 2, "completion_loss": 1.5, "checkpoint": "step-0000002"}
+    assert best == {"step": 2, "metric": "completion_loss", "value": 1.5, "completion_loss": 1.5, "checkpoint": "step-0000002"}
 
 
 def test_a_resumed_run_keeps_its_best_until_a_better_one(tmp_path, monkeypatch):
@@ -152,4 +153,5 @@ def test_a_resumed_run_keeps_its_best_until_a_better_one(tmp_path, monkeypatch):
     resume_run(stopped.run_dir, seen.append)
     saves = [(e.reason, e.step) for e in seen if isinstance(e, ev.CheckpointSaved)]
     assert saves == [("best", 6), ("final", 6)]  # 2.2 and 2.1 are no better than step 1's 1.0; 0.5 is
-    assert json.loads(best_file.read_text()) == {"step": 6, "completion_loss": 0.5, "checkpoint": "step-0000006"}
+    assert json.loads(best_file.read_text()) == {"step": 6, "metric": "completion_loss", "value": 0.5,
+                                                 "completion_loss": 0.5, "checkpoint": "step-0000006"}

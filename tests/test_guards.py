@@ -57,6 +57,6 @@ def test_early_stopping_keeps_a_pointer_to_the_best_checkpoint(tmp_path, monkeyp
     best = json.loads((result.run_dir / "checkpoints" / "best.json").read_text())
     assert best["step"] == 1 and (result.run_dir / "checkpoints" / best["checkpoint"] / "adapters.safetensors").exists()
     read_back = Checkpoints(result.run_dir).best()
-    assert (read_back.step, read_back.completion_loss, read_back.checkpoint.folder.name) == (1, 2.0, best["checkpoint"])
+    assert (read_back.step, read_back.value, read_back.checkpoint.folder.name) == (1, 2.0, best["checkpoint"])
     reasons = [e.reason for e in seen if isinstance(e, ev.CheckpointSaved)]
     assert reasons == ["best", "stopped"]

@@ -157,9 +157,10 @@ class Best:
     trained steps (None before one was validated)."""
 
     step: int
-    completion_loss: float
+    value: float  # of ``metric``
     checkpoint: Checkpoint | None
     trained: Best | None = None
+    metric: str = "completion_loss"  # the run's best_metric
 
 
 class Checkpoints:
@@ -247,18 +248,22 @@ class Checkpoints:
             return f"{pointer}: names {name[:80]!r}, which is no checkpoint here"
         return Checkpoint(self.run_dir, self.root / name)
 
-    def mark_best(self, best: tuple[float, int], trained: tuple[float, int] | None = None) -> None:
-        """Record the best validation, (completion loss, step): a step's checkpoint (saved
+    def mark_best(self, best: tuple[float, int], trained: tuple[float, int] | None = None,
+                  metric: str = "completion_loss") -> None:
+        """Record the best validation, (value of ``metric``, step): a step's checkpoint (saved
         already), or step 0's starting weights, with ``trained``, the best checkpointed one."""
-        data = self._best_entry(*best)
+        data = self._best_entry(*best, metric)
         if best[1] == 0:
             data["before_training"] = True
-            data["trained"] = self._best_entry(*trained) if trained is not None else None
+            data["trained"] = self._best_entry(*trained, metric) if trained is not None else None
         atomic_write_json(self.root / BEST, data)
 
     @staticmethod
-    def _best_entry(completion_loss: float, step: int) -> dict:
-        return {"step": step, "completion_loss": completion_loss, "checkpoint": folder_name(step) if step else None}
+    def _best_entry(value: float, step: int, metric: str) -> dict:
+        entry = {"step": step, "metric": metric, "value": value, "checkpoint": folder_name(step) if step else None}
+        if metric == "completion_loss":  # what best.json said before best_metric
+            entry["completion_loss"] = value
+        return entry
 
     def best(self) -> Best | None:
         try:
@@ -270,7 +275,9 @@ class Checkpoints:
             if entry is None:
                 return None
             step = entry["step"]
-            return Best(step, entry["completion_loss"], self.at(step) if step else None, read(entry.get("trained")))
+            value = entry["value"] if "value" in entry else entry["completion_loss"]
+            return Best(step, value, self.at(step) if step else None, read(entry.get("trained")),
+                        entry.get("metric", "completion_loss"))
 
         return read(data)
 

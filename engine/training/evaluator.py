@@ -82,8 +82,10 @@ class Evaluator:
         """On resume, the run's best so far (``best.json``, which only rank 0 reads; every rank
         takes its values), so that only a better validation replaces it. The count of evaluations
         towards patience starts again."""
+        if saved is not None and saved.metric != self.cfg.best_metric:  # measured otherwise: start afresh
+            saved = None
         trained = None if saved is None else saved if saved.step > 0 else saved.trained
-        losses = [saved.completion_loss if saved else 0.0, trained.completion_loss if trained else 0.0]
+        losses = [saved.value if saved else 0.0, trained.value if trained else 0.0]
         steps = [saved.step if saved else -1, trained.step if trained else -1]
         losses = self.world.from_main(mx.array(losses, dtype=mx.float32)).tolist() if self.world.distributed else losses
         steps = self.world.from_main_ints(steps)
@@ -211,7 +213,7 @@ class Evaluator:
         else:
             self.evals_since_best += 1
         if self.world.is_main and (self.best[1] == step or self.best_trained == (loss, step)):
-            self.checkpoints.mark_best(self.best, self.best_trained)
+            self.checkpoints.mark_best(self.best, self.best_trained, self.cfg.best_metric)
 
     def _answer_measures(self, examples: list[Example], batches: int) -> dict:
         """This validation's choice accuracy and exact match, as EvalReport fields (those not
