@@ -240,7 +240,7 @@ def run_mlx_lm(spec: dict, workdir: Path) -> dict:
             raise SystemExit("--mlx-lm-flush-denormals: this machine has no MXCSR to set (x86-64 Linux only)")
     np.random.seed(spec["seed"])  # mlx_lm.lora seeds both, in this order
     model, tokenizer = load(spec["model"])
-    if not mx.metal.is_available():  # the dtype tuner computes in on CPU, for a like-for-like step
+    if mx.default_device().type == mx.cpu:  # the dtype tuner computes in on CPU, for a like-for-like step
         dequantize_model(model)
         model.update(tree_map(lambda v: v.astype(mx.float32) if mx.issubdtype(v.dtype, mx.floating) else v,
                               model.parameters()))

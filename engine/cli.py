@@ -161,11 +161,36 @@ def cmd_validate(args) -> int:
     stages = load_stages(args.configs, args.overrides)
     check_chain(stages)
     check_local_data(stages)
+    from engine.levers.memory_plan import plan_for_stage, plan_lines
+
     for stage in stages:
         if len(stages) > 1:
             print(f"# stage {stage.index + 1}: {stage.path}")
         print(format_resolved(stage, explain=args.explain))
+        print("\n".join(plan_lines(*plan_for_stage(stage))))
     return 0
+
+
+def _check_memory(stages) -> list:
+    """A warning Notice for a config predicted to need more than 80% of this machine's memory,
+    naming the changes that would fit. Never a refusal: the plan counts batches of max_seq_length
+    tokens, and most data is far shorter (a 2048 limit on 200-token chats is common). A model the
+    plan cannot read is left to the loader, whose error says what is wrong."""
+    from engine.events import Notice
+    from engine.levers.memory_plan import plan_for_stage
+
+    notices = []
+    for stage in stages:
+        try:
+            plan, _ = plan_for_stage(stage)
+        except (UserError, OSError, ValueError, KeyError):
+            continue
+        if plan is None or plan.verdict == "fits":
+            continue
+        fix = f"; would fit: {plan.fix_text()}" if plan.fixes else ""
+        said = "may not fit in memory" if plan.verdict == "too big" else "memory is tight"
+        notices.append(Notice(f"{said} if batches reach max_seq_length: {plan.summary()}{fix}", "warning"))
+    return notices
 
 
 def _validate_sweep(sweep, explain: bool) -> int:
@@ -286,7 +311,12 @@ def cmd_train(args) -> int:
         start = lambda emit, control: [resume_run(args.resume, emit, control, world)]  # noqa: E731
     else:
         stages = load_stages(args.configs, args.overrides)
-        start = lambda emit, control: run_chain(stages, emit, control, world)  # noqa: E731
+        notices = _check_memory(stages)
+
+        def start(emit, control):
+            for notice in notices:
+                emit(notice)
+            return run_chain(stages, emit, control, world)
     control = Control()
     printer = Printer(sys.stdout, quiet=args.quiet) if world.is_main else (lambda event: None)
     if args.announce and world.is_main:  # a detached child: tell the waiting parent where the run lives

@@ -154,7 +154,7 @@ def test_tuner_train_runs_the_grid_in_one_sweep_folder(tmp_path, capsys):
     path = sweep_file(tmp_path, "prompt_loss_weight: [0, 1]\nseed: [1, 2]\n")
     assert main(["train", str(path), "--quiet"]) == 0
     [sweep_dir] = (tmp_path / "runs").iterdir()
-    assert sweep_dir.name.startswith("sweep-sweep-")
+    assert sweep_dir.name.startswith("sweep-2")
     manifest = read_manifest(sweep_dir)
     assert [(e["name"], e["run_dir"], e["status"]) for e in manifest["points"]] == [
         (name, name, "completed") for name in ("plw0-seed1", "plw0-seed2", "plw1-seed1", "plw1-seed2")]

@@ -257,9 +257,14 @@ class TrainConfig(BaseModel):
                                         "second) at which the run checkpoints, then pauses (app) or stops (headless).")
     swap_growth_gb: float = Field(2.0, gt=0, description="Swap growth (GB) during the run that checkpoints, then "
                                   "pauses or stops it, before the machine stalls.")
-    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: float32 on the CPU (the only fast dtype there), the model's own dtype on Metal; "
-        "or float32, bfloat16, float16.")
+    compute_dtype: Literal["auto", "model", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: float32 on the CPU (the only fast dtype there; quantized layers are dequantized), "
+        "the model as stored on a GPU (Metal or CUDA); model: the stored dtype and quantization on any device (a "
+        "4-bit model trains as QLoRA); or float32, bfloat16, float16.")
+    compute_plan: Literal["auto", "gpu"] = Field(
+        "auto", description="auto: the CPU levers (fast_silu, fast_attention, fast_lora, cpu_streams) apply on the "
+        "CPU backend only; gpu: off on every device, so the CPU computes what Metal and CUDA do (with compute_dtype: "
+        "model, to check the GPU path on a machine without one).")
     grad_checkpoint: bool = Field(False, description="Recompute activations in the backward pass: less memory, about "
                                   "a third slower.")
     sparse_logits: bool = Field(True, description="Compute output logits only where the loss has weight (at PLW 0: "
@@ -267,12 +272,12 @@ class TrainConfig(BaseModel):
                                 "queries and MLP only there when that is at most half the positions: same loss, less "
                                 "time and memory. false: every position, as mlx-lm.")
     fast_silu: bool = Field(True, description=f"{ON_CPU}, the MLP's SiLU from a polynomial exponential (MLX's CPU exp "
-                            f"is scalar on x86): {SAME_VALUES}, several times faster. No effect on Metal.")
+                            f"is scalar on x86): {SAME_VALUES}, several times faster. No effect on a GPU (Metal, CUDA) or with compute_plan: gpu.")
     fast_attention: bool = Field(True, description=f"{ON_CPU}, attention's softmax from a polynomial exponential "
-                                 f"(MLX's CPU exp is scalar on x86): {SAME_VALUES}. No effect on Metal.")
+                                 f"(MLX's CPU exp is scalar on x86): {SAME_VALUES}. No effect on a GPU (Metal, CUDA) or with compute_plan: gpu.")
     fast_lora: bool = Field(True, description=f"{ON_CPU}, float32 LoRA layers without dropout add their low-rank "
                             "update inside the matmul (mx.addmm) and compute their gradient in fewer passes: "
-                            f"{SAME_VALUES}, same adapter files. No effect on Metal.")
+                            f"{SAME_VALUES}, same adapter files. No effect on a GPU (Metal, CUDA) or with compute_plan: gpu.")
     shared_prefix: bool = Field(True, description="Compute the tokens that open every training example (a chat "
                                 "template's system message, a repeated instruction) once per batch instead of once "
                                 "per example, where the model has the Llama form (plain causal attention, no sliding "

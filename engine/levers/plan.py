@@ -4,10 +4,12 @@ A lever changes how a step is computed, never what it computes. Which ones apply
 device (the CPU levers make up for MLX's CPU backend: scalar ``exp``, one-thread element-wise
 work, Intel's slow denormals), on the model (a probe must show the switched layer computes what
 the model's own does), on the config (each lever has a switch) and on the ranks (data-parallel
-ranks on one machine share its cores). :func:`plan_compute` looks at all four once, switches the
-layers that take a lever, and returns a :class:`ComputePlan`: the values training reads (sparse
-logits on? the shared prefix's length, the row streams) and one :class:`LeverChoice` per lever,
-which the run-started event carries to the CLI, the app and ``metrics.jsonl``.
+ranks on one machine share its cores); ``compute_plan: gpu`` turns the CPU levers off on the CPU
+too, so a machine without a GPU runs (and its tests check) what Metal and CUDA run.
+:func:`plan_compute` looks at all four once, switches the layers that take a lever, and returns
+a :class:`ComputePlan`: the values training reads (sparse logits on? the shared prefix's length,
+the row streams) and one :class:`LeverChoice` per lever, which the run-started event carries to
+the CLI, the app and ``metrics.jsonl``.
 
 Where each lever lives: ``linear_ce`` (sparse logits), ``sparse_tail`` (sparse last block),
 ``shared_prefix``, ``fast_silu``, ``fast_attention``, ``fast_lora``, ``cpu_streams``, ``denormals``,
@@ -56,19 +58,19 @@ def plan_compute(model: nn.Module, cfg, ranks: int, train_ids: Sequence[np.ndarr
     ``train_ids`` are the training examples' token ids (their common prefix is the shared prefix).
     Call it once per run, before the step is compiled; the probes evaluate the model.
     """
-    cpu = on_cpu()
-    choices = [_blas(), _denormals(cpu)]
-    choices.append(_layer_lever("fast SiLU", cfg.fast_silu, cpu, lambda: speed_up_mlps(model), "MLPs",
+    cpu_off = cpu_levers_off(cfg)
+    choices = [_blas(), _denormals(on_cpu())]
+    choices.append(_layer_lever("fast SiLU", cfg.fast_silu, cpu_off, lambda: speed_up_mlps(model), "MLPs",
                                 "the MLP's sigmoid uses a polynomial exponential (MLX's CPU exp is scalar)"))
-    choices.append(_layer_lever("fast attention", cfg.fast_attention, cpu, lambda: speed_up_attention(model),
+    choices.append(_layer_lever("fast attention", cfg.fast_attention, cpu_off, lambda: speed_up_attention(model),
                                 "attention layers", "the softmax uses a polynomial exponential"))
-    choices.append(_layer_lever("fast LoRA", cfg.fast_lora, cpu, lambda: speed_up_lora(model), "LoRA layers",
+    choices.append(_layer_lever("fast LoRA", cfg.fast_lora, cpu_off, lambda: speed_up_lora(model), "LoRA layers",
                                 "the low-rank update is added inside the matmul"))
     sparse = cfg.sparse_logits and head_matches(model)
     choices.append(_sparse_logits(cfg, sparse))
     choices.append(_sparse_last_block(model, cfg, sparse))
-    streams = RowStreams.plan(1 if ranks > 1 else cfg.cpu_streams, cfg.batch_size)
-    choices.append(_cpu_streams(cfg, ranks, streams, cpu))
+    streams = RowStreams.plan(1 if ranks > 1 or cpu_off else cfg.cpu_streams, cfg.batch_size)
+    choices.append(_cpu_streams(cfg, ranks, streams, cpu_off))
     can_share = cfg.shared_prefix and sparse and ranks == 1 and shares_prefix(model)
     prefix_choice, prefix = _shared_prefix(cfg, ranks, sparse, can_share, streams, train_ids)
     choices.append(prefix_choice)
@@ -78,6 +80,15 @@ def plan_compute(model: nn.Module, cfg, ranks: int, train_ids: Sequence[np.ndarr
                                "blocks recompute their activations in the backward pass" if cfg.grad_checkpoint
                                else "grad_checkpoint: false (faster; more memory)"))
     return ComputePlan(tuple(choices), sparse, prefix, can_share, streams)
+
+
+def cpu_levers_off(cfg) -> str | None:
+    """Why the CPU-only levers are off, or None where they may apply: on a GPU they would only
+    slow it, and ``compute_plan: gpu`` keeps them off on the CPU too, so the CPU runs exactly what
+    Metal and CUDA run (the path the tests check here)."""
+    if cfg.compute_plan == "gpu":
+        return "compute_plan: gpu"
+    return None if on_cpu() else "for the CPU backend only"
 
 
 def _blas() -> LeverChoice:
@@ -99,12 +110,12 @@ def _denormals(cpu: bool) -> LeverChoice:
                                    "matmuls on them up to 150x slower")
 
 
-def _layer_lever(name: str, wanted: bool, cpu: bool, switch, what: str, how: str) -> LeverChoice:
+def _layer_lever(name: str, wanted: bool, cpu_off: str | None, switch, what: str, how: str) -> LeverChoice:
     key = name.lower().replace(" ", "_")
     if not wanted:
         return LeverChoice(name, False, f"{key}: false")
-    if not cpu:
-        return LeverChoice(name, False, "for the CPU backend only")
+    if cpu_off:
+        return LeverChoice(name, False, cpu_off)
     switched = switch()
     if not switched:
         return LeverChoice(name, False, f"no {what} of a form it can compute (or not float32)")
@@ -132,7 +143,7 @@ def _sparse_last_block(model: nn.Module, cfg, sparse: bool) -> LeverChoice:
                                    "when that is at most half the positions")
 
 
-def _cpu_streams(cfg, ranks: int, streams: RowStreams, cpu: bool) -> LeverChoice:
+def _cpu_streams(cfg, ranks: int, streams: RowStreams, cpu_off: str | None) -> LeverChoice:
     name = "CPU streams"
     if streams.split:
         return LeverChoice(name, True, f"each batch's rows run as {streams.count} parts on {streams.count} "
@@ -141,8 +152,8 @@ def _cpu_streams(cfg, ranks: int, streams: RowStreams, cpu: bool) -> LeverChoice
         return LeverChoice(name, False, "cpu_streams: 1")
     if ranks > 1:
         return LeverChoice(name, False, "data-parallel ranks on one machine share its cores")
-    if not cpu:
-        return LeverChoice(name, False, "for the CPU backend only")
+    if cpu_off:
+        return LeverChoice(name, False, cpu_off)
     return LeverChoice(name, False, f"needs batch_size a multiple of {cfg.cpu_streams}, two cores, "
                                     "an OpenBLAS and MLX's breadth-first order")
 

@@ -3,8 +3,9 @@
 Loading, LoRA/DoRA layers and adapter files are mlx-lm's, so adapters we write load in
 ``mlx_lm.generate --adapter-path`` and ``mlx_lm.fuse``. What we add: the compute dtype choice
 (on the CPU backend only float32 matmuls are fast, so quantized layers are dequantized and
-everything is cast to float32, and we say so; on Metal the model keeps its dtype and
-quantization), and checks that an adapter to continue from fits the layers we built.
+everything is cast to float32, and we say so; on a GPU, Metal or CUDA, or with
+``compute_dtype: model``, the model keeps its dtype and quantization), and checks that an
+adapter to continue from fits the layers we built.
 """
 
 from __future__ import annotations
@@ -64,9 +65,13 @@ def load_base(stage) -> LoadedModel:
 
 
 def choose_dtype(requested: str):
-    """None keeps the model as stored; "auto" means float32 on the CPU backend."""
+    """None keeps the model as stored (its dtype and quantization): "model", and "auto" on a GPU
+    (Metal or CUDA); "auto" on the CPU backend means float32, its only fast dtype."""
+    on_cpu = mx.default_device().type == mx.cpu  # by device, not Metal: CUDA is a GPU too
+    if requested == "model" or (requested == "auto" and not on_cpu):
+        return None
     if requested == "auto":
-        return None if mx.metal.is_available() else mx.float32
+        return mx.float32
     return DTYPES[requested]
 
 
