@@ -64,6 +64,7 @@ def make_app(tmp_path, monkeypatch):
     (tmp_path / "demo.yaml").write_text(CONFIG)
     app = TunerApp("demo.yaml", runs_dir="runs", poll_memory=False)
     app.machine_memory_gb = 16.0
+    monkeypatch.setattr("engine.levers.memory_plan.machine_memory", lambda: (16 * 10**9, None))  # the plan's "of 16 GB"
     return app
 
 

@@ -19,6 +19,7 @@ from engine.config import load_stages, resolved_rows
 from engine.config.load import load_sweep
 from engine.config.checks import check_chain
 from engine.errors import UserError
+from engine.levers.memory_plan import plan_for_stage, size
 from engine.training.schedule import schedule_curve, updates_in_run
 
 MAX_ERRORS = 10
@@ -42,6 +43,7 @@ class Checked:
     curve: list[tuple[int, float]]
     curve_note: str
     sweep_runs: int = 0  # a config with lists of values: how many runs its sweep trains
+    memory: str = ""  # "needs about 3.4 GB of 25 GB", or that it may not fit and what would
 
 
 def _blank_block(text: str, line: int) -> str | None:
@@ -136,4 +138,21 @@ def check_config(paths: list[Path], index: int, texts: dict[str, str]) -> Checke
         note = f"{examples} examples x {cfg.epochs:g} ep"
     else:
         note = ""
-    return Checked((), resolved_rows(stage), schedule_curve(cfg, updates or 1000), note, sweep_runs)
+    return Checked((), resolved_rows(stage), schedule_curve(cfg, updates or 1000), note, sweep_runs,
+                   memory_line(stage))
+
+
+def memory_line(stage) -> str:
+    """The memory plan in a few words for the Config screen's status (``tuner validate`` prints it
+    whole); empty when the model is not here to read (a hub id not downloaded)."""
+    try:
+        plan, _ = plan_for_stage(stage)
+    except (UserError, OSError, ValueError, KeyError):  # the loader will say what is wrong
+        return ""
+    if plan is None:
+        return ""
+    need = f"needs about {size(plan.total)} of {size(plan.machine_bytes)}"
+    if plan.verdict == "fits":
+        return need
+    fix = f"; would fit: {plan.fix_text()}" if plan.fixes else ""
+    return f"⚠ {need} at max_seq_length{fix}"

@@ -277,10 +277,14 @@ class ConfigScreen(Screen):
         self._show_errors(checked.errors)
         if checked.errors:
             return
+        memory = f" · {checked.memory}" if checked.memory else ""
         if checked.sweep_runs:  # the resolved values below are its first run's
             self.query_one("#config-check", Static).update(
-                f"✓ valid · a sweep of {checked.sweep_runs} runs (the first shown) · t: train them · "
+                f"✓ valid · a sweep of {checked.sweep_runs} runs (the first shown){memory} · t: train them · "
                 "esc leaves the editor")
+        elif memory:
+            self.query_one("#config-check", Static).update(
+                f"✓ valid{memory} · t: train · 2: inspect the data · esc leaves the editor")
         self.query_one(ResolvedTable).show(checked.resolved, self._table_width())
         plot = self.query_one("#config-lr", PlotextPlot)
         plt = plot.plt
