@@ -22,12 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
 from engine.errors import (
-    EXIT_CODES,
     EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
     DataError,
@@ -36,7 +34,7 @@ from engine.errors import (
     is_storage_error,
     storage_error,
 )
-from engine.runs.control import ACTIONS, Control
+from engine.runs.control import ACTIONS
 from engine.levers.platform_check import maybe_reexec_with_openblas
 from engine.printer import format_worst
 
@@ -171,28 +169,6 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def _check_memory(stages) -> list:
-    """A warning Notice for a config predicted to need more than 80% of this machine's memory,
-    naming the changes that would fit. Never a refusal: the plan counts batches of max_seq_length
-    tokens, and most data is far shorter (a 2048 limit on 200-token chats is common). A model the
-    plan cannot read is left to the loader, whose error says what is wrong."""
-    from engine.events import Notice
-    from engine.levers.memory_plan import plan_for_stage
-
-    notices = []
-    for stage in stages:
-        try:
-            plan, _ = plan_for_stage(stage)
-        except (UserError, OSError, ValueError, KeyError):
-            continue
-        if plan is None or plan.verdict == "fits":
-            continue
-        fix = f"; would fit: {plan.fix_text()}" if plan.fixes else ""
-        said = "may not fit in memory" if plan.verdict == "too big" else "memory is tight"
-        notices.append(Notice(f"{said} if batches reach max_seq_length: {plan.summary()}{fix}", "warning"))
-    return notices
-
-
 def _validate_sweep(sweep, explain: bool) -> int:
     """A sweep's points, one line each (its run name, then the values that differ), then the
     first point's resolved values."""
@@ -266,189 +242,9 @@ def _show_progress(done: int, total: int) -> None:
 
 
 def cmd_train(args) -> int:
-    from engine.config import load_stages
-    from engine.events import RunFailed, RunFinished, RunStarted
-    from engine.printer import Printer
-    from engine.runs.more import parse_more
-    from engine.training.chain import continue_run, resume_run, run_chain
-    from engine.training.sweep import resume_sweep, run_sweep
+    from engine.launch.train_command import cmd_train as train
 
-    if bool(args.configs) == bool(args.resume):
-        raise UserError("train: give config files, or --resume RUN_DIR (not both)")
-    if args.resume and args.overrides:
-        raise UserError("train: --set changes config files; a resumed run keeps the config it was trained with")
-    if args.more and (args.detach or args.hosts):
-        raise UserError("train: --more trains here, without --detach or --hosts")
-    sweep = _sweep_of(args)
-    if sweep is not None and args.more:
-        raise UserError(f"train: --more trains one finished run further; {args.resume} is a sweep, "
-                        "so give one of its run folders")
-    if args.detach:
-        return detach_train(args, sweep is not None)
-    if args.hosts:
-        return train_on_hosts(args, sweep is not None)
-    # MLX is imported here, to train in this process: the other commands, and the parents of
-    # detached and multi-host runs, start fast
-    from engine.levers.process import prepare_process
-    from engine.training.distributed import current_world
-
-    prepare_process()  # before anything starts MLX's threads
-    world = current_world()
-    if sweep is not None and world.distributed:  # every rank would make its own sweep folder
-        raise UserError("train: a sweep trains in one process; start one point over several hosts with --set")
-    if args.more:
-        if not args.resume:
-            raise UserError("train: --more goes with --resume RUN_DIR")
-        if world.distributed:
-            raise UserError("train: --more trains in one process; start the new run's config with --hosts instead")
-        more = parse_more(args.more)
-        start = lambda emit, control: [continue_run(args.resume, emit, control, **more)]  # noqa: E731
-    elif sweep == "resume":
-        start = lambda emit, control: resume_sweep(Path(args.resume), emit, control)  # noqa: E731
-    elif sweep is not None:
-        start = lambda emit, control: run_sweep(sweep, emit, control)  # noqa: E731
-    elif args.resume:
-        start = lambda emit, control: [resume_run(args.resume, emit, control, world)]  # noqa: E731
-    else:
-        stages = load_stages(args.configs, args.overrides)
-        notices = _check_memory(stages)
-
-        def start(emit, control):
-            for notice in notices:
-                emit(notice)
-            return run_chain(stages, emit, control, world)
-    control = Control()
-    printer = Printer(sys.stdout, quiet=args.quiet) if world.is_main else (lambda event: None)
-    if args.announce and world.is_main:  # a detached child: tell the waiting parent where the run lives
-        printer = _announcing(printer, Path(args.announce), sweep is not None)
-    printer = _noting_run_dir(printer, args)
-    interrupts = {"n": 0}
-    training = {"now": False}  # a stage between its start and its end: a stop there saves first
-
-    def emit(event) -> None:
-        if isinstance(event, (RunStarted, RunFinished, RunFailed)):
-            training["now"] = isinstance(event, RunStarted)
-        printer(event)
-
-    def on_signal(signum, frame):
-        interrupts["n"] += 1
-        if interrupts["n"] > 1 or not training["now"]:  # loading or tokenising: nothing to save yet
-            raise KeyboardInterrupt
-        if world.is_main:
-            print("\nstopping after this step and saving (press Ctrl-C again to quit at once)", file=sys.stderr)
-        control.stop()
-
-    old_int = signal.signal(signal.SIGINT, on_signal)
-    old_term = signal.signal(signal.SIGTERM, on_signal)
-    try:
-        results = start(emit, control)
-    except KeyboardInterrupt:
-        kept = "the last saved checkpoint is kept" if args.run_dir_seen else "before training started"
-        print(f"tuner: interrupted; {kept}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except RuntimeError as e:
-        if not world.distributed:
-            raise
-        # this rank's own failure, or a peer's (then the peer says why): the run failed, its checkpoints stay
-        print(f"tuner: error: rank {world.rank} of {world.size}: {e}; the last saved checkpoint is kept "
-              "(resume with: tuner train --hosts HOSTFILE --resume RUN_DIR)", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
-    if sweep is not None:  # a stop ends the sweep; a diverged run does not, but the exit code says so
-        statuses = {result.status for result in results}
-        return next((EXIT_CODES[s] for s in ("stopped", "diverged") if s in statuses), 0)
-    return EXIT_CODES.get(results[-1].status, 0) if results else 0
-
-
-def _sweep_of(args):
-    """The sweep to train: a loaded :class:`~engine.config.load.Sweep` for a config with lists,
-    ``"resume"`` for ``--resume SWEEP_DIR``, None for anything else (configs only, no MLX)."""
-    from engine.config.load import load_sweep
-    from engine.runs.sweeps import is_sweep_dir
-
-    if args.resume:
-        return "resume" if is_sweep_dir(Path(args.resume)) else None
-    return load_sweep(args.configs, args.overrides)
-
-
-def train_on_hosts(args, sweep: bool = False) -> int:
-    """``tuner train --hosts HOSTFILE ...``: check here, then train through mlx.launch."""
-    from engine.launch.detach import checked_chain, checked_resume
-    from engine.launch.hosts import train_on_hosts as launch
-
-    if sweep:
-        raise UserError("train: --hosts trains one config or chain; a sweep's runs train one after another "
-                        "here or with --detach (train one point over --hosts with --set instead)")
-    if args.resume:
-        train_args, stages, runs_dir = checked_resume(Path(args.resume), args.quiet)
-    else:
-        train_args, stages, runs_dir = checked_chain(args.configs, args.overrides, args.quiet)
-    return launch(Path(args.hosts), train_args, stages, runs_dir)
-
-
-def detach_train(args, sweep: bool = False) -> int:
-    """Start the same ``tuner train`` in the background and print how to follow and steer it."""
-    from engine.launch.detach import detach_chain, detach_resume, detach_sweep
-
-    hosts = Path(args.hosts) if args.hosts else None
-    if sweep and hosts is not None:
-        train_on_hosts(args, sweep)  # refuses, in the same words
-    print("starting a detached run (loading the model and data) ...", file=sys.stderr, flush=True)
-    try:
-        if sweep:
-            run = detach_sweep(args.configs, args.overrides, args.quiet, Path(args.resume) if args.resume else None)
-        elif args.resume:
-            run = detach_resume(Path(args.resume), args.quiet, hosts)
-        else:
-            run = detach_chain(args.configs, args.overrides, args.quiet, hosts)
-    except KeyboardInterrupt:
-        print("\nstill starting in the background; its run folder will appear in the runs folder", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if sweep:
-        print(f"training a sweep in the background (pid {run.pid}): {run.run_dir}")
-        print(f"  its runs:   {run.run_dir}/*/ one after another, listed in {run.run_dir}/sweep.json")
-        print(f"  steer it:   tuner control {run.run_dir} pause|resume|stop|save|eval  (the run training now; "
-              "stop ends the sweep)")
-        print(f"  resume it:  tuner train --resume {run.run_dir}")
-        print(f"  its output: {run.log}")
-        return 0
-    print(f"training in the background (pid {run.pid}): {run.run_dir}")
-    print(f"  watch it:   tuner attach {run.run_dir}   (or: tuner, then 4 for Runs)")
-    print(f"  steer it:   tuner control {run.run_dir} pause|resume|stop|save|eval")
-    print(f"  its output: {run.log}")
-    return 0
-
-
-def _noting_run_dir(printer, args):
-    """The printer, noting each stage's run folder in ``args.run_dir_seen`` for a crash's log."""
-    from engine.events import RunStarted
-
-    def emit(event) -> None:
-        if isinstance(event, RunStarted) and event.run_dir:
-            args.run_dir_seen = event.run_dir
-        printer(event)
-
-    return emit
-
-
-def _announcing(printer, announce: Path, sweep: bool = False):
-    """The printer, plus the handshake with a waiting ``--detach`` parent at the first RunStarted
-    (a sweep announces its sweep folder, the run folder's parent)."""
-    from engine.launch.handshake import announce_run
-    from engine.events import RunStarted
-
-    announced = []
-
-    def emit(event) -> None:
-        if isinstance(event, RunStarted) and not announced:  # the first stage's folder only
-            run_dir = Path(event.run_dir)
-            announce_run(announce, run_dir.parent if sweep else run_dir)
-            announced.append(event.run_dir)
-        printer(event)
-
-    return emit
+    return train(args)
 
 
 def cmd_control(args) -> int:

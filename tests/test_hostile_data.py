@@ -455,7 +455,7 @@ def test_sigterm_during_an_endless_sample_stops_the_run_within_seconds(tmp_path,
     does the same here, for a trainer that does not (yet) pass ``stopping`` itself."""
     import signal
 
-    import engine.cli
+    import engine.launch.train_command
     import engine.training.trainer as trainer
     from engine.runs.control import Control
     from engine.training.evaluator import Evaluator
@@ -483,7 +483,7 @@ def test_sigterm_during_an_endless_sample_stops_the_run_within_seconds(tmp_path,
         finally:
             closed.append(time.monotonic())
 
-    monkeypatch.setattr(engine.cli, "Control", control_factory)
+    monkeypatch.setattr(engine.launch.train_command, "Control", control_factory)
     monkeypatch.setattr(trainer, "Evaluator", evaluator_factory)
     monkeypatch.setattr("engine.training.evaluator.stream_generate", endless)
     config = write_config(tmp_path, iters=20, steps_per_eval=2, val_batches=1, samples_per_eval=1,
@@ -499,7 +499,7 @@ def test_sigterm_during_a_long_validation_stops_between_batches(tmp_path, monkey
     pass reports nothing, and the run stops and exits 130 (same shim as the test above)."""
     import signal
 
-    import engine.cli
+    import engine.launch.train_command
     import engine.training.evaluator as evaluator_module
     import engine.training.trainer as trainer
     from engine.runs.control import Control
@@ -523,7 +523,7 @@ def test_sigterm_during_a_long_validation_stops_between_batches(tmp_path, monkey
         time.sleep(0.3)
         return real_collate(*args, **kwargs)
 
-    monkeypatch.setattr(engine.cli, "Control", control_factory)
+    monkeypatch.setattr(engine.launch.train_command, "Control", control_factory)
     monkeypatch.setattr(trainer, "Evaluator", evaluator_factory)
     monkeypatch.setattr(evaluator_module, "collate", slow_collate)
     config = write_config(tmp_path, iters=20, steps_per_eval=2, val_batches=-1, batch_size=1)

@@ -79,69 +79,81 @@ def _read_text(path: Path) -> str:
         raise DataError(_not_utf8(path, data.count(b"\n", 0, e.start) + 1, data[e.start])) from None
 
 
+def _jsonl_rows(path: Path, errors: list[str] | None) -> Iterator[tuple[Any, str]]:
+    with _open(path) as f:
+        for n, raw in enumerate(f, 1):
+            try:  # line by line, so that one bad byte costs one row
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                _reject(_not_utf8(path, n, raw[e.start]), errors)
+                continue
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                _reject(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})", errors)
+                continue
+            except RecursionError:
+                _reject(f"{path}:{n}: JSON nested too deeply to read", errors)
+                continue
+            if "\\u" in line and (escape := _lone_surrogate(row)):  # only escapes can make one
+                _reject(_surrogate_message(f"{path}:{n}", escape), errors)
+                continue
+            yield row, f"{path}:{n}"
+
+
+def _json_rows(path: Path, errors: list[str] | None) -> Iterator[tuple[Any, str]]:
+    text = _read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to read") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: a .json dataset must hold a list of records")
+    escapes = "\\u" in text  # only a \u escape can write a lone surrogate
+    for i, row in enumerate(data):
+        if escapes and (escape := _lone_surrogate(row)):
+            _reject(_surrogate_message(f"{path}#{i}", escape), errors)
+            continue
+        yield row, f"{path}#{i}"
+
+
+def _csv_rows(path: Path, errors: list[str] | None) -> Iterator[tuple[Any, str]]:
+    csv.field_size_limit(2**31 - 1)  # a long document is one field; the default stops at 128 KiB
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    try:
+        rows = [(row, reader.line_num) for row in reader]
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+    for row, n in rows:
+        yield row, f"{path}:{n}"
+
+
+def _parquet_rows(path: Path, errors: list[str] | None) -> Iterator[tuple[Any, str]]:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{path}: cannot read as Parquet ({first_line(e)})") from None
+    for i, row in enumerate(rows):
+        yield row, f"{path}#{i}"
+
+
+READERS = {".jsonl": _jsonl_rows, ".json": _json_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
+
+
 def read_rows(path: Path, errors: list[str] | None = None) -> Iterator[tuple[Any, str]]:
     """Yield (row, origin) from a JSONL, JSON, CSV or Parquet file (see ``errors`` above)."""
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with _open(path) as f:
-            for n, raw in enumerate(f, 1):
-                try:  # line by line, so that one bad byte costs one row
-                    line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
-                except UnicodeDecodeError as e:
-                    _reject(_not_utf8(path, n, raw[e.start]), errors)
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    _reject(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})", errors)
-                    continue
-                except RecursionError:
-                    _reject(f"{path}:{n}: JSON nested too deeply to read", errors)
-                    continue
-                if "\\u" in line and (escape := _lone_surrogate(row)):  # only escapes can make one
-                    _reject(_surrogate_message(f"{path}:{n}", escape), errors)
-                    continue
-                yield row, f"{path}:{n}"
-    elif suffix == ".json":
-        text = _read_text(path)
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-        except RecursionError:
-            raise DataError(f"{path}: JSON nested too deeply to read") from None
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list):
-            raise DataError(f"{path}: a .json dataset must hold a list of records")
-        escapes = "\\u" in text  # only a \u escape can write a lone surrogate
-        for i, row in enumerate(data):
-            if escapes and (escape := _lone_surrogate(row)):
-                _reject(_surrogate_message(f"{path}#{i}", escape), errors)
-                continue
-            yield row, f"{path}#{i}"
-    elif suffix == ".csv":
-        csv.field_size_limit(2**31 - 1)  # a long document is one field; the default stops at 128 KiB
-        reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
-        try:
-            rows = [(row, reader.line_num) for row in reader]
-        except csv.Error as e:
-            raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
-        for row, n in rows:
-            yield row, f"{path}:{n}"
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except Exception as e:  # pyarrow raises several types for a damaged file
-            raise DataError(f"{path}: cannot read as Parquet ({first_line(e)})") from None
-        for i, row in enumerate(rows):
-            yield row, f"{path}#{i}"
-    else:
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
         raise DataError(f"{path}: unsupported file type (use {', '.join(FILE_SUFFIXES)})")
+    return reader(path, errors)
 
 
 def read_records(path: Path, features: Features, errors: list[str] | None = None) -> list[Record]:
