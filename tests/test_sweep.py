@@ -169,6 +169,31 @@ def test_tuner_train_runs_the_grid_in_one_sweep_folder(tmp_path, capsys):
     assert out.count("completed at step 4") == 4 and "run 4 of 4: plw1-seed2" in out
 
 
+def test_a_sweep_tokenises_its_data_once_and_each_run_trains_as_it_would_alone(tmp_path, monkeypatch):
+    import engine.data.tokenize as tokenize
+
+    encoded = []
+    real = tokenize.encode_with_answers
+
+    def counting(tokenizer, records):
+        encoded.append(len(records))
+        return real(tokenizer, records)
+
+    monkeypatch.setattr(tokenize, "encode_with_answers", counting)
+    events = []
+    run_sweep(load_sweep([sweep_file(tmp_path, "seed: [1, 2, 3]\n", val_batches=2, steps_per_eval=2)]), events.append)
+    assert len(encoded) == 2  # train and valid, for the first point only
+    alone = []
+    (tmp_path / "alone").mkdir()
+    run_chain(load_stages([write_config(tmp_path / "alone", **{**TINY, "val_batches": 2, "steps_per_eval": 2, "seed": 3})]),
+              alone.append)
+    assert len(encoded) == 4  # outside a sweep, nothing is remembered
+    third = events[max(i for i, e in enumerate(events) if isinstance(e, ev.RunStarted)):]
+    assert losses(third) == losses(alone)
+    valid = [(e.step, e.completion_loss) for e in third if isinstance(e, ev.EvalReport)]
+    assert valid == [(e.step, e.completion_loss) for e in alone if isinstance(e, ev.EvalReport)]
+
+
 def test_a_stopped_sweep_resumes_keeping_finished_runs_and_the_interrupted_one_exactly(tmp_path):
     lists = "seed: [1, 2, 3]\n"
     (tmp_path / "straight").mkdir()

@@ -11,11 +11,18 @@ also marked as the example's ``answer``, which validation scores apart (answer a
 
 Truncation at ``max_seq_length`` keeps the start of the sequence and is counted; an example left
 with no completion token to learn is dropped and reported, never trained on silently.
+
+A sweep's runs read the same data with the same tokenizer: within :func:`tokenised_once`, a split
+tokenised once is reused (its arrays made read-only, so no run can change another's data).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from typing import Iterator
 
 import numpy as np
 
@@ -247,8 +254,49 @@ def encode_with_answers(tokenizer, records: list[Record]) -> list[tuple[np.ndarr
     return out
 
 
+_MEMO: ContextVar[dict | None] = ContextVar("tokenised_once", default=None)
+
+
+@contextmanager
+def tokenised_once() -> Iterator[None]:
+    """Within this block, :func:`tokenize_split` tokenises the same records with the same tokenizer
+    and length limit once (a sweep's points differ in PLW, seed or learning rate, not in data)."""
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
 def tokenize_split(tokenizer, records: list[Record], max_seq_length: int) -> TokenizedSplit:
     """Tokenise, truncate to ``max_seq_length`` and account for everything that was cut."""
+    memo = _MEMO.get()
+    if memo is None:
+        return _tokenize_split(tokenizer, records, max_seq_length)
+    key = _memo_key(tokenizer, records, max_seq_length)
+    if key not in memo:
+        memo[key] = _frozen(_tokenize_split(tokenizer, records, max_seq_length))
+    kept = memo[key]
+    return replace(kept, examples=list(kept.examples), dropped=list(kept.dropped))
+
+
+def _memo_key(tokenizer, records: list[Record], max_seq_length: int) -> tuple:
+    """What decides the tokens: the tokenizer (its files' folder, vocabulary size and chat template),
+    the records and the length limit."""
+    digest = hashlib.sha256(repr(records).encode()).hexdigest()
+    return (getattr(tokenizer, "name_or_path", None), len(tokenizer.get_vocab()),
+            getattr(tokenizer, "chat_template", None), max_seq_length, digest)
+
+
+def _frozen(split: TokenizedSplit) -> TokenizedSplit:
+    for example in split.examples:
+        for array in (example.ids, example.roles, example.answer):
+            if array is not None:
+                array.setflags(write=False)
+    return split
+
+
+def _tokenize_split(tokenizer, records: list[Record], max_seq_length: int) -> TokenizedSplit:
     result = TokenizedSplit()
     for record, (ids, roles, answer) in zip(records, encode_with_answers(tokenizer, records)):
         example = Example(ids[:max_seq_length], roles[:max_seq_length], record.origin, len(ids), answer[:max_seq_length])

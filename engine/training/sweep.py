@@ -31,6 +31,7 @@ from engine.config import Stage, check_chain, config_to_dict, load_stages
 from engine.config.load import Sweep, SweepPoint
 from engine.config.sweep import SWEEP_KEYS
 from engine.data.sources import check_local_data
+from engine.data.tokenize import tokenised_once
 from engine.errors import UserError
 from engine.files import atomic_write_json, atomic_write_text
 from engine.runs.control import Control
@@ -87,30 +88,36 @@ def _train_points(sweep_dir: Path, sweep: Sweep, emit: Emit, control: Control) -
     """Train each point not yet done, in order, holding the sweep folder's lock; stop at a stop."""
     lock = RunLock.take(sweep_dir)
     try:
-        manifest = read_manifest(sweep_dir)
-        entries = {entry["name"]: entry for entry in manifest["points"]}
-        results = []
-        for number, point in enumerate(sweep.points, 1):
-            entry = entries[point.name]
-            if entry["status"] in DONE:
-                continue
-            emit(ev.Notice(message=f"sweep {sweep_dir.name}: run {number} of {len(sweep.points)}: {point.name}"))
-            try:
-                result = _train_point(sweep_dir, point, entry, lambda: write_manifest(sweep_dir, manifest),
-                                      emit, control)
-            except BaseException as e:
-                if entry["status"] == "running":  # what went wrong is in the run's own metrics
-                    entry["status"] = "failed" if isinstance(e, Exception) else "interrupted"
-                    write_manifest(sweep_dir, manifest)
-                raise
-            entry["status"] = result.status
-            write_manifest(sweep_dir, manifest)
-            results.append(result)
-            if result.status == "stopped" or control.stopping:
-                break
-        return results
+        with tokenised_once():  # the points differ in PLW, seed or LR, not in data: tokenised once
+            return _each_point(sweep_dir, sweep, emit, control)
     finally:
         lock.release()
+
+
+def _each_point(sweep_dir: Path, sweep: Sweep, emit: Emit, control: Control) -> list[StageResult]:
+    """The points not yet done, in order, the manifest kept up to date; stops at a stop."""
+    manifest = read_manifest(sweep_dir)
+    entries = {entry["name"]: entry for entry in manifest["points"]}
+    results = []
+    for number, point in enumerate(sweep.points, 1):
+        entry = entries[point.name]
+        if entry["status"] in DONE:
+            continue
+        emit(ev.Notice(message=f"sweep {sweep_dir.name}: run {number} of {len(sweep.points)}: {point.name}"))
+        try:
+            result = _train_point(sweep_dir, point, entry, lambda: write_manifest(sweep_dir, manifest),
+                                  emit, control)
+        except BaseException as e:
+            if entry["status"] == "running":  # what went wrong is in the run's own metrics
+                entry["status"] = "failed" if isinstance(e, Exception) else "interrupted"
+                write_manifest(sweep_dir, manifest)
+            raise
+        entry["status"] = result.status
+        write_manifest(sweep_dir, manifest)
+        results.append(result)
+        if result.status == "stopped" or control.stopping:
+            break
+    return results
 
 
 def _train_point(sweep_dir: Path, point: SweepPoint, entry: dict, save: Callable[[], None], emit: Emit,
