@@ -1,4 +1,4 @@
-"""The headless ``tuner`` commands: ``train``, ``validate`` and ``inspect``.
+"""The headless ``tuner`` commands: ``train``, ``validate``, ``inspect``, ``generate``, ``export`` and the rest.
 
 ``tui.launch`` is the console entry point: it opens the app when no command is given and hands
 everything else here, so the engine never imports the UI.
@@ -85,10 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--rows", action="store_true", help="with --json: add one row per example")
     inspect.add_argument("--no-cache", action="store_true", help="tokenise again; neither read nor write the cache")
     inspect.add_argument("--run", metavar="RUN_DIR", help="also list the validation examples that run gets most wrong")
+    from engine.launch.export_command import add_export_parser
+    add_export_parser(sub)
     return parser
 
 
-COMMANDS = ("train", "validate", "inspect", "import-gguf", "control")
+COMMANDS = ("train", "validate", "inspect", "import-gguf", "control", "export")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_import_gguf(args)
         if args.command == "control":
             return cmd_control(args)
+        if args.command == "export":
+            from engine.launch.export_command import cmd_export
+
+            return cmd_export(args)
         build_parser().print_help()
         return EXIT_USER_ERROR
     except UserError as e:

@@ -23,6 +23,7 @@ LAYERS = [
     ("levers", ("engine.levers",)),
     ("runs", ("engine.runs",)),
     ("training", ("engine.training",)),
+    ("deliver", ("engine.export", "engine.playground")),
     ("launch", ("engine.launch", "engine.cli", "engine.printer")),
     ("app", ("tui",)),
 ]
