@@ -86,11 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--no-cache", action="store_true", help="tokenise again; neither read nor write the cache")
     inspect.add_argument("--run", metavar="RUN_DIR", help="also list the validation examples that run gets most wrong")
     from engine.launch.export_command import add_export_parser
+    from engine.launch.generate_command import add_generate_parser
+
+    add_generate_parser(sub)
     add_export_parser(sub)
     return parser
 
 
-COMMANDS = ("train", "validate", "inspect", "import-gguf", "control", "export")
+COMMANDS = ("train", "validate", "inspect", "import-gguf", "control", "generate", "export")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_import_gguf(args)
         if args.command == "control":
             return cmd_control(args)
+        if args.command == "generate":
+            from engine.launch.generate_command import cmd_generate
+
+            return cmd_generate(args)
         if args.command == "export":
             from engine.launch.export_command import cmd_export
 

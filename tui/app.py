@@ -1,4 +1,4 @@
-"""The terminal app: Config, Dataset, Train and Runs screens as modes, switched with 1-4.
+"""The terminal app: Config, Dataset, Train, Runs and Playground screens as modes, switched with 1-5.
 
 The app owns the training session. Training runs in a thread worker that only puts engine
 events on a bounded queue; a 10 Hz timer drains it on the event loop and hands the events to the
@@ -40,6 +40,7 @@ from .screens.config_screen import ConfigScreen
 from .screens.dataset_screen import DatasetScreen
 from .screens.keys_screen import KeysScreen
 from .screens.path_prompt import Confirm
+from .screens.playground_screen import PlaygroundScreen
 from .screens.runs_screen import RunsScreen
 from .screens.train_screen import TrainScreen
 from .system_memory import read_system_memory
@@ -51,7 +52,7 @@ DRAIN_HZ = 10
 
 
 class TunerApp(App):
-    """The four screens and the one training session they share.
+    """The five screens and the one training session they share.
 
     The session is ``control`` (which steers the run; a :class:`RemoteControl` when the run is
     attached, so ``attached`` is read from it), ``view`` (its events folded), ``run_state`` (what
@@ -61,7 +62,7 @@ class TunerApp(App):
 
     TITLE = "tuner"
     CSS_PATH = [APP_CSS, APP_CSS.with_name("screens.tcss"), APP_CSS.with_name("dataset.tcss")]
-    # one footer entry "1234 Screens" for the four screen keys, so an 80-column footer has room
+    # one footer entry "12345 Screens" for the five screen keys, so an 80-column footer has room
     # for the screen's own keys (F1 lists each with its screen's name)
     SCREENS_GROUP = Binding.Group("Screens", compact=True)
     BINDINGS = [
@@ -73,14 +74,17 @@ class TunerApp(App):
                 group=SCREENS_GROUP),
         Binding("4", "switch_mode('runs')", "Runs", id="mode-runs", tooltip="Every run, finished or live",
                 group=SCREENS_GROUP),
+        Binding("5", "switch_mode('playground')", "Playground", id="mode-playground",
+                tooltip="Talk to a run's adapter and its base model", group=SCREENS_GROUP),
         # alt+digit switches even while the YAML editor has the keyboard. Terminals send alt+1 as
-        # ESC 1, which Textual 8 reads as the character macOS's option+1 types (¡ ™ £ ¢), so
+        # ESC 1, which Textual 8 reads as the character macOS's option+1 types (¡ ™ £ ¢ ∞), so
         # those characters are bound too (and cannot be typed in the editor: paste them)
         Binding("alt+1,inverted_exclamation_mark", "switch_mode('config')", show=False, priority=True,
                 id="mode-config-alt"),
         Binding("alt+2,trade_mark_sign", "switch_mode('dataset')", show=False, priority=True, id="mode-dataset-alt"),
         Binding("alt+3,pound_sign", "switch_mode('train')", show=False, priority=True, id="mode-train-alt"),
         Binding("alt+4,cent_sign", "switch_mode('runs')", show=False, priority=True, id="mode-runs-alt"),
+        Binding("alt+5,infinity", "switch_mode('playground')", show=False, priority=True, id="mode-playground-alt"),
         Binding("f1", "toggle_help", "Keys", id="help", tooltip="This list: every key of the screen and of the app"),
         # not in the footer (no room at 80 columns beside a run's keys): F1 lists it, and ctrl+c
         # says "press ctrl+q to quit"
@@ -103,11 +107,13 @@ class TunerApp(App):
         runs_dir = Path(runs_dir)  # read only by the screens it makes
         self.config_screen = ConfigScreen(self.chain)
         self.train_screen = TrainScreen()
+        self.playground_screen = PlaygroundScreen()
         self.MODES = {  # one lasting screen per mode, so the app can reach them directly
             "config": lambda: self.config_screen,
             "dataset": lambda: DatasetScreen(self.chain, runs_dir),
             "train": lambda: self.train_screen,
             "runs": lambda: RunsScreen(runs_dir),
+            "playground": lambda: self.playground_screen,
         }
         super().__init__()
         self.events: queue.Queue[ev.Event] = queue.Queue(maxsize=QUEUE_LIMIT)
@@ -149,7 +155,7 @@ class TunerApp(App):
         yield SystemCommand("Stop training and save", "After the current step", self.action_stop_training)
         yield SystemCommand("Save a checkpoint now", "After the current step", self.action_save_now)
         yield SystemCommand("Evaluate now", "After the current step", self.action_eval_now)
-        for mode in ("config", "dataset", "train", "runs"):
+        for mode in ("config", "dataset", "train", "runs", "playground"):
             yield SystemCommand(f"Show {mode.title()}", f"Switch to the {mode} screen", lambda m=mode: self.switch_mode(m))
 
     def action_toggle_help(self) -> None:
@@ -225,6 +231,12 @@ class TunerApp(App):
             self.notify("a run is already in progress", severity="warning")
             return
         self._launch([], run_dir, rerun=overrides)
+
+    def open_in_playground(self, run_dir: Path, step: int | None = None) -> None:
+        """Talk to a run's adapter (at checkpoint ``step``; the final one by default) on the
+        Playground (from the Runs screen)."""
+        self.switch_mode("playground")
+        self.playground_screen.open_source(run_dir, step)
 
     def attach_run(self, run_dir: Path) -> None:
         """Follow a run another process trains, with pause, stop, save and eval working on it."""

@@ -58,3 +58,72 @@ class DetachFailed(WorkerResult):
     def __init__(self, error: str) -> None:
         super().__init__()
         self.error = error
+
+
+class PlaygroundLoaded(WorkerResult):
+    """The Playground's model is loaded: ``title`` names it, ``steps`` are the run's checkpoints
+    (empty for a bare model, which has only its base), ``has_final`` whether it has a final adapter."""
+
+    def __init__(self, source: str, title: str, steps: list[int], has_final: bool) -> None:
+        super().__init__()
+        self.source, self.title, self.steps, self.has_final = source, title, steps, has_final
+
+
+class PlaygroundFailed(WorkerResult):
+    """Loading or generating failed; ``error`` is one line for the user."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
+
+
+class AnswerStreamed(WorkerResult):
+    """Text an answer gained since the last message (a few tokens, throttled), for ``pane``."""
+
+    def __init__(self, pane: str, text: str, tokens: int) -> None:
+        super().__init__()
+        self.pane, self.text, self.tokens = pane, text, tokens
+
+
+class AnswerStarted(WorkerResult):
+    """An answer begins in ``pane`` from the weights ``label`` names."""
+
+    def __init__(self, pane: str, label: str) -> None:
+        super().__init__()
+        self.pane, self.label = pane, label
+
+
+class AnswerFinished(WorkerResult):
+    """An answer ended (``finished``: an :class:`engine.playground.stream.Finished`)."""
+
+    def __init__(self, pane: str, finished) -> None:
+        super().__init__()
+        self.pane, self.finished = pane, finished
+
+
+class GenerationEnded(WorkerResult):
+    """The generation worker returned: every answer it was asked for has ended."""
+
+
+class ValidPromptsRead(WorkerResult):
+    """A run's validation prompts (:class:`engine.playground.stream.ValidPrompt`), or why not."""
+
+    def __init__(self, prompts: list, error: str | None = None) -> None:
+        super().__init__()
+        self.prompts, self.error = prompts, error
+
+
+class ExportProgress(WorkerResult):
+    """The export worker's progress: what it does now and the share done (0 to 1)."""
+
+    def __init__(self, stage: str, fraction: float) -> None:
+        super().__init__()
+        self.stage, self.fraction = stage, fraction
+
+
+class ExportEnded(WorkerResult):
+    """The export is done (``path``: what it wrote) or failed (``error``, one line)."""
+
+    def __init__(self, path: Path | None, error: str | None = None) -> None:
+        super().__init__()
+        self.path, self.error = path, error

@@ -28,6 +28,7 @@ from ..messages import WorkerResult
 from ..widgets.checkpoint_table import CheckpointTable
 from ..widgets.loss_chart import LossChart, legend
 from .compare_screen import MAX_RUNS, CompareScreen
+from .export_dialog import ExportDialog
 from .path_prompt import PathPrompt
 from .run_history import RunFiles, RunHistory, read_files
 from ..run_rows import COLUMNS, NARROW, NARROW_COLUMNS, describe, row_cells
@@ -83,6 +84,10 @@ Every run folder under the runs folder, newest first; the list rescans itself ev
 - **space** marks the selected run (● before its name) or unmarks it; **c** opens the marked
   runs (2 to 8) together on the Compare screen. With none marked, **c** opens the sweep the
   selected run belongs to, or asks for a sweep folder (one with a `sweep.json`).
+- **g** opens the selected run in the Playground (5), at the checkpoint selected in the
+  checkpoint table when the run is open, else with its final adapter.
+- **e** exports that checkpoint: it asks the format (mlx, gguf, ollama, lmstudio) and a path
+  that does not exist yet, shows the progress and says where it wrote.
 - **a** attaches to a run that another process is training (`tuner train --detach`, a headless
   run, another app): the Train screen follows it live, and pause, stop, save and eval act on it.
 
@@ -97,7 +102,8 @@ A run is *interrupted* when it never finished and its metrics file has not chang
     RunsScreen LossChart { height: 1fr; min-height: 5; }
     """
     BINDINGS = [
-        Binding("r", "refresh_runs", "Refresh", id="runs-refresh", tooltip="Rescan the runs folder now"),
+        # not in the footer (the list rescans itself every few seconds; 80 columns hold the rest)
+        Binding("r", "refresh_runs", "Refresh", id="runs-refresh", show=False, tooltip="Rescan the runs folder now"),
         # priority: otherwise the focused table's own enter binding takes the key
         Binding("enter", "open_run", "Open", id="runs-open", priority=True,
                 tooltip="Chart the selected run's losses and follow it while it trains"),
@@ -112,6 +118,10 @@ A run is *interrupted* when it never finished and its metrics file has not chang
                 tooltip="Make the checkpoint selected in the checkpoint table the run's final adapter"),
         Binding("W", "rerun", "Again", id="runs-rerun", show=False,
                 tooltip="Train the selected run again with another PLW, as a new run beside it"),
+        Binding("g", "playground", "Chat", id="runs-playground",
+                tooltip="Talk to the selected run (the checkpoint selected, else its final adapter) on the Playground"),
+        Binding("e", "export", "Export", id="runs-export",
+                tooltip="Export the selected run's checkpoint to mlx, gguf, ollama or lmstudio"),
     ]
 
     def __init__(self, runs_dir: Path, **kwargs):
@@ -197,6 +207,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
             table.add_row(*cells, key=key)
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))
+        self.refresh_bindings()  # a run's status changes what Attach and Resume do
 
     def _selected_run(self) -> RunSummary | None:
         key = self._selected_key()
@@ -247,9 +258,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         run = self._selected_run()
         if run is None:
             return
-        if run.status in ("running", "paused"):
-            self.notify(f"{run.name} is {run.status}; a attaches to it", severity="warning")
-        elif run.status in FINISHED:
+        if run.status in FINISHED:
             question = (f"{run.name} {run.status.replace('_', ' ')} at step {run.step};\n"
                         "its adapters stay as they are (resuming would overwrite them).\n"
                         "Train it further as a new run, from its final adapter,\nat the learning rate it ended with: how many steps (or '2 epochs')?")
@@ -290,14 +299,43 @@ A run is *interrupted* when it never finished and its metrics file has not chang
 
     def action_attach_run(self) -> None:
         run = self._selected_run()
-        if run is None:
-            return
-        if run.status not in ("running", "paused"):
-            hint = "; R resumes it" if run.status in ("stopped", "interrupted", "diverged") else ""
-            hint = "; R trains it further" if run.status in FINISHED else hint
-            self.notify(f"{run.name} is {run.status}, not training{hint}", severity="warning")
-            return
-        self.app.attach_run(run.run_dir)
+        if run is not None:  # a run that trains (check_action): another key for the others
+            self.app.attach_run(run.run_dir)
+
+    def _selected_checkpoint(self) -> tuple[Path, int | None] | None:
+        """The selected run, and the checkpoint selected in the table when that run is the one
+        open (None: its final adapter)."""
+        key = self._selected_key()
+        if key is None:
+            return None
+        history = self._history
+        opened = history is not None and str(history.run_dir) == key
+        return Path(key), self.query_one(CheckpointTable).selected_step if opened else None
+
+    def action_playground(self) -> None:
+        if (chosen := self._selected_checkpoint()) is not None:
+            self.app.open_in_playground(*chosen)
+
+    def action_export(self) -> None:
+        if (chosen := self._selected_checkpoint()) is not None:
+            self.app.push_screen(ExportDialog(*chosen), self._exported)
+
+    def _exported(self, path: Path | None) -> None:
+        if path is not None:
+            self.notify(f"exported: {path}", timeout=10)
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        """Attach only for a run that trains, Resume only for one that does not (the footer shows
+        the keys of the moment; F1 lists them all)."""
+        if action in ("attach_run", "resume_run"):
+            run = self._selected_run()
+            live = run is not None and run.status in ("running", "paused")
+            return live if action == "attach_run" else not live
+        return True
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "runs":
+            self.refresh_bindings()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """A click on the selected row opens it, as enter does."""

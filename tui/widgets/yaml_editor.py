@@ -20,7 +20,7 @@ from themes import editor_theme
 from .keys_in_order import KeysInOrder
 
 
-SCREEN_KEYS = frozenset("¡™£¢")  # alt+1..4 as Textual reads ESC 1..4
+SCREEN_KEYS = frozenset("¡™£¢∞")  # alt+1..5 as Textual reads ESC 1..5
 
 
 class YamlEditor(KeysInOrder, TextArea):

@@ -1,0 +1,394 @@
+"""The Playground: ask a run's adapter (any checkpoint) and its base model, and read the answers
+stream in, one at a time or side by side.
+
+The model loads, and answers are generated, in one exclusive thread worker (a new request
+supersedes the one before; a lock keeps two threads off the model); the worker posts the text a
+few tokens at a time (``THROTTLE``), so the event loop only draws. MLX is imported in the worker,
+never with the app. The run's validation prompts are read by a worker of their own.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Label, Static
+from textual.worker import get_current_worker
+
+from engine.errors import UserError
+from engine.playground.stream import Sampling, ValidPrompt, chat_messages
+
+from ..messages import (
+    AnswerFinished,
+    AnswerStarted,
+    AnswerStreamed,
+    GenerationEnded,
+    PlaygroundFailed,
+    PlaygroundLoaded,
+    ValidPromptsRead,
+)
+from ..playground_work import BASE, FINAL, Request, stream_answer, weights_label
+from ..widgets.answer_view import AnswerView
+from .path_prompt import PathPrompt
+
+WIDE = 120  # columns from which the two answers open side by side
+
+
+class PlaygroundScreen(Screen):
+    BINDING_GROUP_TITLE = "Playground"
+    HELP = """\
+## Playground
+
+Ask a run's adapter, at any of its checkpoints, and its base model; the answer streams in as it
+is generated, through the model's chat template.
+
+- **enter** (in any field) sends the prompt; **escape** stops the answer being generated, and
+  otherwise leaves the fields, so that 1-5 switch screens again (alt+1-5 work anywhere; tab
+  comes back to the fields).
+- **ctrl+t** switches between the adapter and the base model; **ctrl+b** shows both side by
+  side (one after the other is generated); **ctrl+o** steps through the run's checkpoints.
+- **ctrl+n** fills in the run's next validation prompt; its reference answer shows below.
+- **ctrl+l** loads a run folder or a model by name; on the Runs screen (4), **g** opens the
+  selected run (and the checkpoint selected there) here.
+- The system prompt, temperature (0 is greedy), top-p and max tokens are fields: tab moves on.
+"""
+    DEFAULT_CSS = """
+    PlaygroundScreen .row { height: 1; }
+    PlaygroundScreen .row Label { width: auto; padding: 0 1 0 1; color: $text-muted; }
+    PlaygroundScreen Input, PlaygroundScreen Input:focus { height: 1; border: none; padding: 0 1; }
+    PlaygroundScreen Input:focus { background: $boost; }
+    PlaygroundScreen #system, PlaygroundScreen #prompt { width: 1fr; }
+    PlaygroundScreen #temp, PlaygroundScreen #top-p { width: 8; }
+    PlaygroundScreen #max-tokens { width: 9; }
+    PlaygroundScreen #playground-status { height: 1; padding: 0 1; background: $panel; }
+    PlaygroundScreen #answers { height: 1fr; }
+    PlaygroundScreen #reference { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
+    """
+    BINDINGS = [
+        Binding("escape", "stop_or_leave", "Stop", id="playground-stop", priority=True,
+                tooltip="Stop the answer being generated (what it wrote stays); otherwise leave the fields, "
+                "so 1-5 switch screens (tab comes back)"),
+        Binding("ctrl+t", "toggle_base", "Base", id="playground-toggle", priority=True,
+                tooltip="Answer with the run's adapter or with the base model"),
+        Binding("ctrl+b", "both", "Both", id="playground-both", priority=True,
+                tooltip="Answer with both, side by side (the adapter first), or with one again"),
+        Binding("ctrl+o", "next_checkpoint", "Checkpoint", id="playground-checkpoint", priority=True,
+                tooltip="The adapter of the run's next checkpoint (the final adapter, then each step)"),
+        Binding("ctrl+n", "next_prompt", "Valid", id="playground-valid", priority=True,
+                tooltip="The run's next validation prompt, with its reference answer below the output"),
+        Binding("ctrl+l", "load", "Load", id="playground-load", priority=True,
+                tooltip="Load a run folder or a model (a folder, a hub id, builtin:tiny-llama, a .gguf)"),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.source: str | None = None  # the run folder or model loaded (or loading)
+        self.loaded = False
+        self.title_text = ""  # the run's name, or the model's
+        self.is_run = False
+        self.choices: list[str | int] = []  # the adapters to step through: FINAL, then each step
+        self.adapter: str | int = FINAL
+        self.show = "adapter"  # adapter | base | both
+        self.prompts: list[ValidPrompt] = []
+        self.prompt_index = -1
+        self.picked: ValidPrompt | None = None
+        self.generating = False
+        self._pending: tuple[str, int | None] | None = None
+        self._stop: threading.Event | None = None
+        self._playground = None  # engine.playground.weights.Playground, used on workers only
+        self._model_lock = threading.Lock()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("No model loaded: pick a run on the Runs screen (4) and press g, or ctrl+l.",
+                     id="playground-status", markup=False)
+        with Horizontal(classes="row"):
+            yield Label("System")
+            yield Input(placeholder="system prompt (optional)", id="system")
+        with Horizontal(classes="row"):
+            yield Label("temp")
+            yield Input("0", id="temp")
+            yield Label("top-p")
+            yield Input("1", id="top-p")
+            yield Label("max tokens")
+            yield Input("256", id="max-tokens")
+        with Horizontal(classes="row"):
+            yield Label("Prompt")
+            yield Input(placeholder="ask something, then enter", id="prompt")
+        with Horizontal(id="answers"):
+            yield AnswerView("adapter", id="answer-adapter")
+            yield AnswerView("base model", id="answer-base")
+        yield Static("", id="reference", markup=False)
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self._apply_layout()
+        self.query_one("#prompt", Input).focus()
+
+    def on_screen_resume(self) -> None:
+        self._start_pending()
+
+    # ------------------------------------------------------------------ what is loaded
+
+    def open_source(self, source, step: int | None = None) -> None:
+        """Load a run folder (``step``: its checkpoint to answer with; the final adapter by default)
+        or a model; a run already loaded only switches to the checkpoint."""
+        self._pending = (str(source), step)
+        if self.is_mounted:
+            self._start_pending()
+
+    def _start_pending(self) -> None:
+        if self._pending is None:
+            return
+        (source, step), self._pending = self._pending, None
+        self.adapter = step if step is not None else FINAL
+        self.show = "adapter"
+        if source == self.source and self.loaded:
+            self._pick_adapter(self.adapter)
+            return
+        self.source, self.loaded, self.is_run, self.choices = source, False, False, []
+        self.generating = False  # the load supersedes an answer being generated, and its end
+        self.prompts, self.prompt_index, self.picked = [], -1, None
+        self.query_one("#reference", Static).update("")
+        self._status(f"Loading {source} …")
+        self.load_model(source)
+        self.read_prompts(source)
+
+    @work(thread=True, exclusive=True, group="playground")
+    def load_model(self, source: str) -> None:
+        from engine.playground.weights import open_playground  # MLX: on the worker, not with the app
+
+        worker = get_current_worker()
+        try:
+            with self._model_lock:
+                playground = open_playground(source)
+        except UserError as e:
+            self.post_message(PlaygroundFailed(str(e)))
+            return
+        except Exception as e:  # a bug or an odd model: one line, the app goes on
+            self.post_message(PlaygroundFailed(f"could not load {source}: {type(e).__name__}: {e}"))
+            return
+        if worker.is_cancelled:
+            return
+        self._playground = playground
+        title = playground.run_dir.name if playground.run_dir is not None else str(source)
+        self.post_message(PlaygroundLoaded(source, title, playground.steps(), playground.has_final()))
+
+    def on_playground_loaded(self, message: PlaygroundLoaded) -> None:
+        if message.superseded or message.source != self.source:
+            return
+        self.loaded, self.title_text = True, message.title
+        self.is_run = message.has_final or bool(message.steps)
+        self.choices = ([FINAL] if message.has_final else []) + list(message.steps)
+        if not self.is_run:
+            self.show = "base"
+        elif self.adapter not in self.choices:
+            self.notify(f"{weights_label(self.adapter)} not found; using {weights_label(self.choices[0])}",
+                        severity="warning")
+            self.adapter = self.choices[0]
+        if self.is_run and self.size.width >= WIDE:
+            self.show = "both"
+        self._apply_layout()
+        self.refresh_bindings()
+
+    def on_playground_failed(self, message: PlaygroundFailed) -> None:
+        if not message.superseded:
+            self.notify(message.error, severity="error", timeout=10)
+            self._status(message.error if not self.loaded else self._status_text())
+
+    @work(thread=True, exclusive=True, group="playground-prompts")
+    def read_prompts(self, source: str) -> None:
+        from engine.playground.prompts import validation_prompts
+        from engine.playground.weights import is_run_folder
+
+        if not is_run_folder(source):
+            self.post_message(ValidPromptsRead([]))
+            return
+        try:
+            self.post_message(ValidPromptsRead(validation_prompts(source)))
+        except (UserError, OSError) as e:
+            self.post_message(ValidPromptsRead([], f"no validation prompts: {e}"))
+
+    def on_valid_prompts_read(self, message: ValidPromptsRead) -> None:
+        if not message.superseded:
+            self.prompts, self.prompt_index = message.prompts, -1
+            if message.error:
+                self.notify(message.error, severity="warning")
+            self.refresh_bindings()
+
+    def action_load(self) -> None:
+        self.app.push_screen(PathPrompt("Load a run folder or a model (folder, hub id, builtin:tiny-llama, .gguf):",
+                                        self.source or ""),
+                             lambda answer: answer and self.open_source(answer))
+
+    # ------------------------------------------------------------------ which weights answer
+
+    def action_toggle_base(self) -> None:
+        self.show = "base" if self.show == "adapter" else "adapter"
+        self._apply_layout()
+
+    def action_both(self) -> None:
+        self.show = "adapter" if self.show == "both" else "both"
+        self._apply_layout()
+
+    def action_next_checkpoint(self) -> None:
+        at = self.choices.index(self.adapter) if self.adapter in self.choices else -1
+        self._pick_adapter(self.choices[(at + 1) % len(self.choices)])
+
+    def _pick_adapter(self, which: str | int) -> None:
+        if which not in self.choices:
+            self.notify(f"{weights_label(which)} not found in {self.source}", severity="warning")
+            return
+        self.adapter = which
+        if self.show == "base":
+            self.show = "adapter"
+        self._apply_layout()
+
+    def _apply_layout(self) -> None:
+        self.query_one("#answer-adapter").display = self.show in ("adapter", "both")
+        self.query_one("#answer-base").display = self.show in ("base", "both")
+        self._status(self._status_text())
+
+    def _status_text(self) -> str:
+        if self.source is None:
+            return "No model loaded: pick a run on the Runs screen (4) and press g, or ctrl+l."
+        if not self.loaded:
+            return f"Loading {self.source} …"
+        title = self.title_text
+        if not self.is_run:
+            return f"{title}: base model (no adapters)"
+        shown = {"adapter": weights_label(self.adapter), "base": "base model",
+                 "both": f"{weights_label(self.adapter)} | base model"}[self.show]
+        return f"{title}: {shown}" + (" · generating …" if self.generating else "")
+
+    def _status(self, text: str) -> None:
+        self.query_one("#playground-status", Static).update(text)
+
+    # ------------------------------------------------------------------ validation prompts
+
+    def action_next_prompt(self) -> None:
+        if not self.prompts:
+            self.notify("this run's data has no validation prompts with answers", severity="warning")
+            return
+        self.prompt_index = (self.prompt_index + 1) % len(self.prompts)
+        self.picked = prompt = self.prompts[self.prompt_index]
+        self.query_one("#prompt", Input).value = prompt.question
+        self.query_one("#system", Input).value = prompt.system or ""
+        self.query_one("#reference", Static).update(
+            f"Reference ({self.prompt_index + 1}/{len(self.prompts)}, {Path(prompt.origin).name}): {prompt.reference}")
+
+    # ------------------------------------------------------------------ asking
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        message.stop()
+        self.send()
+
+    def send(self) -> None:
+        if not self.loaded:
+            self.notify("no model loaded yet: pick a run on the Runs screen (4) and press g, or ctrl+l",
+                        severity="warning")
+            return
+        text = self.query_one("#prompt", Input).value.strip()
+        if not text:
+            return
+        try:
+            sampling = self._sampling()
+        except UserError as e:
+            self.notify(str(e), severity="error")
+            return
+        targets = [("adapter", self.adapter)] if self.show in ("adapter", "both") else []
+        targets += [("base", BASE)] if self.show in ("base", "both") else []
+        self._stop = threading.Event()
+        self.generating = True
+        self._status(self._status_text())
+        self.refresh_bindings()
+        self.generate_answers(Request(self.source, self._messages(text), sampling, tuple(targets), self._stop))
+
+    def _sampling(self) -> Sampling:
+        fields = {"temp": float, "top-p": float, "max-tokens": int}
+        values = {}
+        for name, kind in fields.items():
+            raw = self.query_one(f"#{name}", Input).value.strip()
+            try:
+                values[name] = kind(raw)
+            except ValueError:
+                raise UserError(f"{name.replace('-', ' ')}: {raw!r} is not a number") from None
+        return Sampling(values["temp"], values["top-p"], values["max-tokens"])
+
+    def _messages(self, text: str) -> tuple[dict, ...]:
+        """The prompt with the system field; a validation prompt keeps its earlier turns."""
+        system = self.query_one("#system", Input).value.strip() or None
+        picked = self.picked
+        if picked is None or text != picked.question:
+            self.picked = None
+            self.query_one("#reference", Static).update("")
+            return tuple(chat_messages(text, system))
+        turns = [m for m in picked.messages[:-1] if m["role"] != "system"]
+        head = [{"role": "system", "content": system}] if system else []
+        return tuple(head + turns + [{"role": "user", "content": text}])
+
+    @work(thread=True, exclusive=True, group="playground")
+    def generate_answers(self, request: Request) -> None:
+        from engine.playground.generate import generate, prompt_ids
+
+        worker = get_current_worker()
+
+        def stop() -> bool:
+            return request.stop.is_set() or worker.is_cancelled
+
+        try:
+            with self._model_lock:
+                playground = self._playground
+                ids = prompt_ids(playground.tokenizer, request.messages)
+                for pane, which in request.targets:
+                    if stop():
+                        break
+                    playground.use(which)
+                    self.post_message(AnswerStarted(pane, weights_label(which)))
+                    answer = generate(playground.model, playground.tokenizer, ids, request.sampling, stop)
+                    stream_answer(answer, pane, self.post_message)
+        except UserError as e:
+            self.post_message(PlaygroundFailed(str(e)))
+        except Exception as e:  # a bug: one line, the app goes on
+            self.post_message(PlaygroundFailed(f"generation failed: {type(e).__name__}: {e}"))
+        finally:
+            self.post_message(GenerationEnded())
+
+    def on_answer_started(self, message: AnswerStarted) -> None:
+        if not message.superseded:
+            self.query_one(f"#answer-{message.pane}", AnswerView).start(message.label)
+
+    def on_answer_streamed(self, message: AnswerStreamed) -> None:
+        if not message.superseded:
+            self.query_one(f"#answer-{message.pane}", AnswerView).add(message.text, message.tokens)
+
+    def on_answer_finished(self, message: AnswerFinished) -> None:
+        if not message.superseded:
+            self.query_one(f"#answer-{message.pane}", AnswerView).finish(message.finished)
+
+    def on_generation_ended(self, message: GenerationEnded) -> None:
+        if not message.superseded:
+            self.generating = False
+            self._status(self._status_text())
+            self.refresh_bindings()
+
+    def action_stop_or_leave(self) -> None:
+        if self.generating and self._stop is not None:
+            self._stop.set()
+        else:  # typing digits into a field would not switch screens: leave it for the answers
+            shown = [view for view in self.query(AnswerView) if view.display]
+            if shown:
+                shown[0].focus()
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        """Keys that do nothing now are hidden from the footer (F1 lists them all)."""
+        if action in ("toggle_base", "both", "next_checkpoint"):
+            return self.loaded and self.is_run
+        if action == "next_prompt":
+            return bool(self.prompts)
+        return True
