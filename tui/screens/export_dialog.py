@@ -66,7 +66,8 @@ class ExportDialog(ModalScreen[Path | None]):
     def compose(self) -> ComposeResult:
         what = "the final adapter" if self.step is None else f"checkpoint {self.step}"
         with Vertical(classes="dialog"):
-            yield Label(f"Export {self.run_dir.name}, {what}, as (up/down, then tab):", markup=False)
+            yield Label(f"Export {self.run_dir.name}, {what}", markup=False)
+            yield Label("as (up/down, then enter):")
             yield OptionList(*(f"{fmt:<9} {text}" for fmt, text in FORMATS.items()), id="export-format")
             yield Label("to (enter starts; an existing path is refused):")
             yield OrderedInput(default_output(self.run_dir, self.step, self.fmt), id="export-path")
