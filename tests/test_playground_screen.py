@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from textual.widgets import DataTable, Input, Static
 
+from engine.playground.chat import Turn, conversation, split_record
 from engine.playground.generate import generate, prompt_ids
 from engine.playground.stream import Sampling, chat_messages
 from engine.playground.weights import BASE, FINAL, open_playground
@@ -133,6 +134,11 @@ def test_chat_with_the_adapter_and_the_base_stop_and_validation_prompts(tmp_path
             assert reference.endswith(first.reference) and f"1/{len(screen.prompts)}" in reference
             await pilot.press("ctrl+n")
             assert screen.query_one("#prompt", Input).value == screen.prompts[1].question
+            assert screen.picked is screen.prompts[1] and not split_record(screen.prompts[1].messages)[1]
+            await ask(pilot, screen, screen.prompts[1].question)  # a one-turn record: its reference stays
+            assert str(screen.query_one("#reference", Static).content).endswith(screen.prompts[1].reference)
+            await ask(pilot, screen, FOLLOW_UP)  # the chat moves on: the reference no longer applies
+            assert str(screen.query_one("#reference", Static).content) == "" and screen.picked is None
 
     asyncio.run(scenario())
 
@@ -196,8 +202,9 @@ def test_f1_lists_the_playgrounds_keys(tmp_path, monkeypatch, run_dir):
             text = shown_text(app)
             for tooltip in ("Stop the answer being generated", "Answer with the run's adapter or with the base",
                             "Answer with both, side by side", "The adapter of the run's next checkpoint",
-                            "The run's next validation prompt", "Load a run folder or a model",
-                            "Talk to a run's adapter and its base model"):
+                            "A new chat from the run's next validation prompt", "Load a run folder or a model",
+                            "Talk to a run's adapter and its base model",
+                            "Start a new chat: both panes forget the turns so far", "playground-new-chat"):
                 assert tooltip in text, (tooltip, text)
 
     asyncio.run(scenario())
@@ -219,3 +226,127 @@ def test_a_fast_answer_reaches_the_screen_in_few_messages(monkeypatch):
     posted.clear()
     playground_work.stream_answer([*chunks, end], "base", posted.append)
     assert len(posted) == 501 and "".join(m.text for m in posted[:-1]) == end.text
+
+
+@pytest.fixture(scope="module")
+def engine_playground(run_dir):
+    """The engine's own view of the run, to compute what each turn's answer must be."""
+    return open_playground(run_dir)
+
+
+def engine_answer(playground, which, messages, max_tokens: int = 20) -> str:
+    playground.use(which)
+    ids = prompt_ids(playground.tokenizer, messages)
+    return list(generate(playground.model, playground.tokenizer, ids, Sampling(max_tokens=max_tokens)))[-1].text
+
+
+FOLLOW_UP = "Now the word road, please."
+THIRD = "And the word sky?"
+
+
+def test_a_conversation_keeps_its_turns_and_a_new_chat_forgets_them(tmp_path, monkeypatch, run_dir,
+                                                                     engine_playground):
+    """Each answer reads the chat so far through the chat template; ctrl+r and ctrl+o start over
+    (saying why); when old turns no longer fit they go, said once."""
+    app = make_app(tmp_path, monkeypatch, run_dir)
+    notes = []
+    monkeypatch.setattr(app, "notify", lambda message, **kw: notes.append(message))
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_from_runs(app, pilot)
+            view = pane(screen, "adapter")
+            screen.query_one("#system", Input).value = "Be brief."
+            await ask(pilot, screen, QUESTION)
+            await ask(pilot, screen, FOLLOW_UP)
+            first, second = screen.history["adapter"]
+            assert first == Turn(QUESTION, engine_answer(engine_playground, FINAL, conversation(
+                "Be brief.", (), QUESTION)))
+            assert second == Turn(FOLLOW_UP, engine_answer(engine_playground, FINAL, conversation(
+                "Be brief.", (first,), FOLLOW_UP)))
+            assert view.text == second.assistant and screen.history["base"] == []
+            assert view.shown_text() == "\n".join([f"you › {QUESTION}", first.assistant,
+                                                    f"you › {FOLLOW_UP}", second.assistant])
+            assert [str(w.content) for w in view.query(".user")] == [f"you › {QUESTION}", f"you › {FOLLOW_UP}"]
+
+            # the oldest turn no longer fits: it goes, and the chat says so once
+            budget = len(prompt_ids(engine_playground.tokenizer, conversation("Be brief.", (second,), THIRD)))
+            limit, fitted = {"tokens": budget}, playground_work.prompt_budget
+            monkeypatch.setattr(playground_work, "prompt_budget",
+                                lambda context, max_tokens: limit["tokens"] or fitted(context, max_tokens))
+            await ask(pilot, screen, THIRD)
+            assert screen.history["adapter"][0] == second and len(screen.history["adapter"]) == 2
+            assert screen.history["adapter"][1].assistant == engine_answer(
+                engine_playground, FINAL, conversation("Be brief.", (second,), THIRD))
+            await ask(pilot, screen, QUESTION)
+            assert sum("no longer fit" in n for n in notes) == 1
+            assert "no longer fit" in view.shown_text()
+            limit["tokens"] = None  # the model's own budget again
+
+            await pilot.press("ctrl+r")  # a new chat: both panes forget
+            assert screen.history == {"adapter": [], "base": []} and view.text == ""
+            assert view.shown_text() == "new chat"
+            await ask(pilot, screen, FOLLOW_UP)
+            assert screen.history["adapter"] == [Turn(FOLLOW_UP, engine_answer(
+                engine_playground, FINAL, conversation("Be brief.", (), FOLLOW_UP)))]
+
+            await pilot.press("ctrl+o")  # other weights: a new chat, said in the pane and aloud
+            assert screen.adapter == 3 and screen.history["adapter"] == [] and view.border_title == "checkpoint 3"
+            assert "came from other weights" in view.shown_text() and any("other weights" in n for n in notes)
+
+            await ask(pilot, screen, QUESTION)
+            await pilot.press("ctrl+l")  # another model: a new chat too
+            field = app.screen.query_one("#prompt-input", Input)
+            field.value = "builtin:tiny-llama"
+            await pilot.press("enter")
+            assert await wait_until(pilot, lambda: app.screen is screen and screen.loaded and not screen.is_run, 60)
+            assert screen.history == {"adapter": [], "base": []}
+            assert pane(screen, "base").shown_text() == (
+                "new chat with builtin:tiny-llama (the earlier answers came from other weights)")
+            assert any(n.startswith("new chat with builtin:tiny-llama") for n in notes)
+
+    asyncio.run(scenario())
+
+
+def test_a_validation_prompt_starts_a_chat_from_its_earlier_turns_and_a_stop_is_kept(
+        tmp_path, monkeypatch, run_dir, engine_playground):
+    app = make_app(tmp_path, monkeypatch, run_dir)
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_from_runs(app, pilot)
+            await ask(pilot, screen, FOLLOW_UP)  # a chat that ctrl+n replaces
+            assert await wait_until(pilot, lambda: screen.prompts, 20)
+            await pilot.press("ctrl+n")
+            record = screen.prompts[0]
+            system, turns, question = split_record(record.messages)
+            assert turns, "the demo data's first validation record has an earlier turn"
+            assert screen.history == {"adapter": list(turns), "base": list(turns)}
+            assert screen.query_one("#prompt", Input).value == question
+            view = pane(screen, "adapter")
+            assert f"you › {turns[0].user}" in view.shown_text() and turns[0].assistant in view.shown_text()
+
+            await ask(pilot, screen, question)  # the question as the record asks it, after its turns
+            assert view.text == engine_answer(engine_playground, FINAL, conversation(system, turns, question))
+            assert str(screen.query_one("#reference", Static).content).endswith(record.reference)
+            await pilot.press("ctrl+t")
+            await ask(pilot, screen, question)  # the base pane has its own copy of the record's turns
+            assert pane(screen, "base").text == engine_answer(engine_playground, BASE,
+                                                              conversation(system, turns, question))
+
+            # a long answer stopped: it stays in the chat as it was cut, and the next turn reads it
+            screen.query_one("#max-tokens", Input).value = "20000"
+            screen.query_one("#prompt", Input).value = FOLLOW_UP
+            await pilot.press("enter")
+            base = pane(screen, "base")
+            assert await wait_until(pilot, lambda: len(base.text) > 20, 30)
+            assert str(screen.query_one("#reference", Static).content) == ""  # the chat moved on
+            await pilot.press("escape")
+            assert await wait_until(pilot, lambda: not screen.generating, 30)
+            assert base.border_subtitle.startswith("stopped")
+            cut = screen.history["base"][-1]
+            assert cut.user == FOLLOW_UP and cut.assistant == base.text and len(screen.history["base"]) == len(turns) + 2
+            await ask(pilot, screen, THIRD)
+            assert screen.history["base"][-2] == cut
+
+    asyncio.run(scenario())

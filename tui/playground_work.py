@@ -1,5 +1,6 @@
-"""What the Playground's generation worker sends back: one request's answers, a few tokens per
-message. Kept out of the screen so the screen file holds the screen only."""
+"""What the Playground's generation worker does and sends back: each pane's chat fitted to the
+model's context, then its answer, a few tokens per message. Kept out of the screen so the screen
+file holds the screen only."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from engine.errors import UserError
+from engine.playground.chat import Turn, conversation, fit_turns, prompt_budget
 from engine.playground.stream import Chunk, Sampling
 
-from .messages import AnswerFinished, AnswerStreamed
+from .messages import AnswerFinished, AnswerStarted, AnswerStreamed, ValidPromptsRead, WorkerResult
 
 BASE, FINAL = "base", "final"  # as engine.playground.weights names them (not imported: it loads MLX)
 THROTTLE = 0.05  # seconds between two messages of one streaming answer
@@ -20,15 +23,75 @@ def weights_label(which: str | int) -> str:
     return {BASE: "base model", FINAL: "final adapter"}.get(which, f"checkpoint {which}")
 
 
+SAMPLING_FIELDS = {"temp": float, "top-p": float, "max-tokens": int}  # the screen's fields, by id
+
+
+def read_sampling(fields: dict[str, str]) -> Sampling:
+    """The sampling the fields ask for, or a one-line UserError naming the field."""
+    values = []
+    for name, kind in SAMPLING_FIELDS.items():
+        raw = fields[name].strip()
+        try:
+            values.append(kind(raw))
+        except ValueError:
+            raise UserError(f"{name.replace('-', ' ')}: {raw!r} is not a number") from None
+    return Sampling(*values)
+
+
+def read_valid_prompts(source: str) -> ValidPromptsRead:
+    """A run folder's validation prompts (none for a bare model), or why they cannot be read (on a
+    worker: it reads the run's data)."""
+    from engine.playground.prompts import validation_prompts
+    from engine.playground.weights import is_run_folder
+
+    if not is_run_folder(source):
+        return ValidPromptsRead([])
+    try:
+        return ValidPromptsRead(validation_prompts(source))
+    except (UserError, OSError) as e:
+        return ValidPromptsRead([], f"no validation prompts: {e}")
+
+
 @dataclass(frozen=True)
 class Request:
-    """One send: the conversation, how to sample, and which weights answer into which pane."""
+    """One send: the new prompt, how to sample, and which weights answer into which pane, each pane
+    with its own earlier turns (the chat so far)."""
 
     source: str
-    messages: tuple[dict, ...]
+    system: str | None
+    prompt: str
     sampling: Sampling
-    targets: tuple[tuple[str, str | int], ...]  # (pane, weights)
+    targets: tuple[tuple[str, str | int, tuple[Turn, ...]], ...]  # (pane, weights, its earlier turns)
     stop: threading.Event
+
+
+class TurnsFitted(WorkerResult):
+    """The earlier turns of ``pane`` that the model read this time: the oldest ones that no longer
+    fit (the model's context, or ``MOST_TURNS``) were dropped; ``dropped`` says how many."""
+
+    def __init__(self, pane: str, kept: tuple[Turn, ...], dropped: int) -> None:
+        super().__init__()
+        self.pane, self.kept, self.dropped = pane, kept, dropped
+
+
+def answer_request(playground, request: Request, post: Callable, stop: Callable[[], bool]) -> None:
+    """Each pane's answer in turn (on the worker, holding the model): its chat rendered through
+    the chat template, trimmed to fit, then streamed."""
+    from engine.playground.generate import generate, prompt_ids  # MLX: on the worker only
+
+    tokenizer = playground.tokenizer
+    budget = prompt_budget(playground.context_length, request.sampling.max_tokens)
+    for pane, which, turns in request.targets:
+        if stop():
+            return
+        kept = fit_turns(request.system, turns, request.prompt,
+                         lambda messages: len(prompt_ids(tokenizer, messages)), budget)
+        if len(kept) < len(turns):
+            post(TurnsFitted(pane, kept, len(turns) - len(kept)))
+        ids = prompt_ids(tokenizer, conversation(request.system, kept, request.prompt))
+        playground.use(which)
+        post(AnswerStarted(pane, weights_label(which)))
+        stream_answer(generate(playground.model, tokenizer, ids, request.sampling, stop), pane, post)
 
 
 def stream_answer(items: Iterable, pane: str, post: Callable) -> None:

@@ -52,6 +52,16 @@ class Playground:
     def tokenizer(self):
         return self.loaded.tokenizer
 
+    @property
+    def context_length(self) -> int:
+        """Tokens the model was built to read (its config's ``max_position_embeddings``, else its
+        tokenizer's ``model_max_length`` when that is a real number, else 2,048)."""
+        length = self.loaded.config.get("max_position_embeddings")
+        if not length:
+            length = getattr(self.tokenizer, "model_max_length", 0)
+            length = length if 0 < int(length or 0) < 10**7 else 2048  # transformers' "no limit" is 1e30
+        return int(length)
+
     def steps(self) -> list[int]:
         """The run's checkpoints, oldest first (none for a bare model)."""
         return [c.step for c in self.checkpoints.all()] if self.checkpoints is not None else []

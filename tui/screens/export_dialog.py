@@ -1,4 +1,5 @@
-"""Export a run's checkpoint: pick the format and the output path, then watch it being written.
+"""Export a run's checkpoint: pick the format, its precision and the output path, then watch it
+being written.
 
 The export itself is :func:`engine.export.export_run`, run in a thread worker that posts its
 progress; a path that exists is refused (nothing a user has is overwritten), and what cannot be
@@ -32,6 +33,17 @@ FORMATS = {
 }
 
 
+GGUF_QUANTS = {
+    "f16": "16-bit floats (llama.cpp's usual)",
+    "q8_0": "8-bit blocks, about half the size",
+    "f32": "32-bit floats, exactly the fused model",
+}
+QUANTS = {  # per format, the default first; engine.export.export_run's quant= (None for "keep")
+    "mlx": {"keep": "the base's own dtype and quantization", "dequantize": "float32, no quantized layer"},
+    "gguf": GGUF_QUANTS,
+    "ollama": GGUF_QUANTS,
+    "lmstudio": GGUF_QUANTS,
+}
 CANCELLED = "export cancelled; nothing was left behind"
 
 
@@ -39,10 +51,18 @@ class Cancelled(Exception):
     """Raised in the export's progress callback when the user cancels."""
 
 
-def default_output(run_dir: Path, step: int | None, fmt: str) -> str:
-    """``exports/<run>-<step>-<format>`` under the working folder (a ``.gguf`` file for gguf)."""
+def default_output(run_dir: Path, step: int | None, fmt: str, quant: str | None = None) -> str:
+    """``exports/<run>-<step>-<format>`` under the working folder, ``-<quant>`` added when it is
+    not the format's default (a ``.gguf`` file for gguf)."""
     name = f"{Path(run_dir).name}-{'final' if step is None else f'step{step}'}-{fmt}"
+    if quant is not None and quant != next(iter(QUANTS[fmt])):
+        name += f"-{quant}"
     return str(Path("exports") / (name + (".gguf" if fmt == "gguf" else "")))
+
+
+def export_quant(quant: str) -> str | None:
+    """What ``export_run`` takes for a choice: "keep" is its default, None."""
+    return None if quant == "keep" else quant
 
 
 class ExportDialog(ModalScreen[Path | None]):
@@ -51,6 +71,7 @@ class ExportDialog(ModalScreen[Path | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="export-cancel",
                         tooltip="Close without exporting; during an export, cancel it (nothing is left behind)")]
     DEFAULT_CSS = """
+    ExportDialog .dialog { padding: 0 2; max-height: 100%; }
     ExportDialog OptionList { height: auto; max-height: 6; }
     ExportDialog ProgressBar { display: none; }
     ExportDialog.exporting ProgressBar { display: block; }
@@ -60,6 +81,7 @@ class ExportDialog(ModalScreen[Path | None]):
         super().__init__()
         self.run_dir, self.step = Path(run_dir), step
         self.fmt = "gguf"
+        self.quant = next(iter(QUANTS[self.fmt]))
         self.exporting = False
         self._cancel = threading.Event()
 
@@ -69,26 +91,47 @@ class ExportDialog(ModalScreen[Path | None]):
             yield Label(f"Export {self.run_dir.name}, {what}", markup=False)
             yield Label("as (up/down, then enter):")
             yield OptionList(*(f"{fmt:<9} {text}" for fmt, text in FORMATS.items()), id="export-format")
+            yield Label("precision (up/down, then enter):")
+            yield OptionList(*self._quant_options(), id="export-quant")
             yield Label("to (enter starts; an existing path is refused):")
-            yield OrderedInput(default_output(self.run_dir, self.step, self.fmt), id="export-path")
+            yield OrderedInput(self._default_path(), id="export-path")
             yield Label("", id="export-note", markup=False)
             yield ProgressBar(total=1.0, show_eta=False, id="export-progress")
 
     def on_mount(self) -> None:
-        options = self.query_one(OptionList)
+        options = self.query_one("#export-format", OptionList)
         options.highlighted = list(FORMATS).index(self.fmt)
+        self.query_one("#export-quant", OptionList).highlighted = 0
         options.focus()
 
+    def _quant_options(self) -> list[str]:
+        return [f"{quant:<10} {text}" + (" (default)" if i == 0 else "")
+                for i, (quant, text) in enumerate(QUANTS[self.fmt].items())]
+
+    def _default_path(self) -> str:
+        return default_output(self.run_dir, self.step, self.fmt, self.quant)
+
     def on_option_list_option_highlighted(self, message: OptionList.OptionHighlighted) -> None:
-        """A new format: the default path follows it, unless the path was typed."""
+        """A new format (its precisions replace the last one's) or precision: the default path
+        follows, unless the path was typed."""
         field = self.query_one("#export-path", OrderedInput)
-        was_default = field.value == default_output(self.run_dir, self.step, self.fmt)
-        self.fmt = list(FORMATS)[message.option_index]
+        was_default = field.value == self._default_path()
+        if message.option_list.id == "export-format":
+            fmt = list(FORMATS)[message.option_index]
+            if fmt != self.fmt:
+                self.fmt, self.quant = fmt, next(iter(QUANTS[fmt]))
+                quants = self.query_one("#export-quant", OptionList)
+                quants.clear_options().add_options(self._quant_options())
+                quants.highlighted = 0
+        else:
+            self.quant = list(QUANTS[self.fmt])[message.option_index]
         if was_default:
-            field.value = default_output(self.run_dir, self.step, self.fmt)
+            field.value = self._default_path()
 
     def on_option_list_option_selected(self, message: OptionList.OptionSelected) -> None:
-        self.query_one("#export-path", OrderedInput).focus()
+        """enter on the format moves on to its precision, on the precision to the path."""
+        after = "#export-quant" if message.option_list.id == "export-format" else "#export-path"
+        self.query_one(after).focus()
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
         if self.exporting:
@@ -102,10 +145,10 @@ class ExportDialog(ModalScreen[Path | None]):
             self.exporting = True
             self.add_class("exporting")
             self._note(f"exporting to {out} …")
-            self.export(self.fmt, out)
+            self.export(self.fmt, export_quant(self.quant), out)
 
     @work(thread=True, exclusive=True, group="export")
-    def export(self, fmt: str, out: Path) -> None:
+    def export(self, fmt: str, quant: str | None, out: Path) -> None:
         from engine.export import check_exportable, export_run  # loads MLX: on the worker
 
         def progress(stage: str, fraction: float) -> None:
@@ -115,7 +158,7 @@ class ExportDialog(ModalScreen[Path | None]):
 
         try:
             check_exportable(self.run_dir, fmt, self.step)
-            written = export_run(self.run_dir, fmt, out, checkpoint=self.step, progress=progress)
+            written = export_run(self.run_dir, fmt, out, checkpoint=self.step, quant=quant, progress=progress)
         except Cancelled:
             self.post_message(ExportEnded(None, CANCELLED))
             return

@@ -21,7 +21,8 @@ from textual.widgets import Footer, Header, Input, Label, Static
 from textual.worker import get_current_worker
 
 from engine.errors import UserError
-from engine.playground.stream import Sampling, ValidPrompt, chat_messages
+from engine.playground.chat import MOST_TURNS, Turn, split_record
+from engine.playground.stream import ValidPrompt
 
 from ..messages import (
     AnswerFinished,
@@ -32,11 +33,13 @@ from ..messages import (
     PlaygroundLoaded,
     ValidPromptsRead,
 )
-from ..playground_work import BASE, FINAL, Request, stream_answer, weights_label
+from ..playground_work import (BASE, FINAL, SAMPLING_FIELDS, Request, TurnsFitted, answer_request, read_sampling,
+                               read_valid_prompts, weights_label)
 from ..widgets.answer_view import AnswerView
 from .path_prompt import PathPrompt
 
 WIDE = 120  # columns from which the two answers open side by side
+PANES = ("adapter", "base")
 
 
 class PlaygroundScreen(Screen):
@@ -47,12 +50,16 @@ class PlaygroundScreen(Screen):
 Ask a run's adapter, at any of its checkpoints, and its base model; the answer streams in as it
 is generated, through the model's chat template.
 
-- **enter** (in any field) sends the prompt; **escape** stops the answer being generated, and
+- **enter** (in any field) sends the prompt, with the chat so far: each pane keeps its own
+  turns (the oldest are dropped when they no longer fit the model); **ctrl+r** starts a new
+  chat. **escape** stops the answer being generated (what it wrote stays in the chat), and
   otherwise leaves the fields, so that 1-5 switch screens again (alt+1-5 work anywhere; tab
   comes back to the fields).
 - **ctrl+t** switches between the adapter and the base model; **ctrl+b** shows both side by
-  side (one after the other is generated); **ctrl+o** steps through the run's checkpoints.
-- **ctrl+n** fills in the run's next validation prompt; its reference answer shows below.
+  side (one after the other is generated); **ctrl+o** steps through the run's checkpoints
+  (a new chat: the answers so far came from other weights).
+- **ctrl+n** starts a new chat from the run's next validation prompt (its earlier turns too);
+  its reference answer shows below.
 - **ctrl+l** loads a run folder or a model by name; on the Runs screen (4), **g** opens the
   selected run (and the checkpoint selected there) here.
 - The system prompt, temperature (0 is greedy), top-p and max tokens are fields: tab moves on.
@@ -77,10 +84,12 @@ is generated, through the model's chat template.
                 tooltip="Answer with the run's adapter or with the base model"),
         Binding("ctrl+b", "both", "Both", id="playground-both", priority=True,
                 tooltip="Answer with both, side by side (the adapter first), or with one again"),
-        Binding("ctrl+o", "next_checkpoint", "Checkpoint", id="playground-checkpoint", priority=True,
+        Binding("ctrl+o", "next_checkpoint", "Ckpt", id="playground-checkpoint", priority=True,
                 tooltip="The adapter of the run's next checkpoint (the final adapter, then each step)"),
         Binding("ctrl+n", "next_prompt", "Valid", id="playground-valid", priority=True,
-                tooltip="The run's next validation prompt, with its reference answer below the output"),
+                tooltip="A new chat from the run's next validation prompt, with its reference answer below"),
+        Binding("ctrl+r", "new_chat", "New", id="playground-new-chat", priority=True,
+                tooltip="Start a new chat: both panes forget the turns so far"),
         Binding("ctrl+l", "load", "Load", id="playground-load", priority=True,
                 tooltip="Load a run folder or a model (a folder, a hub id, builtin:tiny-llama, a .gguf)"),
     ]
@@ -98,6 +107,9 @@ is generated, through the model's chat template.
         self.prompt_index = -1
         self.picked: ValidPrompt | None = None
         self.generating = False
+        self.history: dict[str, list[Turn]] = {pane: [] for pane in PANES}  # each pane's chat so far
+        self._asked = ""  # the prompt being answered: a turn of each pane that answers it
+        self._trim_said = False  # dropping old turns is said once per chat
         self._pending: tuple[str, int | None] | None = None
         self._stop: threading.Event | None = None
         self._playground = None  # engine.playground.weights.Playground, used on workers only
@@ -146,15 +158,16 @@ is generated, through the model's chat template.
         if self._pending is None:
             return
         (source, step), self._pending = self._pending, None
-        self.adapter = step if step is not None else FINAL
+        wanted = step if step is not None else FINAL
         self.show = "adapter"
         if source == self.source and self.loaded:
-            self._pick_adapter(self.adapter)
+            self._pick_adapter(wanted)
             return
+        self.adapter, chatted = wanted, any(self.history.values())
+        self._new_chat(f"new chat with {source} (the earlier answers came from other weights)" if chatted else "",
+                       announce=True)
         self.source, self.loaded, self.is_run, self.choices = source, False, False, []
-        self.generating = False  # the load supersedes an answer being generated, and its end
-        self.prompts, self.prompt_index, self.picked = [], -1, None
-        self.query_one("#reference", Static).update("")
+        self.prompts, self.prompt_index = [], -1
         self._status(f"Loading {source} …")
         self.load_model(source)
         self.read_prompts(source)
@@ -167,11 +180,9 @@ is generated, through the model's chat template.
         try:
             with self._model_lock:
                 playground = open_playground(source)
-        except UserError as e:
-            self.post_message(PlaygroundFailed(str(e)))
-            return
-        except Exception as e:  # a bug or an odd model: one line, the app goes on
-            self.post_message(PlaygroundFailed(f"could not load {source}: {type(e).__name__}: {e}"))
+        except Exception as e:  # a UserError, or a bug or an odd model: one line, the app goes on
+            why = str(e) if isinstance(e, UserError) else f"could not load {source}: {type(e).__name__}: {e}"
+            self.post_message(PlaygroundFailed(why))
             return
         if worker.is_cancelled:
             return
@@ -203,16 +214,7 @@ is generated, through the model's chat template.
 
     @work(thread=True, exclusive=True, group="playground-prompts")
     def read_prompts(self, source: str) -> None:
-        from engine.playground.prompts import validation_prompts
-        from engine.playground.weights import is_run_folder
-
-        if not is_run_folder(source):
-            self.post_message(ValidPromptsRead([]))
-            return
-        try:
-            self.post_message(ValidPromptsRead(validation_prompts(source)))
-        except (UserError, OSError) as e:
-            self.post_message(ValidPromptsRead([], f"no validation prompts: {e}"))
+        self.post_message(read_valid_prompts(source))
 
     def on_valid_prompts_read(self, message: ValidPromptsRead) -> None:
         if not message.superseded:
@@ -244,12 +246,16 @@ is generated, through the model's chat template.
         if which not in self.choices:
             self.notify(f"{weights_label(which)} not found in {self.source}", severity="warning")
             return
-        self.adapter = which
+        changed, self.adapter = which != self.adapter, which
         if self.show == "base":
             self.show = "adapter"
         self._apply_layout()
+        if changed:
+            self._new_chat(f"new chat: {weights_label(which)} answers now (the earlier answers came from other weights)",
+                           announce=True)
 
     def _apply_layout(self) -> None:
+        self.query_one("#answer-adapter").border_title = weights_label(self.adapter)
         self.query_one("#answer-adapter").display = self.show in ("adapter", "both")
         self.query_one("#answer-base").display = self.show in ("base", "both")
         self._status(self._status_text())
@@ -276,11 +282,52 @@ is generated, through the model's chat template.
             self.notify("this run's data has no validation prompts with answers", severity="warning")
             return
         self.prompt_index = (self.prompt_index + 1) % len(self.prompts)
-        self.picked = prompt = self.prompts[self.prompt_index]
-        self.query_one("#prompt", Input).value = prompt.question
-        self.query_one("#system", Input).value = prompt.system or ""
-        self.query_one("#reference", Static).update(
-            f"Reference ({self.prompt_index + 1}/{len(self.prompts)}, {Path(prompt.origin).name}): {prompt.reference}")
+        prompt = self.prompts[self.prompt_index]
+        system, turns, question = split_record(prompt.messages)
+        self.query_one("#prompt", Input).value = question
+        self.query_one("#system", Input).value = system or ""
+        where = f"{self.prompt_index + 1}/{len(self.prompts)}, {Path(prompt.origin).name}"
+        self._new_chat(f"new chat: validation prompt {where}", turns)
+        self.picked = prompt  # after the new chat, which forgets the last one
+        self.query_one("#reference", Static).update(f"Reference ({where}): {prompt.reference}")
+
+    # ------------------------------------------------------------------ the chat
+
+    def action_new_chat(self) -> None:
+        self._new_chat("new chat")
+
+    def _new_chat(self, note: str, turns: tuple[Turn, ...] = (), announce: bool = False) -> None:
+        """Both panes start over (from ``turns``, a validation record's), saying why in them (and
+        aloud when ``announce``: a chat the user did not end); an answer being generated stops and
+        is not kept, and a reference no longer applies."""
+        had = any(self.history.values())
+        if self.generating:
+            if self._stop is not None:
+                self._stop.set()
+            self.workers.cancel_group(self, "playground")  # what it still posts is superseded
+            self.generating = False
+            self.refresh_bindings()
+        self.picked = None
+        self.query_one("#reference", Static).update("")
+        self.history = {pane: list(turns) for pane in PANES}
+        self._trim_said = False
+        for view in self.query(AnswerView):
+            view.new_chat(turns, note)
+        if had and announce:
+            self.notify(note)
+        self._status(self._status_text())
+
+    def on_turns_fitted(self, message: TurnsFitted) -> None:
+        """The oldest turns no longer fit the model: they go from the pane's chat, said once."""
+        if message.superseded:
+            return
+        self.history[message.pane] = list(message.kept)
+        if not self._trim_said:
+            self._trim_said = True
+            note = (f"the oldest {message.dropped} turn(s) no longer fit (the model's context, at most "
+                    f"{MOST_TURNS} turns): it reads the last {len(message.kept)}; ctrl+r starts a new chat")
+            self.query_one(f"#answer-{message.pane}", AnswerView).say(note)
+            self.notify(note, severity="warning")
 
     # ------------------------------------------------------------------ asking
 
@@ -296,46 +343,37 @@ is generated, through the model's chat template.
         text = self.query_one("#prompt", Input).value.strip()
         if not text:
             return
+        if self.generating:  # the chat goes one turn at a time
+            self.notify("an answer is being generated: wait for it, or escape stops it", severity="warning")
+            return
         try:
-            sampling = self._sampling()
+            sampling = read_sampling({name: self.query_one(f"#{name}", Input).value for name in SAMPLING_FIELDS})
         except UserError as e:
             self.notify(str(e), severity="error")
             return
+        self._forget_reference(text)
         targets = [("adapter", self.adapter)] if self.show in ("adapter", "both") else []
         targets += [("base", BASE)] if self.show in ("base", "both") else []
-        self._stop = threading.Event()
+        chats = tuple((pane, which, tuple(self.history[pane])) for pane, which in targets)
+        system = self.query_one("#system", Input).value.strip() or None
+        self._stop, self._asked = threading.Event(), text
         self.generating = True
         self._status(self._status_text())
         self.refresh_bindings()
-        self.generate_answers(Request(self.source, self._messages(text), sampling, tuple(targets), self._stop))
+        self.generate_answers(Request(self.source, system, text, sampling, chats, self._stop))
 
-    def _sampling(self) -> Sampling:
-        fields = {"temp": float, "top-p": float, "max-tokens": int}
-        values = {}
-        for name, kind in fields.items():
-            raw = self.query_one(f"#{name}", Input).value.strip()
-            try:
-                values[name] = kind(raw)
-            except ValueError:
-                raise UserError(f"{name.replace('-', ' ')}: {raw!r} is not a number") from None
-        return Sampling(values["temp"], values["top-p"], values["max-tokens"])
-
-    def _messages(self, text: str) -> tuple[dict, ...]:
-        """The prompt with the system field; a validation prompt keeps its earlier turns."""
-        system = self.query_one("#system", Input).value.strip() or None
+    def _forget_reference(self, text: str) -> None:
+        """The reference answer goes once the chat moves past the validation prompt it answers."""
         picked = self.picked
-        if picked is None or text != picked.question:
+        if picked is None:
+            return
+        _system, turns, question = split_record(picked.messages)
+        if text != question or any(len(chat) > len(turns) for chat in self.history.values()):
             self.picked = None
             self.query_one("#reference", Static).update("")
-            return tuple(chat_messages(text, system))
-        turns = [m for m in picked.messages[:-1] if m["role"] != "system"]
-        head = [{"role": "system", "content": system}] if system else []
-        return tuple(head + turns + [{"role": "user", "content": text}])
 
     @work(thread=True, exclusive=True, group="playground")
     def generate_answers(self, request: Request) -> None:
-        from engine.playground.generate import generate, prompt_ids
-
         worker = get_current_worker()
 
         def stop() -> bool:
@@ -343,15 +381,7 @@ is generated, through the model's chat template.
 
         try:
             with self._model_lock:
-                playground = self._playground
-                ids = prompt_ids(playground.tokenizer, request.messages)
-                for pane, which in request.targets:
-                    if stop():
-                        break
-                    playground.use(which)
-                    self.post_message(AnswerStarted(pane, weights_label(which)))
-                    answer = generate(playground.model, playground.tokenizer, ids, request.sampling, stop)
-                    stream_answer(answer, pane, self.post_message)
+                answer_request(self._playground, request, self.post_message, stop)
         except UserError as e:
             self.post_message(PlaygroundFailed(str(e)))
         except Exception as e:  # a bug: one line, the app goes on
@@ -361,15 +391,17 @@ is generated, through the model's chat template.
 
     def on_answer_started(self, message: AnswerStarted) -> None:
         if not message.superseded:
-            self.query_one(f"#answer-{message.pane}", AnswerView).start(message.label)
+            self.query_one(f"#answer-{message.pane}", AnswerView).start(message.label, self._asked)
 
     def on_answer_streamed(self, message: AnswerStreamed) -> None:
         if not message.superseded:
             self.query_one(f"#answer-{message.pane}", AnswerView).add(message.text, message.tokens)
 
     def on_answer_finished(self, message: AnswerFinished) -> None:
+        """The answer joins its pane's chat as it ended (cut short when stopped)."""
         if not message.superseded:
             self.query_one(f"#answer-{message.pane}", AnswerView).finish(message.finished)
+            self.history[message.pane].append(Turn(self._asked, message.finished.text))
 
     def on_generation_ended(self, message: GenerationEnded) -> None:
         if not message.superseded:
@@ -391,4 +423,6 @@ is generated, through the model's chat template.
             return self.loaded and self.is_run
         if action == "next_prompt":
             return bool(self.prompts)
+        if action == "new_chat":
+            return self.loaded
         return True

@@ -86,8 +86,8 @@ Every run folder under the runs folder, newest first; the list rescans itself ev
   selected run belongs to, or asks for a sweep folder (one with a `sweep.json`).
 - **g** opens the selected run in the Playground (5), at the checkpoint selected in the
   checkpoint table when the run is open, else with its final adapter.
-- **e** exports that checkpoint: it asks the format (mlx, gguf, ollama, lmstudio) and a path
-  that does not exist yet, shows the progress and says where it wrote.
+- **e** exports that checkpoint: it asks the format (mlx, gguf, ollama, lmstudio), its precision
+  and a path that does not exist yet, shows the progress and says where it wrote.
 - **a** attaches to a run that another process is training (`tuner train --detach`, a headless
   run, another app): the Train screen follows it live, and pause, stop, save and eval act on it.
 
