@@ -226,8 +226,8 @@ def test_real_statistics_of_a_chain_stage_and_its_tokens(tmp_path):
             view = app.screen.query_one(TokenView)
             assert await wait_until(pilot, lambda: bool(view.cells), 60)
             completion = "".join(cell.text for cell in view.cells if cell.role == "completion")
-            assert "loud" in completion  # the demo's first answer
-            assert "[w=1]loud" in tokens_text(app)
+            assert "positive" in completion  # the demo's first answer
+            assert "[w=1]positive" in tokens_text(app)
             assert sum(cell.role == "completion" for cell in view.cells) == first.completion_tokens
 
     run(scenario)

@@ -1,11 +1,12 @@
-"""A small, deterministic instruction dataset for the offline demo.
+"""A small, deterministic instruction dataset of facts: the one the tests, the sample chains and
+``smollm2-demo.yaml`` train on (the demo itself labels reviews: :mod:`engine.model.demo_reviews`).
 
 Every task is a lookup (made-up capitals, colours, opposites, animal sounds, words in capitals)
 asked in several wordings, each wording ending with the fact's key. Prompts are wordier than
 answers, like real short-answer datasets, so the completion tokens are a small share of each
 example. A random-weight model does not learn the lookups in the demo's minute (mlx-lm's trainer
 stalls at the same completion loss): its validation loss falls as it learns the answers' form and
-the chat template, and a pretrained base is what makes sample answers right.
+the chat template, and a pretrained base (SmolLM2) is what makes its sample answers right.
 
 The splits are honest. Each (fact, wording) question belongs to exactly one split: for every fact
 one wording is held out for validation and another for test, so validation asks about facts that
