@@ -56,12 +56,12 @@ def test_both_labels_and_both_shapes_occur_and_the_samples_differ():
 
 def test_the_demo_as_shipped_learns_to_answer_its_held_out_reviews(tmp_path, demo_model_dir):
     """demo.yaml unchanged but for where its run goes: the samples start as noise and end right,
-    and validation choice accuracy climbs from chance to at least 85%."""
+    and validation choice accuracy climbs from about chance to at least 90% (98% measured)."""
     events = []
     [stage] = load_stages([REPO / "sample_configs" / "demo.yaml"], [f"runs_dir={tmp_path}"])
     run_chain([stage], events.append)
     evals = [e for e in events if isinstance(e, ev.EvalReport) and e.split == "valid"]
-    assert evals[0].choice_accuracy < 0.65 and evals[-1].choice_accuracy >= 0.85
+    assert evals[0].choice_accuracy < 0.7 and evals[-1].choice_accuracy >= 0.9
     samples = [e for e in events if isinstance(e, ev.SampleGenerated)]
     first, last = samples[:2], samples[-2:]
     assert all(s.completion.strip() != s.reference for s in first)

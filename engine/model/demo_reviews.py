@@ -7,8 +7,9 @@ sample answers turn right and not only a curve fall. Lookups of facts asked in n
 ``engine.model.demo_data`` set) are beyond it in that time, whatever the method (measured: LoRA
 and full fine-tuning stay near chance; mlx-lm's trainer too). Here each review's label follows
 from words that recur across the whole set (each adjective appears in dozens of reviews), so a
-model that attends roughly evenly over the prompt can read it off: LoRA on the tiny model
-reaches about 90% choice accuracy on validation by step 200 and about 98% by step 400.
+model that attends roughly evenly over the prompt can read it off, and every review ends with one
+of them, right before the answer. With demo.yaml, LoRA on the tiny model reaches 93-100% choice
+accuracy on validation by step 400 (seeds 0, 1, 2: 98%, 100%, 93%; from 61% at step 0).
 
 Every review is a new combination of the same words, so the splits share no example: train,
 validation and test are drawn from one stream, no text twice. Some chats open with a system
@@ -31,14 +32,13 @@ SYSTEM_SHARE = 0.15
 TWO_REVIEW_SHARE = 0.15
 
 GOOD = ["wonderful", "friendly", "delicious", "lovely", "great", "cheerful", "excellent", "tasty", "pleasant",
-        "superb", "charming", "fresh", "generous", "spotless"]
-BAD = ["awful", "rude", "terrible", "boring", "horrible", "dirty", "bland", "cold", "noisy", "dreadful", "stale",
-       "slow", "greasy", "gloomy"]
+        "superb"]
+BAD = ["awful", "rude", "terrible", "boring", "horrible", "dirty", "bland", "cold", "noisy", "dreadful"]
 THINGS = ["soup", "waiter", "room", "film", "music", "service", "bread", "staff", "garden", "coffee", "view", "price",
           "pasta", "hotel", "concert", "breakfast"]
-SENTENCES = [
+SENTENCES = [  # each ends with an adjective: the last words before the answer carry the label
     "The {a} was {x} and the {b} was {y}.",
-    "We thought the {a} was {x}; the {b} was {y} too.",
+    "We thought the {a} was {x}; the {b} was {y}.",
     "Honestly, the {a} was {x}, and the {b} felt {y}.",
     "The {a}? {X}. The {b}? {Y}.",
 ]
