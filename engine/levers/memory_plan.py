@@ -10,8 +10,8 @@ at its peak, in the order MLX allocates them:
 - the trainable parameters (LoRA/DoRA adapters in float32, or the top blocks' weights for full
   fine-tuning), their gradients and the optimizer's state (Adam: two moments each);
 - the activations the backward pass keeps for the longest batch (batch_size x max_seq_length
-  tokens) in the trained blocks, or, with grad_checkpoint on a GPU, each block's input plus one
-  block's recomputation (on the CPU it measured no smaller); attention keeps its
+  tokens) in the trained blocks, or, with grad_checkpoint, each block's input plus one block's
+  recomputation (:mod:`engine.levers.grad_checkpoint`); attention keeps its
   [heads, length, length] tensors per block;
 - the logits: [tokens, vocabulary] float32 several times over, or with sparse_logits a bounded
   vocabulary slice at a time (:mod:`engine.levers.linear_ce`).
@@ -23,7 +23,6 @@ in bench/README.md).
 from __future__ import annotations
 
 import json
-import os
 import platform
 import struct
 import sys
@@ -36,8 +35,12 @@ LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 OPTIMIZER_STATES = {"adam": 2, "adamw": 2, "muon": 1, "sgd": 0, "adafactor": 0}
 LOGIT_COPIES = 3  # logits, their softmax and their gradient, in float32
 SPARSE_CHUNK_BYTES = 10 * (1 << 22) * 4  # linear_ce: ~10 vocabulary slices of 2**22 float32 logits in flight
-KEPT_SCORES = 2  # attention's [heads, length, length] tensors each block keeps for its backward pass
-BACKWARD_SCORES = 3  # and those one block's backward pass holds on top (fitted: bench/memory_plan_check.py)
+# attention's [heads, length, length] tensors: (each block keeps for its backward pass, one block's
+# backward holds on top, grad_checkpoint's recomputed block adds), fitted to bench/memory_plan_check.py:
+# MLX's own attention, and the CPU's fast attention (engine/levers/fast_attention.py), whose softmax
+# keeps more
+SCORES = (1.5, 1, 1)
+FAST_ATTENTION_SCORES = (2, 3, 3)
 REFUSE_SHARE = 1.2  # refuse to start past 120% of the machine's memory: a clear margin over the prediction's error
 WARN_SHARE = 0.8
 
@@ -165,35 +168,25 @@ def trainable_params(cfg, shape: Shape) -> int:
     return layers * per_block
 
 
-def activation_bytes(cfg, shape: Shape, rows: int, length: int, compute: int, on_cpu: bool) -> int:
+def activation_bytes(cfg, shape: Shape, rows: int, length: int, compute: int, fast_attention: bool) -> int:
     """What the backward pass keeps of the trained blocks, per token: the block's input, its norms,
     q/k/v before and after RoPE, attention's output and projection, the MLP's gate, up, SiLU and
-    product; attention keeps its probabilities and scores ([heads, length, length] per row, twice)
-    per block, and one block's backward needs three more at once. With grad_checkpoint each block
-    keeps its input and one block at a time is recomputed; on the CPU the measured peak did not
-    fall with it (bench/README.md), so there it is counted as without."""
+    product; attention keeps its probabilities and scores ([heads, length, length] per row) per
+    block, and one block's backward needs more at once. With grad_checkpoint each block
+    keeps its input and one block at a time is recomputed, its backward then holding more score
+    tensors than without. How many score tensors: fitted (bench/README.md), more where the CPU's
+    fast attention (float32, the CPU levers on) computes the softmax. The batch's rows count
+    together even where cpu_streams splits them: the parts run side by side."""
     s = shape
     tokens = rows * length
     per_token = 9 * s.hidden + 3 * s.kv_heads * s.head_dim + 4 * s.intermediate
     scores = rows * s.heads * length * length * compute
-    block = tokens * per_token * compute + KEPT_SCORES * scores
+    kept, backward, recomputed = FAST_ATTENTION_SCORES if fast_attention else SCORES
+    block = tokens * per_token * compute + kept * scores
     layers = trained_layers(cfg, shape)
     if not cfg.grad_checkpoint:
-        return layers * block + BACKWARD_SCORES * scores
-    if on_cpu:
-        return layers * block + BACKWARD_SCORES * scores
-    return layers * tokens * s.hidden * compute + block + BACKWARD_SCORES * scores
-
-
-def rows_at_once(cfg, on_cpu: bool) -> int:
-    """A batch's rows whose activations are held together: on the CPU, cpu_streams splits an
-    even batch into parts (engine/levers/cpu_streams.py), and the peak measured as one part's,
-    except with grad_checkpoint, where it measured as the whole batch's (bench/README.md)."""
-    streams = cfg.cpu_streams
-    if (on_cpu and streams > 1 and cfg.batch_size % streams == 0 and not cfg.grad_checkpoint
-            and (os.cpu_count() or 1) > 1):
-        return cfg.batch_size // streams
-    return cfg.batch_size
+        return int(layers * block + backward * scores)
+    return int(layers * tokens * s.hidden * compute + block + (backward + recomputed) * scores)
 
 
 def logit_bytes(cfg, shape: Shape, tokens: int) -> int:
@@ -222,10 +215,12 @@ def plan_parts(cfg, model_config: dict, quantization: dict | None, stored_dtype:
     train_bytes = trainable * (compute if cfg.fine_tune_type == "full" else 4)
     states = OPTIMIZER_STATES.get(cfg.optimizer, 2)
     length = min(length or cfg.max_seq_length, cfg.max_seq_length)
-    rows = rows_at_once(cfg, on_cpu)
+    rows = cfg.batch_size
     return (Part("weights", weights), Part("trainable", train_bytes), Part("gradients", train_bytes),
             Part("optimizer", states * train_bytes),
-            Part("activations", activation_bytes(cfg, shape, rows, length, compute, on_cpu)),
+            Part("activations", activation_bytes(cfg, shape, rows, length, compute,
+                                                 fast_attention=cfg.fast_attention and on_cpu and compute == 4
+                                                 and cfg.compute_plan != "gpu")),
             Part("logits", logit_bytes(cfg, shape, rows * length)))
 
 

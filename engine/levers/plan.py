@@ -59,6 +59,8 @@ def plan_compute(model: nn.Module, cfg, ranks: int, train_ids: Sequence[np.ndarr
     Call it once per run, before the step is compiled; the probes evaluate the model.
     """
     cpu_off = cpu_levers_off(cfg)
+    if cfg.grad_checkpoint:  # first: the sparse last block's full-length path calls the checkpointed block
+        checkpoint_layers(model)
     choices = [_blas(), _denormals(on_cpu())]
     choices.append(_layer_lever("fast SiLU", cfg.fast_silu, cpu_off, lambda: speed_up_mlps(model), "MLPs",
                                 "the MLP's sigmoid uses a polynomial exponential (MLX's CPU exp is scalar)"))
@@ -74,11 +76,7 @@ def plan_compute(model: nn.Module, cfg, ranks: int, train_ids: Sequence[np.ndarr
     can_share = cfg.shared_prefix and sparse and ranks == 1 and shares_prefix(model)
     prefix_choice, prefix = _shared_prefix(cfg, ranks, sparse, can_share, streams, train_ids)
     choices.append(prefix_choice)
-    if cfg.grad_checkpoint:  # last: the probes above run through the blocks' own calls
-        checkpoint_layers(model)
-    choices.append(LeverChoice("gradient checkpointing", cfg.grad_checkpoint,
-                               "blocks recompute their activations in the backward pass" if cfg.grad_checkpoint
-                               else "grad_checkpoint: false (faster; more memory)"))
+    choices.append(_grad_checkpoint(cfg))
     return ComputePlan(tuple(choices), sparse, prefix, can_share, streams)
 
 
@@ -156,6 +154,16 @@ def _cpu_streams(cfg, ranks: int, streams: RowStreams, cpu_off: str | None) -> L
         return LeverChoice(name, False, cpu_off)
     return LeverChoice(name, False, f"needs batch_size a multiple of {cfg.cpu_streams}, two cores, "
                                     "an OpenBLAS and MLX's breadth-first order")
+
+
+def _grad_checkpoint(cfg) -> LeverChoice:
+    name = "gradient checkpointing"
+    if not cfg.grad_checkpoint:
+        return LeverChoice(name, False, "grad_checkpoint: false (faster; more memory)")
+    if cfg.lora_parameters.dropout > 0:  # engine/levers/grad_checkpoint.py: MLX's random state cannot be rewound
+        return LeverChoice(name, True, "blocks recompute their activations in the backward pass, drawing new "
+                                       "LoRA dropout masks: the gradients are not exactly the loss's")
+    return LeverChoice(name, True, "blocks recompute their activations in the backward pass")
 
 
 def _shared_prefix(cfg, ranks: int, sparse: bool, can_share: bool, streams: RowStreams,
