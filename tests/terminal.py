@@ -18,7 +18,7 @@ def demo_config(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "demo.yaml"
     config.write_text((REPO / "sample_configs" / "demo.yaml").read_text()
-                      .replace("data: data/demo ", f"data: {DEMO_DATA} "))
+                      .replace("data: data/demo-reviews ", f"data: {DEMO_DATA.parent / 'demo-reviews'} "))
     return config
 
 

@@ -262,7 +262,7 @@ def test_the_compute_plan_shows_as_one_line_and_opens_lever_by_lever_at_80_colum
             assert not panel.display  # no run yet
             for event in fake_run():
                 app.events.put(event)
-            assert await wait_until(pilot, lambda: panel.display, 10)
+            assert await wait_until(pilot, lambda: panel.display and panel.region.height > 0, 10)  # shown, laid out
             assert text_of(panel) == "compute plan: fast BLAS, sparse logits, fast SiLU on · 2 off · i: why"
             assert panel.region.height == 1 and panel.region.width <= 80
             await pilot.press("i")

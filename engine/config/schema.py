@@ -266,7 +266,8 @@ class TrainConfig(BaseModel):
         "CPU backend only; gpu: off on every device, so the CPU computes what Metal and CUDA do (with compute_dtype: "
         "model, to check the GPU path on a machine without one).")
     grad_checkpoint: bool = Field(False, description="Recompute activations in the backward pass: less memory, about "
-                                  "a third slower.")
+                                  "a third slower. Not exact with LoRA dropout: the recomputation draws new "
+                                  "dropout masks.")
     sparse_logits: bool = Field(True, description="Compute output logits only where the loss has weight (at PLW 0: "
                                 "completion tokens), a vocabulary chunk at a time, and, at PLW 0, the last block's "
                                 "queries and MLP only there when that is at most half the positions: same loss, less "
