@@ -62,6 +62,18 @@ def make_folder(folder: Path) -> Path:
     return Path(folder)
 
 
+def staging_folder(target: Path) -> Path:
+    """An empty hidden folder beside ``target`` (same file system), to build ``target`` in and
+    rename into place, so a crash never leaves half of it where a reader would find it."""
+    import tempfile
+
+    make_folder(target.parent)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as e:
+        raise refused(e, target.parent) from None
+
+
 def refused(error: OSError, path: Path, doing: str = "cannot write") -> StorageError:
     """:func:`engine.errors.storage_error`, plus how to move tuner's cache where ``path`` is in it."""
     problem = storage_error(error, path, doing)

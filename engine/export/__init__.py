@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 from engine.errors import UserError, first_line
 from engine.export.source import ExportSource, base_file, find_source
-from engine.files import make_folder, refused
+from engine.files import make_folder, staging_folder
 
 TARGETS = ("mlx", "gguf", "ollama", "lmstudio")
 GGUF_QUANTS = ("f16", "q8_0", "f32")  # the GGUF tensor types written (see gguf_writer)
@@ -55,11 +54,7 @@ def export_run(run_dir: Path, to: str, out: Path, checkpoint: int | None = None,
     _refuse_existing(out)
     source, template = _plan(run_dir, to, checkpoint)
     report = progress or (lambda what, fraction: None)
-    make_folder(out.parent)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as e:
-        raise refused(e, out.parent) from None
+    staging = staging_folder(out)
     try:
         product = staging / "export"
         if to == "mlx":

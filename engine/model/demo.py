@@ -18,10 +18,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from engine.files import cache_root, make_folder, refused
+from engine.files import cache_root, refused, staging_folder
 from engine.model.demo_data import demo_records
 from engine.model.gguf import ensure_imported, fetch_smollm2
 
@@ -79,11 +78,7 @@ def build_once(dirname: str, build, cache_dir: Path | None = None) -> Path:
     target = Path(cache_dir or cache_root()) / "models" / dirname
     if _is_complete(target):
         return target
-    make_folder(target.parent)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{dirname}.", dir=target.parent))
-    except OSError as e:
-        raise refused(e, target.parent) from None
+    staging = staging_folder(target)
     try:
         try:
             build(staging)

@@ -32,7 +32,7 @@ from engine.files import (
     atomic_write_text,
     cache_root,
     make_folder,
-    refused,
+    staging_folder,
 )
 from engine.model.gguf_header import read_header
 
@@ -62,11 +62,7 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, dequantize: bool = F
     if quantization:
         config["quantization"] = quantization
 
-    make_folder(out_dir.parent)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as e:
-        raise refused(e, out_dir.parent) from None
+    staging = staging_folder(out_dir)
     try:
         atomic_save_safetensors(staging / "model.safetensors", weights, metadata={"format": "mlx"})
         atomic_write_json(staging / "config.json", config)
