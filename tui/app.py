@@ -24,8 +24,6 @@ from textual.binding import Binding
 from textual.worker import get_current_worker
 
 from engine import events as ev
-from engine.config import load_stages
-from engine.config.load import load_sweep
 from engine.errors import UserError
 from engine.launch.detach import detach_chain
 from engine.printer import failed_line
@@ -44,11 +42,35 @@ from .screens.playground_screen import PlaygroundScreen
 from .screens.runs_screen import RunsScreen
 from .screens.train_screen import TrainScreen
 from .system_memory import read_system_memory
+from .training_work import train
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "sample_configs" / "demo.yaml"
 QUEUE_LIMIT = 10_000
 HISTORY_LIMIT = 1_000
 DRAIN_HZ = 10
+
+
+# mode, footer label, tooltip, and the character macOS's option+digit types: terminals send alt+1
+# as ESC 1, which Textual 8 reads as that character (¡ ™ £ ¢ ∞), so it is bound too and switches
+# screens even while the YAML editor has the keyboard (those characters cannot be typed there)
+SCREEN_KEYS = [
+    ("config", "Config", "Edit the config", "inverted_exclamation_mark"),
+    ("dataset", "Data", "Inspect the dataset", "trade_mark_sign"),
+    ("train", "Train", "Run and watch training", "pound_sign"),
+    ("runs", "Runs", "Every run, finished or live", "cent_sign"),
+    ("playground", "Playground", "Talk to a run's adapter and its base model", "infinity"),
+]
+
+
+def screen_bindings() -> list[Binding]:
+    """1-5 and alt+1-5 for the screens. The digits share one footer entry, "12345 Screens", so an
+    80-column footer has room for the screen's own keys (F1 lists each with its screen's name)."""
+    group = Binding.Group("Screens", compact=True)
+    digits = [Binding(str(n), f"switch_mode('{mode}')", label, id=f"mode-{mode}", tooltip=tip, group=group)
+              for n, (mode, label, tip, _) in enumerate(SCREEN_KEYS, 1)]
+    alts = [Binding(f"alt+{n},{char}", f"switch_mode('{mode}')", show=False, priority=True, id=f"mode-{mode}-alt")
+            for n, (mode, _, _, char) in enumerate(SCREEN_KEYS, 1)]
+    return digits + alts
 
 
 class TunerApp(App):
@@ -61,30 +83,9 @@ class TunerApp(App):
     """
 
     TITLE = "tuner"
-    CSS_PATH = [APP_CSS, APP_CSS.with_name("screens.tcss"), APP_CSS.with_name("dataset.tcss")]
-    # one footer entry "12345 Screens" for the five screen keys, so an 80-column footer has room
-    # for the screen's own keys (F1 lists each with its screen's name)
-    SCREENS_GROUP = Binding.Group("Screens", compact=True)
+    CSS_PATH = [APP_CSS, *(APP_CSS.with_name(f"{name}.tcss") for name in ("screens", "dataset", "playground"))]
     BINDINGS = [
-        Binding("1", "switch_mode('config')", "Config", id="mode-config", tooltip="Edit the config",
-                group=SCREENS_GROUP),
-        Binding("2", "switch_mode('dataset')", "Data", id="mode-dataset", tooltip="Inspect the dataset",
-                group=SCREENS_GROUP),
-        Binding("3", "switch_mode('train')", "Train", id="mode-train", tooltip="Run and watch training",
-                group=SCREENS_GROUP),
-        Binding("4", "switch_mode('runs')", "Runs", id="mode-runs", tooltip="Every run, finished or live",
-                group=SCREENS_GROUP),
-        Binding("5", "switch_mode('playground')", "Playground", id="mode-playground",
-                tooltip="Talk to a run's adapter and its base model", group=SCREENS_GROUP),
-        # alt+digit switches even while the YAML editor has the keyboard. Terminals send alt+1 as
-        # ESC 1, which Textual 8 reads as the character macOS's option+1 types (¡ ™ £ ¢ ∞), so
-        # those characters are bound too (and cannot be typed in the editor: paste them)
-        Binding("alt+1,inverted_exclamation_mark", "switch_mode('config')", show=False, priority=True,
-                id="mode-config-alt"),
-        Binding("alt+2,trade_mark_sign", "switch_mode('dataset')", show=False, priority=True, id="mode-dataset-alt"),
-        Binding("alt+3,pound_sign", "switch_mode('train')", show=False, priority=True, id="mode-train-alt"),
-        Binding("alt+4,cent_sign", "switch_mode('runs')", show=False, priority=True, id="mode-runs-alt"),
-        Binding("alt+5,infinity", "switch_mode('playground')", show=False, priority=True, id="mode-playground-alt"),
+        *screen_bindings(),
         Binding("f1", "toggle_help", "Keys", id="help", tooltip="This list: every key of the screen and of the app"),
         # not in the footer (no room at 80 columns beside a run's keys): F1 lists it, and ctrl+c
         # says "press ctrl+q to quit"
@@ -299,10 +300,6 @@ class TunerApp(App):
     @work(thread=True, exclusive=True, group="training")
     def run_training(self, config_paths: list[Path], control: Control, resume: Path | None = None,
                      more: dict | None = None, rerun_with: dict | None = None) -> None:
-        # MLX: loaded when a run starts, not with the app
-        from engine.training.chain import continue_run, resume_run, run_chain
-        from engine.training.sweep import rerun, run_sweep
-
         failed: list[ev.RunFailed] = []  # the trainer reports its own failure; say it once
 
         def emit(event: ev.Event) -> None:
@@ -311,18 +308,7 @@ class TunerApp(App):
             self._enqueue(event)
 
         try:
-            if resume is not None and rerun_with is not None:
-                rerun(resume, rerun_with, emit, control)
-            elif resume is not None and more is not None:
-                continue_run(resume, emit, control, **more)
-            elif resume is not None:
-                resume_run(resume, emit, control)
-            else:
-                sweep = load_sweep(config_paths)
-                if sweep is not None:
-                    run_sweep(sweep, emit, control)
-                else:
-                    run_chain(load_stages(config_paths), emit, control)
+            train(config_paths, emit, control, resume, more, rerun_with)
         except UserError as e:
             if not failed:
                 self._enqueue(ev.RunFailed(step=0, error=str(e)))

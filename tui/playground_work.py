@@ -13,7 +13,8 @@ from engine.errors import UserError
 from engine.playground.chat import Turn, conversation, fit_turns, prompt_budget
 from engine.playground.stream import Chunk, Sampling
 
-from .messages import AnswerFinished, AnswerStarted, AnswerStreamed, ValidPromptsRead, WorkerResult
+from .messages import (AnswerFinished, AnswerStarted, AnswerStreamed, GenerationEnded, PlaygroundFailed,
+                       PlaygroundLoaded, ValidPromptsRead, WorkerResult)
 
 BASE, FINAL = "base", "final"  # as engine.playground.weights names them (not imported: it loads MLX)
 THROTTLE = 0.05  # seconds between two messages of one streaming answer
@@ -72,6 +73,32 @@ class TurnsFitted(WorkerResult):
     def __init__(self, pane: str, kept: tuple[Turn, ...], dropped: int) -> None:
         super().__init__()
         self.pane, self.kept, self.dropped = pane, kept, dropped
+
+
+def open_source(source: str):
+    """(the playground, PlaygroundLoaded) for a run folder or model, or (None, PlaygroundFailed)
+    with one line saying why (on the worker: it loads MLX and the weights)."""
+    from engine.playground.weights import open_playground
+
+    try:
+        playground = open_playground(source)
+    except Exception as e:  # a UserError, or a bug or an odd model: one line, the app goes on
+        why = str(e) if isinstance(e, UserError) else f"could not load {source}: {type(e).__name__}: {e}"
+        return None, PlaygroundFailed(why)
+    title = playground.run_dir.name if playground.run_dir is not None else str(source)
+    return playground, PlaygroundLoaded(source, title, playground.steps(), playground.has_final())
+
+
+def answer_safely(playground, request: Request, post: Callable, stop: Callable[[], bool]) -> None:
+    """:func:`answer_request`, a failure said in one line, always ending with GenerationEnded."""
+    try:
+        answer_request(playground, request, post, stop)
+    except UserError as e:
+        post(PlaygroundFailed(str(e)))
+    except Exception as e:  # a bug: one line, the app goes on
+        post(PlaygroundFailed(f"generation failed: {type(e).__name__}: {e}"))
+    finally:
+        post(GenerationEnded())
 
 
 def answer_request(playground, request: Request, post: Callable, stop: Callable[[], bool]) -> None:

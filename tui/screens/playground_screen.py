@@ -33,8 +33,8 @@ from ..messages import (
     PlaygroundLoaded,
     ValidPromptsRead,
 )
-from ..playground_work import (BASE, FINAL, SAMPLING_FIELDS, Request, TurnsFitted, answer_request, read_sampling,
-                               read_valid_prompts, weights_label)
+from ..playground_work import (BASE, FINAL, SAMPLING_FIELDS, Request, TurnsFitted, answer_safely, open_source,
+                               read_sampling, read_valid_prompts, weights_label)
 from ..widgets.answer_view import AnswerView
 from .path_prompt import PathPrompt
 
@@ -64,18 +64,6 @@ is generated, through the model's chat template.
   selected run (and the checkpoint selected there) here.
 - The system prompt, temperature (0 is greedy), top-p and max tokens are fields: tab moves on.
 """
-    DEFAULT_CSS = """
-    PlaygroundScreen .row { height: 1; }
-    PlaygroundScreen .row Label { width: auto; padding: 0 1 0 1; color: $text-muted; }
-    PlaygroundScreen Input, PlaygroundScreen Input:focus { height: 1; border: none; padding: 0 1; }
-    PlaygroundScreen Input:focus { background: $boost; }
-    PlaygroundScreen #system, PlaygroundScreen #prompt { width: 1fr; }
-    PlaygroundScreen #temp, PlaygroundScreen #top-p { width: 8; }
-    PlaygroundScreen #max-tokens { width: 9; }
-    PlaygroundScreen #playground-status { height: 1; padding: 0 1; background: $panel; }
-    PlaygroundScreen #answers { height: 1fr; }
-    PlaygroundScreen #reference { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
-    """
     BINDINGS = [
         Binding("escape", "stop_or_leave", "Stop", id="playground-stop", priority=True,
                 tooltip="Stop the answer being generated (what it wrote stays); otherwise leave the fields, "
@@ -174,21 +162,11 @@ is generated, through the model's chat template.
 
     @work(thread=True, exclusive=True, group="playground")
     def load_model(self, source: str) -> None:
-        from engine.playground.weights import open_playground  # MLX: on the worker, not with the app
-
-        worker = get_current_worker()
-        try:
-            with self._model_lock:
-                playground = open_playground(source)
-        except Exception as e:  # a UserError, or a bug or an odd model: one line, the app goes on
-            why = str(e) if isinstance(e, UserError) else f"could not load {source}: {type(e).__name__}: {e}"
-            self.post_message(PlaygroundFailed(why))
-            return
-        if worker.is_cancelled:
-            return
-        self._playground = playground
-        title = playground.run_dir.name if playground.run_dir is not None else str(source)
-        self.post_message(PlaygroundLoaded(source, title, playground.steps(), playground.has_final()))
+        with self._model_lock:
+            playground, message = open_source(source)
+        if playground is None or not get_current_worker().is_cancelled:
+            self._playground = playground or self._playground
+            self.post_message(message)
 
     def on_playground_loaded(self, message: PlaygroundLoaded) -> None:
         if message.superseded or message.source != self.source:
@@ -375,19 +353,9 @@ is generated, through the model's chat template.
     @work(thread=True, exclusive=True, group="playground")
     def generate_answers(self, request: Request) -> None:
         worker = get_current_worker()
-
-        def stop() -> bool:
-            return request.stop.is_set() or worker.is_cancelled
-
-        try:
-            with self._model_lock:
-                answer_request(self._playground, request, self.post_message, stop)
-        except UserError as e:
-            self.post_message(PlaygroundFailed(str(e)))
-        except Exception as e:  # a bug: one line, the app goes on
-            self.post_message(PlaygroundFailed(f"generation failed: {type(e).__name__}: {e}"))
-        finally:
-            self.post_message(GenerationEnded())
+        with self._model_lock:
+            answer_safely(self._playground, request, self.post_message,
+                          lambda: request.stop.is_set() or worker.is_cancelled)
 
     def on_answer_started(self, message: AnswerStarted) -> None:
         if not message.superseded:
