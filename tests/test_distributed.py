@@ -227,6 +227,26 @@ def test_a_rank_that_dies_fails_the_run_on_every_rank(tmp_path):
     assert not (run / "process.json").exists()
 
 
+def test_a_sigterm_after_the_failure_does_not_turn_it_into_a_traceback(capsys):
+    """The race behind the test above: mlx.launch sends SIGTERM to the surviving rank once a rank
+    died, and it may land after the run has failed, while the failure is being reported. It is
+    ignored then: the rank still exits 1 with its one line."""
+    from types import SimpleNamespace
+
+    from engine.launch.train_command import _train_here
+
+    def start(emit, control):
+        emit(ev.RunFailed(step=4, error="[ring] the peer closed the connection"))
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered before the next bytecode: inside the failure
+        raise RuntimeError("[ring] the peer closed the connection")
+
+    args = SimpleNamespace(quiet=True, announce=None, run_dir_seen=None)
+    assert _train_here(args, World(rank=0, size=2), start, sweep=False) == 1
+    err = capsys.readouterr().err
+    assert "tuner: error: rank 0 of 2: [ring] the peer closed the connection" in err
+    assert "interrupted" not in err
+
+
 def _trained(runs: Path) -> bool:
     return any(events_of(metrics.parent, ev.TrainReport) for metrics in runs.glob("*/metrics.jsonl"))
 

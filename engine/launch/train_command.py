@@ -102,16 +102,21 @@ def _train_here(args, world, start, sweep: bool):
         printer = _announcing(printer, Path(args.announce), sweep)
     printer = _noting_run_dir(printer, args)
     interrupts = {"n": 0}
-    training = {"now": False}  # a stage between its start and its end: a stop there saves first
+    # "training": a stage between its start and its end, where a stop saves first; "failed": the
+    # run has failed and this process is on its way out
+    phase = {"training": False, "failed": False}
 
     def emit(event) -> None:
         if isinstance(event, (RunStarted, RunFinished, RunFailed)):
-            training["now"] = isinstance(event, RunStarted)
+            phase["training"] = isinstance(event, RunStarted)
+            phase["failed"] = isinstance(event, RunFailed)
         printer(event)
 
     def on_signal(signum, frame):
+        if phase["failed"]:  # mlx.launch stopping the other ranks after one died: the failure is
+            return           # being reported already, and an interrupt now would end it in a traceback
         interrupts["n"] += 1
-        if interrupts["n"] > 1 or not training["now"]:
+        if interrupts["n"] > 1 or not phase["training"]:
             raise KeyboardInterrupt
         if world.is_main:
             print("\nstopping after this step and saving (press Ctrl-C again to quit at once)", file=sys.stderr)
