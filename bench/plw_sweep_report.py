@@ -167,7 +167,8 @@ def convergence_table(groups: dict[float, list[PointRun]], targets=TARGETS) -> s
         for run in runs:
             cells = [first_step(valid_curve(run, "completion_loss"), t) for t in targets]
             cells += [first_step(train_curve(run), t) for t in targets]
-            shown = " | ".join("not reached" if c is None else str(c) for c in cells)
+            missing = "not reached" if run.test is not None else "not yet"  # a run still training may get there
+            shown = " | ".join(missing if c is None else str(c) for c in cells)
             lines.append(f"| {plw:g} | {run.seed} | {shown} |")
     return "\n".join(lines)
 

@@ -83,6 +83,7 @@ def test_tables_from_a_sweep_folder(tmp_path, capsys):
     assert "| 0 | 1 | 50 | 100 | not reached |" in out
     assert "| 0 | 2 | 50 | 100 | 100 |" in out
     assert "| 1 | 1 | 100 | not reached | not reached |" in out
+    assert "| 1 | 2 | not yet | not yet | not yet |" in out  # still training: it may get there
     plot = (tmp_path / "plots" / "valid-completion-loss.svg").read_text()
     assert "PLW 0" in plot and "PLW 1" in plot and plot.count("<polyline") == 2
 
