@@ -23,6 +23,7 @@ from engine.events import CheckpointSaved, Event, RunFinished
 from engine.runs.checkpoints import Checkpoints
 from engine.runs.listing import RunSummary, list_runs
 from engine.runs.more import FINISHED, parse_more
+from themes import APP_CSS
 
 from ..messages import WorkerResult
 from ..widgets.checkpoint_table import CheckpointTable
@@ -93,14 +94,7 @@ Every run folder under the runs folder, newest first; the list rescans itself ev
 
 A run is *interrupted* when it never finished and its metrics file has not changed for two minutes.
 """
-    # fixed shares, so opening a run (or a checkpoint save) never shrinks the list under its cursor
-    DEFAULT_CSS = """
-    RunsScreen #runs { height: auto; max-height: 30%; min-height: 3; }
-    RunsScreen #run-summary { height: auto; max-height: 3; padding: 0 1; background: $panel; }
-    RunsScreen #checkpoints { height: auto; max-height: 25%; }
-    RunsScreen #chart-legend { height: 1; padding: 0 1; }
-    RunsScreen LossChart { height: 1fr; min-height: 5; }
-    """
+    CSS_PATH = APP_CSS.with_name("runs.tcss")  # the screen's own: the tests host it without the app
     BINDINGS = [
         # not in the footer (the list rescans itself every few seconds; 80 columns hold the rest)
         Binding("r", "refresh_runs", "Refresh", id="runs-refresh", show=False, tooltip="Rescan the runs folder now"),
