@@ -47,10 +47,11 @@ def losses(events):
 def test_lists_expand_into_the_grid_each_point_an_ordinary_config(tmp_path):
     path = sweep_file(tmp_path, "prompt_loss_weight: [0, 0.01, 0.1, 1]\nseed: [1, 2]\n")
     sweep = load_sweep([path])
+    # the seed varies slowest: every PLW once before any repeats, so a sweep cut short compares them all
     assert [p.name for p in sweep.points] == [
-        "plw0-seed1", "plw0-seed2", "plw0.01-seed1", "plw0.01-seed2",
-        "plw0.1-seed1", "plw0.1-seed2", "plw1-seed1", "plw1-seed2"]
-    point = sweep.points[3]
+        "plw0-seed1", "plw0.01-seed1", "plw0.1-seed1", "plw1-seed1",
+        "plw0-seed2", "plw0.01-seed2", "plw0.1-seed2", "plw1-seed2"]
+    point = sweep.points[5]
     assert point.stage.config.prompt_loss_weight == 0.01 and point.stage.config.seed == 2
     assert point.stage.config.batch_size == 4  # the rest as written
     assert point.point.as_dict() == {"prompt_loss_weight": 0.01, "seed": 2}
@@ -120,10 +121,17 @@ def test_a_chain_with_lists_and_a_plain_load_of_a_sweep_are_refused_in_one_line(
                                  "here one value is expected")
 
 
+def test_the_seed_varies_slowest_and_the_other_axes_last_fastest(tmp_path):
+    path = sweep_file(tmp_path, "seed: [1, 2]\nprompt_loss_weight: [0, 1]\n")
+    names = [p.name for p in load_sweep([path], ["learning_rate=[1.0e-3, 1.0e-4]"]).points]
+    assert names[:4] == ["plw0-seed1-lr0.001", "plw0-seed1-lr0.0001", "plw1-seed1-lr0.001", "plw1-seed1-lr0.0001"]
+    assert names[4:] == [name.replace("seed1", "seed2") for name in names[:4]]
+
+
 def test_a_set_override_can_sweep_and_replace_a_list(tmp_path):
     path = sweep_file(tmp_path, "seed: [1, 2]\n")
     assert [p.name for p in load_sweep([path], ["prompt_loss_weight=[0, 1]"]).points] == [
-        "plw0-seed1", "plw0-seed2", "plw1-seed1", "plw1-seed2"]
+        "plw0-seed1", "plw1-seed1", "plw0-seed2", "plw1-seed2"]
     assert load_sweep([path], ["seed=3"]) is None
 
 
@@ -157,7 +165,7 @@ def test_tuner_train_runs_the_grid_in_one_sweep_folder(tmp_path, capsys):
     assert sweep_dir.name.startswith("sweep-2")
     manifest = read_manifest(sweep_dir)
     assert [(e["name"], e["run_dir"], e["status"]) for e in manifest["points"]] == [
-        (name, name, "completed") for name in ("plw0-seed1", "plw0-seed2", "plw1-seed1", "plw1-seed2")]
+        (name, name, "completed") for name in ("plw0-seed1", "plw1-seed1", "plw0-seed2", "plw1-seed2")]
     assert manifest["axes"] == {"prompt_loss_weight": [0, 1], "seed": [1, 2]}
     run = sweep_dir / "plw1-seed2"
     assert json.loads((run / "sweep_point.json").read_text()) == {

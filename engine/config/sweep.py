@@ -95,7 +95,9 @@ def find_axes(values: dict, lines: dict[KeyPath, Where], label: str) -> list[Axi
 
 
 def grid(axes: list[Axis]) -> list[Point]:
-    """Every combination of the axes' values, the last axis varying fastest; capped at MAX_POINTS."""
+    """Every combination of the axes' values, capped at MAX_POINTS. The last axis varies fastest,
+    except the seed, which varies slowest: every value is tried once before any is repeated with
+    another seed, so a sweep cut short (or watched while it trains) already compares them all."""
     total = 1
     for axis in axes:
         total *= len(axis.values)
@@ -104,8 +106,9 @@ def grid(axes: list[Axis]) -> list[Point]:
         file, line = axes[-1].places[0]
         raise ConfigError(f"the sweep has {total} runs ({sizes}); at most {MAX_POINTS} fit one sweep: "
                           "list fewer values", file, line, axes[-1].key)
-    combos = itertools.product(*(zip(a.values, a.places) for a in axes))
-    return [Point(tuple((axis.path, value, where) for axis, (value, where) in zip(axes, combo))) for combo in combos]
+    order = sorted(axes, key=lambda a: a.path != ("seed",))  # the seed outermost; stable for the rest
+    combos = itertools.product(*(zip(a.values, a.places) for a in order))
+    return [Point(tuple((axis.path, *dict(zip(order, combo))[axis]) for axis in axes)) for combo in combos]
 
 
 def apply_point(values: dict, lines: dict[KeyPath, Where], point: Point) -> tuple[dict, dict[KeyPath, Where]]:
