@@ -231,6 +231,7 @@ def _inspect_stage(args):
     import yaml
 
     from engine.config import load_stages
+    from engine.config.load import load_sweep
     from engine.data.rows import FILE_SUFFIXES
     from engine.files import not_a_regular_file
     from engine.hub import looks_like_local_path
@@ -238,7 +239,8 @@ def _inspect_stage(args):
     given = {"model": args.model, "max_seq_length": args.max_seq_length, "prompt_loss_weight": args.prompt_loss_weight}
     overrides = [f"{key}={json.dumps(value)}" for key, value in given.items() if value is not None]
     if args.target.lower().endswith((".yaml", ".yml")):
-        return load_stages([args.target], overrides)[0]
+        sweep = load_sweep([args.target], overrides)  # its points share their data: the first is counted
+        return sweep.points[0].stage if sweep is not None else load_stages([args.target], overrides)[0]
     target = Path(args.target).expanduser()
     if not target.exists() and target.is_symlink():  # dangling, or a loop: say which
         raise DataError(f"{args.target}: {not_a_regular_file(target)}")

@@ -148,6 +148,14 @@ def test_validate_lists_the_points_then_the_first_resolved_config(tmp_path, caps
     assert any(line.startswith("batch_size") for line in out[5:])
 
 
+def test_inspect_counts_a_sweeps_data_once(tmp_path, capsys):
+    """The points differ in PLW, seed, learning rate or rank, never in data: inspect counts the first's."""
+    path = sweep_file(tmp_path, "prompt_loss_weight: [0, 1]\nseed: [1, 2]\n")
+    assert main(["inspect", str(path), "--json", "--no-cache"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["splits"]["train"]["count"] > 0 and data["prompt_loss_weight"] == 0
+
+
 def test_validate_reports_a_bad_point_in_one_line_and_exit_2(tmp_path, capsys):
     path = sweep_file(tmp_path, "prompt_loss_weight: [0, -1]\n")
     assert main(["validate", str(path)]) == 2
