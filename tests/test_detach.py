@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine import events as ev
+from engine.errors import UserError
 from engine.runs.control import Control, send_request
 from engine.runs.folder import PROCESS_FILE, clear_process_record, live_pid, write_process_record
 from engine.runs.listing import follow_run, unfinished_status
@@ -144,6 +145,17 @@ def test_detach_reports_a_run_that_fails_while_starting(tmp_path):
     assert not list((tmp_path / "runs" / ".launch").iterdir())  # its log does not linger
 
 
+def test_a_resume_that_fails_while_starting_reports_its_own_error_and_keeps_the_earlier_log(tmp_path):
+    from engine.launch.detach import start_detached
+
+    earlier = tmp_path / "console.log"
+    earlier.write_text("tuner: error: an old error from the first process\n")
+    with pytest.raises(UserError) as caught:
+        start_detached(["--resume", str(tmp_path / "nowhere")], tmp_path / "runs", earlier_log=earlier)
+    assert "old error" not in str(caught.value) and "nowhere" in str(caught.value)
+    assert earlier.read_text() == "tuner: error: an old error from the first process\n"
+
+
 def test_following_a_detached_chain_sees_both_stages_then_ends(tmp_path):
     first = write_config(tmp_path, "a.yaml", iters=10, steps_per_eval=10)
     second = write_config(tmp_path, "b.yaml", iters=10, steps_per_eval=10)
@@ -200,12 +212,24 @@ def test_detached_resume_continues_where_the_run_stopped(tmp_path):
     [stopped] = run_chain(load_stages([config]), stop_at_10, control)
     assert stopped.status == "stopped" and stopped.step == 10
     run_dir = stopped.run_dir
+    (run_dir / "console.log").write_text("step 10 of the first process, cut off mid-li")  # as a kill leaves it
     resumed = tuner("train", "--detach", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
     assert follow_run(run_dir, lambda e: None, lambda: False, poll_seconds=0.1) == "finished"
     finished = events_of(run_dir, ev.RunFinished)
     assert [f.step for f in finished] == [10, 30]
     assert [e.resumed_from for e in events_of(run_dir, ev.RunStarted)] == [0, 10]
+    # the earlier output stays at the top of the log the resume writes
+    log = wait_for_text(run_dir / "console.log", "completed at step 30")
+    assert log.startswith("step 10 of the first process, cut off mid-li\n--- resumed ")
+
+
+def wait_for_text(path, text: str, seconds: float = 30) -> str:
+    """The file's text once it holds ``text`` (the process may still be flushing its last lines)."""
+    deadline = time.monotonic() + seconds
+    while text not in (content := path.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return content
 
 
 # ---------------------------------------------------------------------- the app, attached

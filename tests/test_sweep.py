@@ -249,6 +249,38 @@ def test_a_stopped_sweep_resumes_keeping_finished_runs_and_the_interrupted_one_e
     assert main(["train", "--resume", str(sweep_dir)]) == 2  # nothing left to resume: one line
 
 
+def test_a_resume_finishes_the_run_cut_short_first_whatever_order_the_manifest_has(tmp_path):
+    """The run cut short goes first, then the rest in the grid's order. A manifest that lists the
+    points in another order (written by a tuner that varied the seed fastest) still resumes."""
+    control, events = Control(), []
+
+    def stop_in_the_third_run(event):
+        events.append(event)
+        if sum(isinstance(e, ev.RunStarted) for e in events) == 3 and isinstance(event, ev.TrainReport):
+            control.stop()
+
+    path = sweep_file(tmp_path, "prompt_loss_weight: [0, 1]\nseed: [1, 2]\n", iters=6)
+    results = run_sweep(load_sweep([path]), stop_in_the_third_run, control)
+    assert [(r.run_dir.name, r.status) for r in results] == [
+        ("plw0-seed1", "completed"), ("plw1-seed1", "completed"), ("plw0-seed2", "stopped")]
+    sweep_dir = results[0].run_dir.parent
+    manifest = read_manifest(sweep_dir)
+    entries = {e["name"]: e for e in manifest["points"]}
+    shutil.rmtree(sweep_dir / "plw1-seed1")  # as if it had not run yet
+    entries["plw1-seed1"].update(status="pending", run_dir=None)
+    manifest["points"] = [entries[n] for n in ("plw0-seed1", "plw0-seed2", "plw1-seed1", "plw1-seed2")]
+    (sweep_dir / "sweep.json").write_text(json.dumps(manifest))
+
+    resumed_events = []
+    resumed = resume_sweep(sweep_dir, resumed_events.append)
+    assert [(r.run_dir.name, r.status) for r in resumed] == [
+        ("plw0-seed2", "completed"), ("plw1-seed1", "completed"), ("plw1-seed2", "completed")]
+    assert [e.resumed_from for e in resumed_events if isinstance(e, ev.RunStarted)][1:] == [0, 0]
+    notes = [e.message for e in resumed_events if isinstance(e, ev.Notice) and "run " in e.message]
+    assert [n.split(": ", 1)[1] for n in notes] == ["run 2 of 4: plw0-seed2", "run 3 of 4: plw1-seed1",
+                                                   "run 4 of 4: plw1-seed2"]
+
+
 def test_a_sweep_killed_before_its_first_checkpoint_starts_that_run_again(tmp_path):
     path = sweep_file(tmp_path, "seed: [1, 2]\n")
     [result] = run_sweep(load_sweep([path]), lambda e: None, _stopping_at_once())
@@ -313,6 +345,8 @@ def test_tuner_control_stops_a_detached_sweep_and_a_detached_resume_goes_on(tmp_
     assert wait_for(lambda: owner_pid(sweep_dir) is None)  # the sweep's process has ended
     assert [e["status"] for e in read_manifest(sweep_dir)["points"]] == ["stopped", "pending"]
     assert not (sweep_dir / "seed2").exists()
+    log = (sweep_dir / "console.log").read_text()  # both processes' output, in order
+    assert log.count("run 1 of 2: seed1") == 2 and "--- resumed " in log
 
 
 def test_hosts_refuse_a_sweep_in_one_line(tmp_path, capsys):

@@ -63,7 +63,10 @@ def detach_chain(config_paths: list, overrides: list[str] = (), quiet: bool = Fa
 
 def detach_resume(run_dir: Path, quiet: bool = False, hosts: Path | None = None) -> Detached:
     """Check that ``run_dir`` can be resumed, then resume it detached."""
-    return _detach(*checked_resume(run_dir, quiet), hosts)
+    train_args, stages, runs_dir = checked_resume(run_dir, quiet)
+    if hosts is not None:
+        ranks_for(stages, hosts)
+    return start_detached(train_args, runs_dir, hosts=hosts, earlier_log=Path(run_dir).resolve() / CONSOLE_LOG)
 
 
 def checked_sweep(config_paths: list, overrides: list[str] = (), quiet: bool = False,
@@ -92,7 +95,8 @@ def detach_sweep(config_paths: list, overrides: list[str] = (), quiet: bool = Fa
                  resume: Path | None = None) -> Detached:
     """Check a sweep here (or the sweep folder to resume), then train it in a detached process,
     which announces the sweep folder (its ``console.log`` goes there)."""
-    return start_detached(*checked_sweep(config_paths, overrides, quiet, resume))
+    earlier = None if resume is None else Path(resume).resolve() / CONSOLE_LOG
+    return start_detached(*checked_sweep(config_paths, overrides, quiet, resume), earlier_log=earlier)
 
 
 def _detach(train_args: list[str], stages: list, runs_dir: Path, hosts: Path | None) -> Detached:
@@ -101,11 +105,13 @@ def _detach(train_args: list[str], stages: list, runs_dir: Path, hosts: Path | N
     return start_detached(train_args, runs_dir, hosts=hosts)
 
 
-def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 0.2, hosts: Path | None = None) -> Detached:
+def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 0.2, hosts: Path | None = None,
+                   earlier_log: Path | None = None) -> Detached:
     """Start ``tuner train TRAIN_ARGS`` as a detached process and wait for its run folder.
 
     With ``hosts`` (an mlx.launch hostfile) the detached process is ``mlx.launch`` starting the
-    ranks, and rank 0 announces the run.
+    ranks, and rank 0 announces the run. A resume passes the folder's ``earlier_log``: the new log
+    starts with its lines, so the ``console.log`` that replaces it still holds the earlier output.
 
     Raises :class:`UserError` with the child's own message when it exits before training starts
     (a model that fails to load, a data file that vanished).
@@ -117,6 +123,7 @@ def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 
     else:
         command = launch_command(hosts, train_args)
     with open(log, "wb") as out:
+        start = _copy_earlier(earlier_log, out)
         child = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=os.getcwd(), env=child_env(),
@@ -125,7 +132,7 @@ def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 
         if child.poll() is not None:
             if announce.exists():  # announced, then ended at once: still a run to show
                 break
-            message = _last_error(log) or f"the detached run exited with status {child.returncode} before training"
+            message = _last_error(log, start) or f"the detached run exited with status {child.returncode} before training"
             log.unlink(missing_ok=True)
             raise UserError(message)
         time.sleep(poll_seconds)
@@ -139,12 +146,31 @@ def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 
     return Detached(child.pid, run_dir, console)
 
 
-def _last_error(log: Path) -> str:
-    """The child's ``tuner: error: ...`` line (without the prefix), or its last line."""
+def _copy_earlier(earlier_log: Path | None, out) -> int:
+    """Write the earlier log's lines and a line marking the resume to ``out``; where the child's own
+    output starts."""
     try:
-        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        earlier = earlier_log.read_bytes() if earlier_log is not None else b""
+    except OSError:  # none yet (trained in the foreground), or unreadable: the new log starts empty
+        earlier = b""
+    if earlier:
+        if not earlier.endswith(b"\n"):  # cut off mid-line by a kill
+            earlier += b"\n"
+        out.write(earlier + f"--- resumed {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+        out.flush()  # the child inherits the file's position: it writes after these lines
+    return out.tell()
+
+
+def _last_error(log: Path, start: int = 0) -> str:
+    """The child's ``tuner: error: ...`` line (without the prefix), or its last line; its output
+    begins at byte ``start``."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in reversed(lines):
         if line.startswith("tuner: error: "):
             return line.removeprefix("tuner: error: ")

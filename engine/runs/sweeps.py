@@ -37,7 +37,8 @@ def check_sweep_resumable(sweep_dir: Path) -> tuple[Path, Sweep]:
     if all(isinstance(entry, dict) and entry.get("status") in DONE for entry in manifest["points"]):
         raise UserError(f"{sweep_dir}: every run of the sweep has finished; nothing is left to resume")
     sweep = load_sweep([sweep_dir / SWEEP_CONFIG])
-    if sweep is None or [p.name for p in sweep.points] != [e["name"] for e in manifest["points"]]:
+    # the same points; their order may differ (a sweep started by an older tuner varied the seed fastest)
+    if sweep is None or sorted(p.name for p in sweep.points) != sorted(e["name"] for e in manifest["points"]):
         raise UserError(f"{sweep_dir / SWEEP_CONFIG}: no longer describes the points of {MANIFEST}; "
                         "restore it to resume the sweep")
     return sweep_dir, sweep

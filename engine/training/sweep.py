@@ -95,14 +95,16 @@ def _train_points(sweep_dir: Path, sweep: Sweep, emit: Emit, control: Control) -
 
 
 def _each_point(sweep_dir: Path, sweep: Sweep, emit: Emit, control: Control) -> list[StageResult]:
-    """The points not yet done, in order, the manifest kept up to date; stops at a stop."""
+    """The points not yet done, the manifest kept up to date; stops at a stop. A point cut short
+    (it has a run folder) goes first, then the rest in the grid's order."""
     manifest = read_manifest(sweep_dir)
     entries = {entry["name"]: entry for entry in manifest["points"]}
+    left = [point for point in sweep.points if entries[point.name]["status"] not in DONE]
+    left.sort(key=lambda point: entries[point.name].get("run_dir") is None)  # stable: grid order otherwise
+    done = len(sweep.points) - len(left)
     results = []
-    for number, point in enumerate(sweep.points, 1):
+    for number, point in enumerate(left, done + 1):
         entry = entries[point.name]
-        if entry["status"] in DONE:
-            continue
         emit(ev.Notice(message=f"sweep {sweep_dir.name}: run {number} of {len(sweep.points)}: {point.name}"))
         try:
             result = _train_point(sweep_dir, point, entry, lambda: write_manifest(sweep_dir, manifest),
