@@ -13,6 +13,8 @@ Reads ``sweep.json`` and every point's ``metrics.jsonl``. Per prompt-loss weight
 - **convergence**: the first validation step at which the completion loss is at or below each
   target, and the first reported training step at which the smoothed training completion loss is.
   A run that never gets there counts as not reached.
+- **the validation answer accuracy, completion loss and prompt loss at each evaluation**, the mean
+  over each PLW's seeds.
 
 It writes SVG curves (one line per PLW, the mean over its seeds) with the plot code of
 ``bench/plw_report.py``, and prints the markdown tables.
@@ -180,6 +182,19 @@ def mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[float, float
     return [(float(s), statistics.mean(t[s] for t in tables)) for s in steps]
 
 
+def by_step_table(groups: dict[float, list[PointRun]], key: str, percent: bool = False) -> str:
+    """A validation measure at each evaluation step (rows) for each PLW (columns): the mean over
+    its seeds, at the steps every one of them reached."""
+    curves = {plw: dict(mean_curve([valid_curve(r, key) for r in runs])) for plw, runs in groups.items()}
+    steps = sorted(set().union(*curves.values()))
+    lines = ["| step | " + " | ".join(f"PLW {plw:g}" for plw in curves) + " |", "|---|" + "---|" * len(curves)]
+    for step in steps:
+        cells = [curve.get(step) for curve in curves.values()]
+        shown = ["" if c is None else f"{c:.1%}" if percent else f"{c:.3f}" for c in cells]
+        lines.append(f"| {step:g} | " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
 PLOTS = [
     ("valid-completion-loss", "Validation completion loss (mean over seeds)", "nats per completion token",
      lambda run: valid_curve(run, "completion_loss")),
@@ -212,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     print("## Test answer accuracy\n\n" + accuracy_table(groups))
     print("\n## Against PLW 1, seed by seed\n\n" + difference_table(groups))
     print("\n## Steps to a completion loss\n\n" + convergence_table(groups))
+    print("\n## Validation answer accuracy by step (mean over seeds)\n\n" + by_step_table(groups, "answer_accuracy", True))
+    print("\n## Validation completion loss by step (mean over seeds)\n\n" + by_step_table(groups, "completion_loss"))
+    print("\n## Validation prompt loss by step (mean over seeds)\n\n" + by_step_table(groups, "prompt_loss"))
     if args.out:
         for path in write_plots(groups, args.out):
             print(f"\nwrote {path}")

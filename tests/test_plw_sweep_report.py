@@ -84,6 +84,10 @@ def test_tables_from_a_sweep_folder(tmp_path, capsys):
     assert "| 0 | 2 | 50 | 100 | 100 |" in out
     assert "| 1 | 1 | 100 | not reached | not reached |" in out
     assert "| 1 | 2 | not yet | not yet | not yet |" in out  # still training: it may get there
+    # by step, the mean over the seeds that reached it: PLW 0 at step 50 is (0.4 + 0.3) / 2
+    assert "| 50 | 0.350 | 1.200 |" in out  # PLW 1: (0.9 + 1.5) / 2
+    assert "| 100 | 0.100 |  |" in out  # PLW 1 seed 2 never got to step 100
+    assert "| 0 | 25.0% | 25.0% |" in out
     plot = (tmp_path / "plots" / "valid-completion-loss.svg").read_text()
     assert "PLW 0" in plot and "PLW 1" in plot and plot.count("<polyline") == 2
 
