@@ -93,6 +93,26 @@ def test_answer_accuracy_is_read_when_the_eval_event_carries_it(tmp_path):
     assert list(run.series["answer accuracy"]) == [(10, 0.75)] and run.finished
 
 
+def test_the_test_split_is_kept_apart_and_summarized_beside_the_validation(tmp_path):
+    run = cmp.CompareRun(tmp_path)
+    test = evaluation(40, 0.9, split="test")
+    object.__setattr__(test, "answer_accuracy", 0.8)
+    run.add([evaluation(40, 1.2), test])
+    assert list(run.series["valid completion"]) == [(40, 1.2)]  # the test split is no validation point
+    assert run.test == {"valid completion": 0.9, "answer accuracy": 0.8, "valid prompt": 3.0}
+    s = cmp.summarize(list(run.series["valid completion"]), test=run.test["valid completion"])
+    assert (s.best, s.test) == (1.2, 0.9)
+
+
+def test_seed_groups_average_the_test_values_of_the_runs_that_have_one():
+    settings = [{"prompt_loss_weight": p, "seed": s} for p in (0.0, 1.0) for s in (1, 2)]
+    summaries = [cmp.Summary(best=0.9, test=0.8), cmp.Summary(best=0.9, test=0.7),
+                 cmp.Summary(best=0.5, test=0.4), cmp.Summary(best=0.6)]
+    g0, g1 = cmp.seed_groups(settings, summaries)
+    assert (g0.test_mean, g0.tested) == (pytest.approx(0.75), 2)
+    assert (g1.test_mean, g1.tested) == (0.4, 1)
+
+
 def test_config_yaml_is_used_when_the_started_event_has_none(tmp_path):
     run_dir = write_run(tmp_path / "a", started(), evaluation(0, 2.0))
     (run_dir / "config.yaml").write_text("prompt_loss_weight: 0.01\nseed: 2\n")

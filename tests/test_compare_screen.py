@@ -71,7 +71,7 @@ def test_mark_two_runs_open_them_and_switch_what_is_shown(tmp_path, size):
             rows = table_text(app, CompareTable)
             best_line = next(line for line in rows.splitlines() if "★" in line)
             assert "PLW 0.01" in best_line and "1.100" in best_line and "40" in best_line
-            assert "steps to ≤1.600" in rows  # the worst run's best is the default threshold
+            assert "steps to compl ≤1.600" in rows  # the worst run's best is the default threshold
             assert not app.screen.query_one(SeedTable).display
             chart = app.screen.query_one(CompareChart)
             assert len(chart._lines) == 2 and chart._lines[1][-1] == (40.0, 1.1)  # marked second: newest first
@@ -92,7 +92,7 @@ def test_mark_two_runs_open_them_and_switch_what_is_shown(tmp_path, size):
             assert screen.series == "valid completion"
             await pilot.press("t")
             await pilot.press(*"1.2", "enter")
-            assert await wait_until(pilot, lambda: "steps to ≤1.200" in table_text(app, CompareTable))
+            assert await wait_until(pilot, lambda: "steps to compl ≤1.200" in table_text(app, CompareTable))
             best_line = next(line for line in table_text(app, CompareTable).splitlines() if "★" in line)
             assert best_line.split()[-1] == "40"  # plw-0.01 first reached 1.1 ≤ 1.2 at step 40
             await pilot.press("escape")
@@ -131,7 +131,7 @@ def test_a_sweep_opens_with_a_seed_table_and_a_live_run_is_followed(tmp_path):
             name = f"plw-{plw:g}-seed-{seed}"
             loss = 1.0 + plw + seed / 10
             write_run(sweep / name, started(time=T0, config={"prompt_loss_weight": plw, "seed": seed}),
-                            evaluation(0, 2.5), evaluation(20, loss), finished(20))
+                      evaluation(0, 2.5), evaluation(20, loss), evaluation(20, loss + 0.3, "test"), finished(20))
             points.append({"run_dir": name, "values": {"prompt_loss_weight": plw, "seed": seed}})
     live = write_run(sweep / "plw-2-seed-0", started(time=T0, config={"prompt_loss_weight": 2.0, "seed": 0}),
                      evaluation(0, 2.5))
@@ -152,6 +152,9 @@ def test_a_sweep_opens_with_a_seed_table_and_a_live_run_is_followed(tmp_path):
             assert app.screen.query_one(SeedTable).display
             line = next(line for line in seeds.splitlines() if line.strip().startswith("PLW 0 "))
             assert "1.050" in line and "0.050" in line and "1.000–1.100" in line  # mean, std, range
+            assert "test mean" in seeds and line.split()[-2:] == ["1.350", "(2)"]  # (1.3 + 1.4) / 2, of 2 runs
+            first = next(line for line in table_text(app, CompareTable).splitlines() if "PLW 0, seed 0" in line)
+            assert first.split()[-1] == "1.300"  # its test value; the live run has none yet
             writer = MetricsWriter(live)  # the live run evaluates again
             writer(evaluation(20, 0.5))
             writer.close()

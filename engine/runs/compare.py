@@ -28,6 +28,8 @@ POINTS_KEPT = 10_000  # per series of a run: a chart shows a few hundred, the ta
 # series a run can show, and whether higher is better for each
 SERIES = ("valid completion", "answer accuracy", "valid prompt", "train loss", "learning rate")
 HIGHER_IS_BETTER = {"answer accuracy"}
+# the test split's counterpart of a validation series: scored once, at the end, on held-out data
+TEST_OF = {"valid completion": "completion_loss", "answer accuracy": "answer_accuracy", "valid prompt": "prompt_loss"}
 X_AXES = ("step", "epoch", "tokens")
 # config keys that differ between any two runs without saying anything about them
 IGNORED_KEYS = {"name", "runs_dir", "adapter_path", "resume_adapter_file", "config", "mask_prompt"}
@@ -49,6 +51,7 @@ class CompareRun:
     series: dict[str, deque[Point]] = field(
         default_factory=lambda: {name: deque(maxlen=POINTS_KEPT) for name in SERIES})
     tokens: deque[Point] = field(default_factory=lambda: deque(maxlen=POINTS_KEPT))  # step -> trained tokens
+    test: dict[str, float] = field(default_factory=dict)  # series -> its value on the test split, when scored
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -74,6 +77,9 @@ class CompareRun:
                 added |= self._point("valid prompt", event.step, event.prompt_loss)
                 accuracy = getattr(event, "answer_accuracy", math.nan)  # newer runs only
                 added |= self._point("answer accuracy", event.step, accuracy)
+            elif isinstance(event, EvalReport) and event.split == "test":
+                self.test = {series: float(getattr(event, key, math.nan)) for series, key in TEST_OF.items()}
+                added = True
             elif isinstance(event, (RunFinished, RunFailed)):
                 self.finished = True
         return added
@@ -239,18 +245,19 @@ class Summary:
     best_step: int = -1
     final: float = math.nan
     steps_to_threshold: int = -1  # the first step whose completion loss is at or below the threshold
+    test: float = math.nan  # the series' value on the test split, scored once at the end
 
 
 def summarize(points: Sequence[Point], higher_is_better: bool = False,
-              completion: Sequence[Point] = (), threshold: float = math.nan) -> Summary:
-    """Best (the first step that reached it), final value, and the first step at which the
-    completion loss ``completion`` reached ``threshold``."""
+              completion: Sequence[Point] = (), threshold: float = math.nan, test: float = math.nan) -> Summary:
+    """Best (the first step that reached it), final value, the first step at which the
+    completion loss ``completion`` reached ``threshold``, and the test split's value."""
     reached = next((step for step, loss in completion if loss <= threshold), -1)
     if not points:
-        return Summary(steps_to_threshold=reached)
+        return Summary(steps_to_threshold=reached, test=test)
     values = np.array([v for _, v in points])
     i = int(np.argmax(values) if higher_is_better else np.argmin(values))
-    return Summary(float(values[i]), points[i][0], float(values[-1]), reached)
+    return Summary(float(values[i]), points[i][0], float(values[-1]), reached, test)
 
 
 def default_threshold(completion: Sequence[Sequence[Point]]) -> float:
@@ -277,6 +284,8 @@ class SeedGroup:
     std: float  # population standard deviation (numpy's default)
     low: float
     high: float
+    test_mean: float = math.nan  # the mean test value of the group's runs that have one
+    tested: int = 0  # how many do
 
 
 def seed_groups(settings: Sequence[dict[str, object]], summaries: Sequence[Summary],
@@ -288,13 +297,22 @@ def seed_groups(settings: Sequence[dict[str, object]], summaries: Sequence[Summa
         return []
     others = [k for k in keys if k != seed_key]
     groups: dict[str, list[float]] = {}
+    tests: dict[str, list[float]] = {}
     for s, summary in zip(settings, summaries):
         label = ", ".join(f"{short_name(k)} {_text(s.get(k))}" for k in others) or "all runs"
-        values = groups.setdefault(label, [])
+        values, tested = groups.setdefault(label, []), tests.setdefault(label, [])
         if math.isfinite(summary.best):
             values.append(summary.best)
+        if math.isfinite(summary.test):
+            tested.append(summary.test)
     if not any(len(v) > 1 for v in groups.values()):
         return []
-    return [SeedGroup(label, len(v), float(np.mean(v)), float(np.std(v)), min(v), max(v))
-            if v else SeedGroup(label, 0, math.nan, math.nan, math.nan, math.nan)
-            for label, v in groups.items()]
+    return [_seed_group(label, v, tests[label]) for label, v in groups.items()]
+
+
+def _seed_group(label: str, bests: list[float], tests: list[float]) -> SeedGroup:
+    test_mean = float(np.mean(tests)) if tests else math.nan
+    if not bests:
+        return SeedGroup(label, 0, math.nan, math.nan, math.nan, math.nan, test_mean, len(tests))
+    return SeedGroup(label, len(bests), float(np.mean(bests)), float(np.std(bests)), min(bests), max(bests),
+                     test_mean, len(tests))

@@ -74,11 +74,13 @@ differs between their configs. Runs that still train are followed live.
   loss, training loss, learning rate.
 - **e** smooths the curves (exponential moving average); **l** puts the y axis on a log scale;
   **x** puts steps, epochs or trained tokens on the x axis.
-- the table gives each run's best value of the series, its step, the final value, and the steps
-  it took to reach a validation completion loss; ★ marks the best run. **t** sets that loss
-  (empty: the worst run's best, which every run reached).
+- the table gives each run's best value of the series, its step, the final value, the steps
+  it took to reach a validation completion loss, and, for runs scored on the test split at the
+  end (`test: true`), the series' test value: held out, so the fairest ranking. ★ marks the run
+  with the best validation value. **t** sets that loss (empty: the worst run's best, which every
+  run reached).
 - runs that differ only by seed get a second table: the mean, standard deviation and range of
-  their best values per value of the rest.
+  their best values per value of the rest, and their mean test value.
 - **esc** goes back to the Runs screen.
 """
     DEFAULT_CSS = """
@@ -243,7 +245,8 @@ differs between their configs. Runs that still train are followed live.
         threshold = self.threshold if self.threshold is not None else compare.default_threshold(completion)
         scored = self.series if self.series != "learning rate" else "valid completion"
         higher = scored in HIGHER_IS_BETTER
-        summaries = [compare.summarize(list(run.series[scored]), higher, points, threshold)
+        summaries = [compare.summarize(list(run.series[scored]), higher, points, threshold,
+                                       run.test.get(scored, math.nan))
                      for run, points in zip(self.runs, completion)]
         best = compare.best_run(summaries, higher)
         self.query_one(CompareTable).show(labels, colours, summaries, best, scored, threshold)

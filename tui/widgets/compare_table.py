@@ -1,6 +1,6 @@
-"""The compare screen's table: per run its best value, the step of it, its final value and the
-steps it took to reach a completion loss, the best run starred. Drawn from the numbers
-engine/runs/compare.py made."""
+"""The compare screen's table: per run its best value, the step of it, its final value, the
+steps it took to reach a completion loss and, when runs were scored on the test split, the test
+value; the best run starred. Drawn from the numbers engine/runs/compare.py made."""
 
 from __future__ import annotations
 
@@ -33,12 +33,15 @@ class CompareTable(Static):
     def show(self, labels: Sequence[str], colours: Sequence[str], summaries: Sequence[Summary],
              best: int | None, series: str, threshold: float) -> None:
         table = Table(box=None, padding=(0, 1), header_style="bold", title=f"best {series}", title_justify="left")
-        for name, justify in (("", "left"), ("run", "left"), ("best", "right"), ("step", "right"),
-                              ("final", "right"), (f"steps to ≤{number(threshold, 'loss')}", "right")):
+        tested = any(math.isfinite(s.test) for s in summaries)
+        columns = [("", "left"), ("run", "left"), ("best", "right"), ("step", "right"), ("final", "right"),
+                   (f"steps to compl ≤{number(threshold, 'loss')}", "right")] + [("test", "right")] * tested
+        for name, justify in columns:
             table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")
         for i, (label, colour, s) in enumerate(zip(labels, colours, summaries)):
             mark = Text("━━", style=colour) + Text(BEST if i == best else " ", style="bold")
-            table.add_row(mark, label, number(s.best, series), step_text(s.best_step), number(s.final, series),
-                          step_text(s.steps_to_threshold), style="bold" if i == best else "")
+            cells = [number(s.best, series), step_text(s.best_step), number(s.final, series),
+                     step_text(s.steps_to_threshold)] + [number(s.test, series)] * tested
+            table.add_row(mark, label, *cells, style="bold" if i == best else "")
         self.update(table)
 

@@ -1,5 +1,6 @@
 """The compare screen's second table: for runs that differ only by seed, the mean and spread of
-their best values per value of the rest (engine/runs/compare.py's seed groups)."""
+their best values per value of the rest, and their mean test value when they were scored on the
+test split (engine/runs/compare.py's seed groups)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,12 @@ class SeedTable(Static):
             return
         table = Table(box=None, padding=(0, 1), header_style="bold", title_justify="left",
                       title=f"over seeds: best {series}")
-        for name in ("group", "runs", "mean", "std", "min–max"):
+        tested = any(g.tested for g in groups)
+        for name in ("group", "runs", "mean", "std", "min–max") + ("test mean",) * tested:
             table.add_column(name, justify="left" if name == "group" else "right", no_wrap=True)
         for g in groups:
-            table.add_row(g.label, str(g.runs), number(g.mean, series), number(g.std, series),
-                          f"{number(g.low, series)}–{number(g.high, series)}")
+            cells = [str(g.runs), number(g.mean, series), number(g.std, series),
+                     f"{number(g.low, series)}–{number(g.high, series)}"]
+            cells += [f"{number(g.test_mean, series)} ({g.tested})" if g.tested else "—"] * tested
+            table.add_row(g.label, *cells)
         self.update(table)
