@@ -8,12 +8,16 @@ heavy, starts.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
-from engine.config.load import Sweep, load_sweep
+import yaml
+
+from engine.config import config_to_dict
+from engine.config.load import Sweep, SweepPoint, load_sweep
 from engine.errors import UserError
-from engine.files import atomic_write_json
-from engine.runs.folder import check_folder
+from engine.files import atomic_write_json, atomic_write_text
+from engine.runs.folder import check_folder, new_run_dir
 from engine.runs.lock import RunBusy, owner_pid
 
 SWEEP_CONFIG = "sweep.yaml"
@@ -42,6 +46,37 @@ def check_sweep_resumable(sweep_dir: Path) -> tuple[Path, Sweep]:
         raise UserError(f"{sweep_dir / SWEEP_CONFIG}: no longer describes the points of {MANIFEST}; "
                         "restore it to resume the sweep")
     return sweep_dir, sweep
+
+
+def create_sweep_folder(sweep: Sweep) -> Path:
+    """A new sweep folder under the runs folder, holding ``sweep.yaml`` and a manifest with every
+    point pending."""
+    first = sweep.points[0].stage
+    stem = first.config.name or first.path.stem
+    stem = stem if stem.endswith("sweep") else f"{stem}-sweep"  # sweep.yaml: not "sweep-sweep-…"
+    sweep_dir = new_run_dir(first.config.runs_dir, None, stem).resolve()
+    resolved = config_to_dict(first.config)
+    for axis in sweep.axes:  # the lists again, around the first point's resolved values
+        node = resolved
+        for part in axis.path[:-1]:
+            node = node[part]
+        node[axis.path[-1]] = list(axis.values)
+    atomic_write_text(sweep_dir / SWEEP_CONFIG, yaml.safe_dump(resolved, sort_keys=False))
+    write_manifest(sweep_dir, {
+        "config": str(sweep.path), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "axes": {axis.key: list(axis.values) for axis in sweep.axes},
+        "points": [{"name": p.name, "values": p.point.as_dict(), "run_dir": None, "status": "pending"}
+                   for p in sweep.points],
+    })
+    return sweep_dir
+
+
+def points_left(sweep: Sweep, manifest: dict) -> list[SweepPoint]:
+    """The points not yet done, in the order to train them: a point cut short (it has a run
+    folder) first, then the rest in the grid's order."""
+    entries = {entry["name"]: entry for entry in manifest["points"]}
+    left = [point for point in sweep.points if entries[point.name]["status"] not in DONE]
+    return sorted(left, key=lambda point: entries[point.name].get("run_dir") is None)  # stable
 
 
 def read_manifest(sweep_dir: Path) -> dict:

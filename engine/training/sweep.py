@@ -19,23 +19,20 @@ new run folder whose ``derived_from.json`` names the run it came from and what c
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from engine import events as ev
-from engine.config import Stage, check_chain, config_to_dict, load_stages
+from engine.config import Stage, check_chain, load_stages
 from engine.config.load import Sweep, SweepPoint
 from engine.config.sweep import SWEEP_KEYS
 from engine.data.sources import check_local_data
 from engine.data.tokenize import tokenised_once
 from engine.errors import UserError
-from engine.files import atomic_write_json, atomic_write_text
+from engine.files import atomic_write_json
 from engine.runs.control import Control
-from engine.runs.folder import link_next_stage, new_run_dir
+from engine.runs.folder import link_next_stage
 from engine.runs.listing import read_view
 from engine.runs.lock import RunBusy, RunLock
 from engine.runs.more import check_resumable, check_run_folder
@@ -43,9 +40,10 @@ from engine.runs.sweeps import (
     DERIVED_FILE,
     DONE,
     POINT_FILE,
-    SWEEP_CONFIG,
     check_sweep_resumable,
+    create_sweep_folder,
     is_sweep_dir,
+    points_left,
     read_manifest,
     write_manifest,
 )
@@ -58,24 +56,7 @@ def run_sweep(sweep: Sweep, emit: Emit, control: Control | None = None) -> list[
     for point in sweep.points:
         check_chain([point.stage], 1)
     check_local_data([sweep.points[0].stage])
-    first = sweep.points[0].stage
-    stem = first.config.name or first.path.stem
-    stem = stem if stem.endswith("sweep") else f"{stem}-sweep"  # sweep.yaml: not "sweep-sweep-…"
-    sweep_dir = new_run_dir(first.config.runs_dir, None, stem).resolve()
-    resolved = config_to_dict(first.config)
-    for axis in sweep.axes:  # the lists again, around the first point's resolved values
-        node = resolved
-        for part in axis.path[:-1]:
-            node = node[part]
-        node[axis.path[-1]] = list(axis.values)
-    atomic_write_text(sweep_dir / SWEEP_CONFIG, yaml.safe_dump(resolved, sort_keys=False))
-    write_manifest(sweep_dir, {
-        "config": str(sweep.path), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "axes": {axis.key: list(axis.values) for axis in sweep.axes},
-        "points": [{"name": p.name, "values": p.point.as_dict(), "run_dir": None, "status": "pending"}
-                   for p in sweep.points],
-    })
-    return _train_points(sweep_dir, sweep, emit, control or Control())
+    return _train_points(create_sweep_folder(sweep), sweep, emit, control or Control())
 
 
 def resume_sweep(sweep_dir: Path, emit: Emit, control: Control | None = None) -> list[StageResult]:
@@ -95,12 +76,11 @@ def _train_points(sweep_dir: Path, sweep: Sweep, emit: Emit, control: Control) -
 
 
 def _each_point(sweep_dir: Path, sweep: Sweep, emit: Emit, control: Control) -> list[StageResult]:
-    """The points not yet done, the manifest kept up to date; stops at a stop. A point cut short
-    (it has a run folder) goes first, then the rest in the grid's order."""
+    """The points not yet done (:func:`~engine.runs.sweeps.points_left`), the manifest kept up to
+    date; stops at a stop."""
     manifest = read_manifest(sweep_dir)
     entries = {entry["name"]: entry for entry in manifest["points"]}
-    left = [point for point in sweep.points if entries[point.name]["status"] not in DONE]
-    left.sort(key=lambda point: entries[point.name].get("run_dir") is None)  # stable: grid order otherwise
+    left = points_left(sweep, manifest)
     done = len(sweep.points) - len(left)
     results = []
     for number, point in enumerate(left, done + 1):
