@@ -247,6 +247,84 @@ def test_a_sigterm_after_the_failure_does_not_turn_it_into_a_traceback(capsys):
     assert "interrupted" not in err
 
 
+# ---------------------------------------------------------------------- a sweep over the hosts
+
+
+def sweep_over_hosts(tmp_path, *extra, **keys) -> subprocess.Popen:
+    cfg = config(tmp_path, prompt_loss_weight=[0, 1], **keys)
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", "train", "--hosts", str(hostfile(tmp_path)),
+                             *extra, str(cfg)], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_a_sweep_over_hosts_trains_each_point_on_every_rank(tmp_path):
+    """tuner train --hosts SWEEP: one sweep folder, each point's run trained by both ranks, the
+    manifest and each run's sweep_point.json as a sweep trained here writes them."""
+    from engine.runs.sweeps import read_manifest
+
+    wrapper = sweep_over_hosts(tmp_path)
+    out, err = wrapper.communicate(timeout=600)
+    assert wrapper.returncode == 0, err
+    [sweep_dir] = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+    manifest = read_manifest(sweep_dir)
+    assert [(e["name"], e["run_dir"], e["status"]) for e in manifest["points"]] == [
+        ("plw0", "plw0", "completed"), ("plw1", "plw1", "completed")]
+    for name, plw in (("plw0", 0), ("plw1", 1)):
+        [started] = events_of(sweep_dir / name, ev.RunStarted)
+        assert started.world_size == 2 and started.config["prompt_loss_weight"] == plw
+        point = json.loads((sweep_dir / name / "sweep_point.json").read_text())
+        assert point == {"sweep": str(sweep_dir), "point": name, "values": {"prompt_loss_weight": plw}}
+    assert "run 1 of 2: plw0" in err and "run 2 of 2: plw1" in err
+
+
+def test_a_sweep_over_hosts_stopped_by_tuner_control_resumes_over_hosts(tmp_path):
+    """A stop through the sweep folder reaches the ranks of the run training now and ends the sweep
+    (exit 130); --resume SWEEP_DIR over the hosts resumes that run from its checkpoint, then trains the rest."""
+    from engine.runs.sweeps import read_manifest
+
+    wrapper = sweep_over_hosts(tmp_path, iters=12, steps_per_eval=100, save_every=3, grad_accumulation_steps=1)
+    runs = tmp_path / "runs"
+    deadline = time.time() + 180
+    while not any(events_of(m.parent, ev.CheckpointSaved) for m in runs.glob("*/*/metrics.jsonl")):
+        assert wrapper.poll() is None and time.time() < deadline, wrapper.communicate()
+        time.sleep(0.2)
+    [sweep_dir] = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    stop = subprocess.run([sys.executable, "-m", "engine.cli", "control", str(sweep_dir), "stop"], cwd=tmp_path,
+                          env=env(), capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0, stop.stderr
+    out, err = wrapper.communicate(timeout=180)
+    assert wrapper.returncode == 130, err
+    assert [e["status"] for e in read_manifest(sweep_dir)["points"]] == ["stopped", "pending"]
+    stopped_at = events_of(sweep_dir / "plw0", ev.RunFinished)[-1].step
+
+    again = subprocess.run([sys.executable, "-m", "engine.cli", "train", "--hosts", str(hostfile(tmp_path)),
+                            "--resume", str(sweep_dir)], cwd=tmp_path, env=env(), capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert [e["status"] for e in read_manifest(sweep_dir)["points"]] == ["completed", "completed"]
+    assert [e.resumed_from for e in events_of(sweep_dir / "plw0", ev.RunStarted)] == [0, stopped_at]
+    assert all(e.world_size == 2 for e in events_of(sweep_dir / "plw1", ev.RunStarted))
+
+
+def test_a_detached_sweep_over_hosts_announces_its_sweep_folder(tmp_path):
+    from engine.runs.lock import owner_pid
+    from engine.runs.sweeps import read_manifest
+
+    cfg = config(tmp_path, prompt_loss_weight=[0, 1])
+    started = subprocess.run([sys.executable, "-m", "engine.cli", "train", "--detach", "--hosts",
+                              str(hostfile(tmp_path)), str(cfg)], cwd=tmp_path, env=env(), capture_output=True,
+                             text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    [sweep_dir] = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+    assert "training a sweep in the background" in started.stdout and f"--hosts {tmp_path}" in started.stdout
+    deadline = time.time() + 300
+    while owner_pid(sweep_dir) is not None or not (sweep_dir / "plw1").exists():
+        assert time.time() < deadline
+        time.sleep(0.5)
+    assert [e["status"] for e in read_manifest(sweep_dir)["points"]] == ["completed", "completed"]
+    assert "run 2 of 2: plw1" in (sweep_dir / "console.log").read_text()
+
+
 def _trained(runs: Path) -> bool:
     return any(events_of(metrics.parent, ev.TrainReport) for metrics in runs.glob("*/metrics.jsonl"))
 

@@ -349,14 +349,14 @@ def test_tuner_control_stops_a_detached_sweep_and_a_detached_resume_goes_on(tmp_
     assert log.count("run 1 of 2: seed1") == 2 and "--- resumed " in log
 
 
-def test_hosts_refuse_a_sweep_in_one_line(tmp_path, capsys):
-    path = sweep_file(tmp_path, "seed: [1, 2]\n")
+def test_a_sweep_over_hosts_checks_every_point_against_the_hosts_first(tmp_path, capsys):
+    path = sweep_file(tmp_path, "seed: [1, 2]\n", batch_size=3)
     hostfile = tmp_path / "hosts.json"
     hostfile.write_text('[{"ssh": "localhost"}, {"ssh": "localhost"}]')
     assert main(["train", "--hosts", str(hostfile), str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("tuner: error: train: --hosts trains one config or chain; a sweep") and err.count("\n") == 1
-    assert not (tmp_path / "runs").exists()
+    assert err.startswith("tuner: error: ") and "batch_size" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()  # refused before the sweep folder is made
 
 
 # ---------------------------------------------------------------------- trained again, linked

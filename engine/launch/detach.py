@@ -92,11 +92,15 @@ def checked_sweep(config_paths: list, overrides: list[str] = (), quiet: bool = F
 
 
 def detach_sweep(config_paths: list, overrides: list[str] = (), quiet: bool = False,
-                 resume: Path | None = None) -> Detached:
+                 resume: Path | None = None, hosts: Path | None = None) -> Detached:
     """Check a sweep here (or the sweep folder to resume), then train it in a detached process,
-    which announces the sweep folder (its ``console.log`` goes there)."""
+    which announces the sweep folder (its ``console.log`` goes there). With ``hosts`` that process
+    trains each run over the hostfile's ranks (:mod:`engine.launch.sweep_hosts`)."""
+    train_args, runs_dir = checked_sweep(config_paths, overrides, quiet, resume)
+    if hosts is not None:
+        train_args += ["--hosts", str(Path(hosts).resolve())]
     earlier = None if resume is None else Path(resume).resolve() / CONSOLE_LOG
-    return start_detached(*checked_sweep(config_paths, overrides, quiet, resume), earlier_log=earlier)
+    return start_detached(train_args, runs_dir, earlier_log=earlier)
 
 
 def _detach(train_args: list[str], stages: list, runs_dir: Path, hosts: Path | None) -> Detached:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from engine.config.checks import check_ranks
 from engine.errors import EXIT_CODES, EXIT_INTERRUPTED, UserError
@@ -71,8 +72,10 @@ def launch_command(hostfile: Path, train_args: list[str]) -> list[str]:
             sys.executable, "-m", "engine.cli", "train", *train_args]
 
 
-def train_on_hosts(hostfile: Path, train_args: list[str], stages: list, runs_dir: Path, poll_seconds: float = 0.2) -> int:
-    """Run ``tuner train TRAIN_ARGS`` on the hostfile's ranks, in the foreground. Returns the exit status."""
+def train_on_hosts(hostfile: Path, train_args: list[str], stages: list, runs_dir: Path, poll_seconds: float = 0.2,
+                   on_start: Callable[[Path], None] | None = None) -> int:
+    """Run ``tuner train TRAIN_ARGS`` on the hostfile's ranks, in the foreground. Returns the exit
+    status. ``on_start`` is called with the run folder once rank 0 has announced it."""
     from engine.runs.control import send_request
 
     ranks = ranks_for(stages, hostfile)
@@ -95,14 +98,19 @@ def train_on_hosts(hostfile: Path, train_args: list[str], stages: list, runs_dir
 
     old_int = signal.signal(signal.SIGINT, on_interrupt)
     old_term = signal.signal(signal.SIGTERM, on_interrupt)
+    started = None
     try:
         while child.poll() is None:
+            if on_start is not None and started is None and (started := announced_run(announce)) is not None:
+                on_start(started)
             time.sleep(poll_seconds)
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
     run_dir = announced_run(announce)
     announce.unlink(missing_ok=True)
+    if on_start is not None and started is None and run_dir is not None:  # announced, then ended at once
+        on_start(run_dir)
     if run_dir is None:
         if interrupts:
             return EXIT_INTERRUPTED

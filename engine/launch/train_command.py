@@ -64,7 +64,8 @@ def _starter(args, sweep, world):
     from engine.training.sweep import resume_sweep, run_sweep
 
     if sweep is not None and world.distributed:  # every rank would make its own sweep folder
-        raise UserError("train: a sweep trains in one process; start one point over several hosts with --set")
+        raise UserError("train: under mlx.launch every rank would make its own sweep folder; "
+                        "train a sweep over several hosts with: tuner train --hosts HOSTFILE SWEEP_CONFIG")
     if args.more:
         if world.distributed:
             raise UserError("train: --more trains in one process; start the new run's config with --hosts instead")
@@ -181,8 +182,9 @@ def train_on_hosts(args, sweep: bool = False) -> int:
     from engine.launch.hosts import train_on_hosts as launch
 
     if sweep:
-        raise UserError("train: --hosts trains one config or chain; a sweep's runs train one after another "
-                        "here or with --detach (train one point over --hosts with --set instead)")
+        from engine.launch.sweep_hosts import sweep_on_hosts
+
+        return sweep_on_hosts(Path(args.hosts), args, Path(args.announce) if args.announce else None)
     if args.resume:
         train_args, stages, runs_dir = checked_resume(Path(args.resume), args.quiet)
     else:
@@ -195,12 +197,11 @@ def detach_train(args, sweep: bool = False) -> int:
     from engine.launch.detach import detach_chain, detach_resume, detach_sweep
 
     hosts = Path(args.hosts) if args.hosts else None
-    if sweep and hosts is not None:
-        train_on_hosts(args, sweep)  # refuses, in the same words
     print("starting a detached run (loading the model and data) ...", file=sys.stderr, flush=True)
     try:
         if sweep:
-            run = detach_sweep(args.configs, args.overrides, args.quiet, Path(args.resume) if args.resume else None)
+            run = detach_sweep(args.configs, args.overrides, args.quiet, Path(args.resume) if args.resume else None,
+                               hosts)
         elif args.resume:
             run = detach_resume(Path(args.resume), args.quiet, hosts)
         else:
@@ -213,7 +214,7 @@ def detach_train(args, sweep: bool = False) -> int:
         print(f"  its runs:   {run.run_dir}/*/ one after another, listed in {run.run_dir}/sweep.json")
         print(f"  steer it:   tuner control {run.run_dir} pause|resume|stop|save|eval  (the run training now; "
               "stop ends the sweep)")
-        print(f"  resume it:  tuner train --resume {run.run_dir}")
+        print(f"  resume it:  tuner train{f' --hosts {hosts}' if hosts else ''} --resume {run.run_dir}")
         print(f"  its output: {run.log}")
         return 0
     print(f"training in the background (pid {run.pid}): {run.run_dir}")
