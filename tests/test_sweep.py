@@ -12,6 +12,7 @@ from engine import events as ev
 from engine.cli import main
 from engine.config import ConfigError, load_stages
 from engine.config.load import load_sweep
+from engine.errors import UserError
 from engine.runs.control import Control
 from engine.runs.lock import owner_pid
 from engine.runs.metrics import read_events
@@ -357,6 +358,15 @@ def test_a_sweep_over_hosts_checks_every_point_against_the_hosts_first(tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("tuner: error: ") and "batch_size" in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()  # refused before the sweep folder is made
+
+
+def test_a_typed_plw_is_a_number_from_0_to_1():
+    from engine.runs.sweeps import parse_plw
+
+    assert (parse_plw("0"), parse_plw(" 0.01 "), parse_plw("1")) == (0.0, 0.01, 1.0)
+    for bad in ("1.5", "-0.1", "nan", "a lot", ""):
+        with pytest.raises(UserError, match="prompt_loss_weight must be a number from 0 to 1"):
+            parse_plw(bad)
 
 
 # ---------------------------------------------------------------------- trained again, linked

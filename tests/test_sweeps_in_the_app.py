@@ -56,7 +56,7 @@ def test_t_on_a_sweep_config_trains_the_sweep(tmp_path, monkeypatch):
             await pilot.pause(0.5)
             app.action_start_training()
             assert await wait_until(pilot, lambda: trained, 60)
-            assert [p.name for p in trained[0].points] == ["plw0-seed1", "plw0-seed2", "plw0.1-seed1", "plw0.1-seed2"]
+            assert [p.name for p in trained[0].points] == ["plw0-seed1", "plw0.1-seed1", "plw0-seed2", "plw0.1-seed2"]
 
     run(scenario)
 

@@ -8,6 +8,7 @@ heavy, starts.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -25,6 +26,17 @@ MANIFEST = "sweep.json"
 POINT_FILE = "sweep_point.json"  # in each run folder of a sweep
 DERIVED_FILE = "derived_from.json"  # in a run trained again from another with values changed
 DONE = ("completed", "early_stopped", "diverged")  # a point that ended so is kept as it is
+
+
+def parse_plw(text: str) -> float:
+    """A prompt-loss weight typed as an answer (to "train this again with PLW = ?"): 0 to 1."""
+    try:
+        plw = float(text)
+    except ValueError:
+        plw = math.nan
+    if not 0 <= plw <= 1:
+        raise UserError(f"prompt_loss_weight must be a number from 0 to 1, not {text!r}")
+    return plw
 
 
 def is_sweep_dir(folder: Path) -> bool:

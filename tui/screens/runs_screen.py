@@ -8,7 +8,7 @@ once per worker result message.
 
 from __future__ import annotations
 
-import math
+from functools import partial
 from pathlib import Path
 
 from textual import work
@@ -23,6 +23,7 @@ from engine.events import CheckpointSaved, Event, RunFinished
 from engine.runs.checkpoints import Checkpoints
 from engine.runs.listing import RunSummary, list_runs
 from engine.runs.more import FINISHED, parse_more
+from engine.runs.sweeps import parse_plw
 from themes import APP_CSS
 
 from ..messages import WorkerResult
@@ -256,20 +257,11 @@ A run is *interrupted* when it never finished and its metrics file has not chang
             question = (f"{run.name} {run.status.replace('_', ' ')} at step {run.step};\n"
                         "its adapters stay as they are (resuming would overwrite them).\n"
                         "Train it further as a new run, from its final adapter,\nat the learning rate it ended with: how many steps (or '2 epochs')?")
+            further = partial(self.app.resume_run, run.run_dir)  # called with the parsed answer
             self.app.push_screen(PathPrompt(question, str(run.total_steps)),
-                                 lambda answer: self._continue(run, answer))
+                                 lambda answer: self._answered(answer, parse_more, further))
         else:
             self.app.resume_run(run.run_dir)
-
-    def _continue(self, run: RunSummary, answer: str | None) -> None:
-        if answer is None:
-            return
-        try:
-            more = parse_more(answer)
-        except UserError as e:
-            self.notify(str(e), severity="error")
-            return
-        self.app.resume_run(run.run_dir, more)
 
     def action_rerun(self) -> None:
         """Ask for another PLW and train the selected run's config again with it."""
@@ -277,19 +269,19 @@ A run is *interrupted* when it never finished and its metrics file has not chang
         if run is None:
             return
         question = f"Train {run.name} again, as a new run,\nwith prompt_loss_weight (0 to 1) ="
-        self.app.push_screen(PathPrompt(question, f"{run.plw:g}"), lambda answer: self._rerun(run, answer))
+        self.app.push_screen(PathPrompt(question, f"{run.plw:g}"), lambda answer: self._answered(
+            answer, parse_plw, lambda plw: self.app.rerun_run(run.run_dir, {"prompt_loss_weight": plw})))
 
-    def _rerun(self, run: RunSummary, answer: str | None) -> None:
+    def _answered(self, answer: str | None, parse, start) -> None:
+        """Start what a question's answer asks for, or say why the answer will not do (esc: nothing)."""
         if answer is None:
             return
         try:
-            plw = float(answer)
-        except ValueError:
-            plw = math.nan
-        if not 0 <= plw <= 1:
-            self.notify(f"prompt_loss_weight must be a number from 0 to 1, not {answer!r}", severity="error")
+            value = parse(answer)
+        except UserError as e:
+            self.notify(str(e), severity="error")
             return
-        self.app.rerun_run(run.run_dir, {"prompt_loss_weight": plw})
+        start(value)
 
     def action_attach_run(self) -> None:
         run = self._selected_run()
