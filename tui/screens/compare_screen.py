@@ -91,7 +91,7 @@ differs between their configs. Runs that still train are followed live.
     CompareScreen #compare-tables { height: auto; max-height: 45%; }
     CompareScreen CompareTable, CompareScreen SeedTable { height: auto; padding: 0 1; }
     CompareScreen.-wide #compare-body { layout: horizontal; }
-    CompareScreen.-wide #compare-tables { width: 68; height: 1fr; max-height: 100%; }
+    CompareScreen.-wide #compare-tables { width: 80; height: 1fr; max-height: 100%; }
     """
     BINDINGS = [
         Binding("s", "next_series", "Series", id="compare-series", tooltip="Show the next series"),
