@@ -121,7 +121,8 @@ def test_guidance_names_the_regime_and_the_config_plw(small):
     assert stats.splits["train"].rg.arithmetic_mean > 1 > stats.splits["train"].rg.ratio_of_means > 0.5
     assert "small effect" in stats.guidance and "PLW 0.05" in stats.guidance
     short = load_config(stage.path, ["data=" + str(REPO / "sample_configs" / "data" / "demo")])
-    assert "0.01-0.1" in compute_stats(short, use_cache=False).guidance
+    short_reading = compute_stats(short, use_cache=False).guidance
+    assert "0.01-0.1" in short_reading and "tuner's own sweep agrees (docs/plw-experiment.md" in short_reading
     long = plw_guidance(rg_stats(np.array([10, 20]), np.array([30, 50])), 1.0)
     assert "matters little" in long and "PLW 1 (the plain full-sequence loss)" in long
     assert "plain text" in plw_guidance(rg_stats(np.array([0]), np.array([5])), 0.0)
