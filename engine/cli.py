@@ -201,9 +201,9 @@ def cmd_inspect(args) -> int:
     from engine.data.stats import compute_stats
     from engine.data.stats_report import format_stats, stats_to_json
 
-    stage = _inspect_stage(args)
+    stage, swept_plw = _inspect_stage(args)
     progress = _show_progress if sys.stderr.isatty() else None
-    stats = compute_stats(stage, progress=progress, use_cache=not args.no_cache)
+    stats = compute_stats(stage, progress=progress, use_cache=not args.no_cache).for_sweep(swept_plw)
     worst = None
     if args.run:
         from engine.runs.listing import worst_validation
@@ -224,7 +224,8 @@ def cmd_inspect(args) -> int:
 
 
 def _inspect_stage(args):
-    """The config to inspect: the YAML file given, or one built from a data path and --model.
+    """The config to inspect, and the PLW values it sweeps (empty for one config): the YAML file
+    given, or one built from a data path and --model.
 
     The command-line values go in as ``--set`` overrides, so they are checked like any config.
     """
@@ -240,7 +241,9 @@ def _inspect_stage(args):
     overrides = [f"{key}={json.dumps(value)}" for key, value in given.items() if value is not None]
     if args.target.lower().endswith((".yaml", ".yml")):
         sweep = load_sweep([args.target], overrides)  # its points share their data: the first is counted
-        return sweep.points[0].stage if sweep is not None else load_stages([args.target], overrides)[0]
+        if sweep is not None:
+            return sweep.points[0].stage, sweep.values("prompt_loss_weight")
+        return load_stages([args.target], overrides)[0], ()
     target = Path(args.target).expanduser()
     if not target.exists() and target.is_symlink():  # dangling, or a loop: say which
         raise DataError(f"{args.target}: {not_a_regular_file(target)}")
@@ -249,7 +252,7 @@ def _inspect_stage(args):
     if args.model is None:
         raise UserError(f"{args.target}: not a config file, so say whose tokenizer to count with: --model MODEL")
     label = "tuner inspect"  # stands in for a config file in error messages
-    return load_stages([label], overrides, texts={label: yaml.safe_dump({"data": args.target})})[0]
+    return load_stages([label], overrides, texts={label: yaml.safe_dump({"data": args.target})})[0], ()
 
 
 def _show_progress(done: int, total: int) -> None:

@@ -126,6 +126,10 @@ def test_guidance_names_the_regime_and_the_config_plw(small):
     long = plw_guidance(rg_stats(np.array([10, 20]), np.array([30, 50])), 1.0)
     assert "matters little" in long and "PLW 1 (the plain full-sequence loss)" in long
     assert "plain text" in plw_guidance(rg_stats(np.array([0]), np.array([5])), 0.0)
+    swept = compute_stats(short, use_cache=False).for_sweep((0, 0.01, 1))
+    assert swept.guidance.endswith("This sweep tries PLW 0, 0.01 and 1.") and swept.plw_text == "0, 0.01, 1"
+    assert swept.split_guidance("valid").endswith("This sweep tries PLW 0, 0.01 and 1.")
+    assert swept.for_sweep(()) is swept
 
 
 def test_duplicates_and_overlap(tmp_path):

@@ -155,6 +155,7 @@ def test_inspect_counts_a_sweeps_data_once(tmp_path, capsys):
     assert main(["inspect", str(path), "--json", "--no-cache"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["splits"]["train"]["count"] > 0 and data["prompt_loss_weight"] == 0
+    assert data["guidance"].endswith("This sweep tries PLW 0 and 1.")  # not the first point's alone
 
 
 def test_validate_reports_a_bad_point_in_one_line_and_exit_2(tmp_path, capsys):

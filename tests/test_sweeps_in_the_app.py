@@ -41,6 +41,16 @@ def test_a_sweep_config_validates_in_the_editor_and_says_it_is_a_sweep(tmp_path)
     assert checked.errors and checked.errors[0].line == 3 and "prompt_loss_weight" in checked.errors[0].message
 
 
+def test_the_data_screen_counts_a_sweeps_data_once_and_names_every_plw_it_tries(tmp_path):
+    from tui.dataset_work import load_dataset
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP)
+    loaded = load_dataset([path], None, use_cache=False)
+    assert loaded.stats.plw_text == "0, 0.1"  # the screen's header
+    assert loaded.stats.split_guidance("train").endswith("This sweep tries PLW 0 and 0.1.")
+
+
 def test_t_on_a_sweep_config_trains_the_sweep(tmp_path, monkeypatch):
     import engine.training.sweep as sweep_module
 

@@ -47,8 +47,12 @@ def load_dataset(chain: list[Path], progress, use_cache: bool) -> Loaded:
     points share their data (only PLW, seed, learning rate and rank vary): its first is shown.
     """
     sweep = load_sweep(chain)
-    stage = sweep.points[0].stage if sweep is not None else load_stages(chain)[-1]
-    return Loaded(stage, compute_stats(stage, progress=progress, use_cache=use_cache))
+    if sweep is None:
+        stage = load_stages(chain)[-1]
+        return Loaded(stage, compute_stats(stage, progress=progress, use_cache=use_cache))
+    stage = sweep.points[0].stage
+    stats = compute_stats(stage, progress=progress, use_cache=use_cache)
+    return Loaded(stage, stats.for_sweep(sweep.values("prompt_loss_weight")))
 
 
 def example_tokens(loaded: Loaded, split: str, index: int) -> list[TokenCell]:

@@ -250,6 +250,10 @@ class Sweep:
     axes: tuple[Axis, ...]
     points: tuple[SweepPoint, ...]
 
+    def values(self, key: str) -> tuple:
+        """The values the sweep tries for the dotted ``key``; empty when it does not vary it."""
+        return next((axis.values for axis in self.axes if axis.key == key), ())
+
     def listing(self) -> list[str]:
         """What ``tuner validate`` shows of it: a heading, then per point its run name and values."""
         keys = " x ".join(f"{len(axis.values)} {axis.key}" for axis in self.axes)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -111,11 +111,25 @@ class DatasetStats:
     guidance: str
     tokenizer: str
     cached: bool
+    swept_plw: tuple[float, ...] = ()  # a sweep's PLW values; its first point's is prompt_loss_weight
+
+    @property
+    def plw_text(self) -> str:
+        """The PLW as a header shows it: one value, or the values a sweep tries."""
+        return ", ".join(f"{v:g}" for v in self.swept_plw) if self.swept_plw else f"{self.prompt_loss_weight:g}"
 
     def split_guidance(self, name: str) -> str:
         """The PLW reading from split ``name``'s own Rg (``guidance`` is train's, the split that
         training weighs)."""
-        return plw_guidance(self.splits[name].rg, self.prompt_loss_weight)
+        return plw_guidance(self.splits[name].rg, self.prompt_loss_weight, self.swept_plw)
+
+    def for_sweep(self, plw_values: tuple) -> DatasetStats:
+        """The same statistics for a sweep whose points try ``plw_values`` (the data is the same
+        for every point): the reading names them all, not the first point's alone."""
+        if not plw_values:
+            return self
+        swept = tuple(float(v) for v in plw_values)
+        return replace(self, swept_plw=swept, guidance=plw_guidance(self.splits["train"].rg, self.prompt_loss_weight, swept))
 
 
 @dataclass(frozen=True)
@@ -283,10 +297,14 @@ OWN_MEASUREMENT = (
 )
 
 
-def plw_guidance(rg: RgStats, plw: float) -> str:
-    """What the generation ratio suggests about PLW: a pointer to published results, not a rule."""
+def plw_guidance(rg: RgStats, plw: float, swept: tuple[float, ...] = ()) -> str:
+    """What the generation ratio suggests about PLW: a pointer to published results, not a rule.
+    ``swept``: the values a sweep tries, named instead of the one ``plw``."""
     current = {0.0: " (the prompt is masked)", 1.0: " (the plain full-sequence loss)"}.get(plw, "")
     setting = f"This config trains with PLW {plw:g}{current}."
+    if swept:
+        *rest, last = [f"{v:g}" for v in swept]
+        setting = f"This sweep tries PLW {', '.join(rest)} and {last}." if rest else f"This sweep trains with PLW {last}."
     if rg.count == 0:
         return f"Every example is plain text: all tokens are completion, so PLW has nothing to weigh. {setting}"
     r = rg.ratio_of_means

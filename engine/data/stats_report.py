@@ -53,7 +53,7 @@ def _plain(value, rows: bool):
 
 def format_stats(stats: DatasetStats) -> str:
     """The report ``tuner inspect`` prints: one block per split, then overlap and PLW guidance."""
-    head = f"tokenizer {stats.tokenizer}  ·  max_seq_length {stats.max_seq_length}  ·  PLW {stats.prompt_loss_weight:g}"
+    head = f"tokenizer {stats.tokenizer}  ·  max_seq_length {stats.max_seq_length}  ·  PLW {stats.plw_text}"
     lines = [head + ("  ·  from cache" if stats.cached else ""), ""]
     for split in stats.splits.values():
         lines += _format_split(split, stats.max_seq_length) + [""]

@@ -249,7 +249,7 @@ the length histograms marks `max_seq_length`, and on the Rg histogram Rg = 1.
         cached = " · from cache" if stats.cached else ""
         self.query_one("#dataset-source", Static).update(
             f"{self.config_label} · data {data} · tokenizer {stats.tokenizer} · "
-            f"max_seq_length {stats.max_seq_length:,} · PLW {stats.prompt_loss_weight:g}{cached}"
+            f"max_seq_length {stats.max_seq_length:,} · PLW {stats.plw_text}{cached}"
         )
         self._show_split()
 
