@@ -63,10 +63,7 @@ def detach_chain(config_paths: list, overrides: list[str] = (), quiet: bool = Fa
 
 def detach_resume(run_dir: Path, quiet: bool = False, hosts: Path | None = None) -> Detached:
     """Check that ``run_dir`` can be resumed, then resume it detached."""
-    train_args, stages, runs_dir = checked_resume(run_dir, quiet)
-    if hosts is not None:
-        ranks_for(stages, hosts)
-    return start_detached(train_args, runs_dir, hosts=hosts, earlier_log=Path(run_dir).resolve() / CONSOLE_LOG)
+    return _detach(*checked_resume(run_dir, quiet), hosts, earlier_log=Path(run_dir).resolve() / CONSOLE_LOG)
 
 
 def checked_sweep(config_paths: list, overrides: list[str] = (), quiet: bool = False,
@@ -103,10 +100,11 @@ def detach_sweep(config_paths: list, overrides: list[str] = (), quiet: bool = Fa
     return start_detached(train_args, runs_dir, earlier_log=earlier)
 
 
-def _detach(train_args: list[str], stages: list, runs_dir: Path, hosts: Path | None) -> Detached:
+def _detach(train_args: list[str], stages: list, runs_dir: Path, hosts: Path | None,
+            earlier_log: Path | None = None) -> Detached:
     if hosts is not None:
         ranks_for(stages, hosts)
-    return start_detached(train_args, runs_dir, hosts=hosts)
+    return start_detached(train_args, runs_dir, hosts=hosts, earlier_log=earlier_log)
 
 
 def start_detached(train_args: list[str], runs_dir: Path, poll_seconds: float = 0.2, hosts: Path | None = None,

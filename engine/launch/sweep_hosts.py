@@ -19,17 +19,13 @@ from pathlib import Path
 
 from engine.config import check_chain
 from engine.config.load import Sweep, SweepPoint, load_sweep
-from engine.errors import EXIT_CODES, EXIT_INTERRUPTED, UserError
-from engine.files import atomic_write_json
+from engine.errors import EXIT_CODES, EXIT_INTERRUPTED
 from engine.launch.handshake import announce_run
 from engine.launch.hosts import final_status, ranks_for, train_on_hosts
-from engine.runs.folder import link_next_stage
-from engine.runs.listing import read_view
-from engine.runs.lock import RunBusy, RunLock
-from engine.runs.more import check_resumable
+from engine.runs.lock import RunLock
+from engine.runs.sweep_points import point_run, tie_to_point
 from engine.runs.sweeps import (
     DONE,
-    POINT_FILE,
     SWEEP_CONFIG,
     check_sweep_resumable,
     create_sweep_folder,
@@ -77,15 +73,22 @@ def _each_point(hostfile: Path, sweep_dir: Path, sweep: Sweep, base: list[str]) 
     for number, point in enumerate(left, len(sweep.points) - len(left) + 1):
         entry = entries[point.name]
         print(f"sweep {sweep_dir.name}: run {number} of {len(sweep.points)}: {point.name}", file=sys.stderr, flush=True)
-        train_args = _train_args(sweep_dir, point, entry, base)
-        if train_args is None:  # finished, then killed before the manifest said so
-            entry["status"] = read_view(sweep_dir / entry["run_dir"]).status
+        need, run_dir, view = point_run(sweep_dir, entry)
+        if need == "done":  # finished, then killed before the manifest said so
+            entry["status"] = view.status
         else:
-            code = train_on_hosts(hostfile, train_args, [point.stage], sweep_dir.parent,
-                                  on_start=lambda run_dir: _started(sweep_dir, point, entry, manifest, run_dir))
-            if not entry.get("run_dir"):  # the ranks ended before training: their messages are above
+            train_args = (["--resume", str(run_dir), *[a for a in base if a == "--quiet"]] if need == "resume"
+                          else _new_point_args(sweep_dir, point, base))
+            started: list[Path] = []
+
+            def on_start(run_dir: Path) -> None:
+                started.append(run_dir)
+                tie_to_point(sweep_dir, point, entry, manifest, run_dir)
+
+            code = train_on_hosts(hostfile, train_args, [point.stage], sweep_dir.parent, on_start=on_start)
+            if not started:  # the ranks ended before training: their messages are above
                 return code
-            entry["status"] = final_status(sweep_dir / entry["run_dir"])
+            entry["status"] = final_status(started[0])
         write_manifest(sweep_dir, manifest)
         statuses.append(entry["status"])
         if entry["status"] not in DONE:  # stopped, failed or interrupted: the sweep ends here
@@ -93,30 +96,7 @@ def _each_point(hostfile: Path, sweep_dir: Path, sweep: Sweep, base: list[str]) 
     return EXIT_CODES["diverged"] if "diverged" in statuses else 0
 
 
-def _train_args(sweep_dir: Path, point: SweepPoint, entry: dict, base: list[str]) -> list[str] | None:
-    """``--resume RUN_DIR`` for a point cut short after a checkpoint; the base configs with the
-    point's values for a new one (or one stopped before its first checkpoint); None when the run
-    had finished."""
-    run_dir = sweep_dir / entry["run_dir"] if entry.get("run_dir") else None
-    if run_dir is not None and run_dir.is_dir():
-        if read_view(run_dir).status in DONE:
-            return None
-        try:
-            check_resumable(run_dir)
-        except RunBusy:
-            raise
-        except UserError:  # nothing saved yet: start it again
-            pass
-        else:
-            return ["--resume", str(run_dir), *[a for a in base if a == "--quiet"]]
+def _new_point_args(sweep_dir: Path, point: SweepPoint, base: list[str]) -> list[str]:
+    """The base configs with the point's values, its sweep folder as the runs folder and its name."""
     values = {**point.point.as_dict(), "runs_dir": str(sweep_dir), "name": point.name}
     return [*base, *[part for key, value in values.items() for part in ("--set", f"{key}={json.dumps(value)}")]]
-
-
-def _started(sweep_dir: Path, point: SweepPoint, entry: dict, manifest: dict, run_dir: Path) -> None:
-    """Rank 0 has made the point's run folder: tie it to the sweep, as the in-process sweep does."""
-    atomic_write_json(run_dir / POINT_FILE, {"sweep": str(sweep_dir), "point": point.name,
-                                             "values": point.point.as_dict()})
-    entry["run_dir"], entry["status"] = run_dir.name, "running"
-    write_manifest(sweep_dir, manifest)
-    link_next_stage(sweep_dir, run_dir)  # `tuner control SWEEP_DIR ...` reaches the run training now

@@ -32,14 +32,11 @@ from engine.data.tokenize import tokenised_once
 from engine.errors import UserError
 from engine.files import atomic_write_json
 from engine.runs.control import Control
-from engine.runs.folder import link_next_stage
-from engine.runs.listing import read_view
-from engine.runs.lock import RunBusy, RunLock
-from engine.runs.more import check_resumable, check_run_folder
+from engine.runs.lock import RunLock
+from engine.runs.more import check_run_folder
+from engine.runs.sweep_points import point_run, tie_to_point
 from engine.runs.sweeps import (
     DERIVED_FILE,
-    DONE,
-    POINT_FILE,
     check_sweep_resumable,
     create_sweep_folder,
     is_sweep_dir,
@@ -87,8 +84,7 @@ def _each_point(sweep_dir: Path, sweep: Sweep, emit: Emit, control: Control) -> 
         entry = entries[point.name]
         emit(ev.Notice(message=f"sweep {sweep_dir.name}: run {number} of {len(sweep.points)}: {point.name}"))
         try:
-            result = _train_point(sweep_dir, point, entry, lambda: write_manifest(sweep_dir, manifest),
-                                  emit, control)
+            result = _train_point(sweep_dir, point, entry, manifest, emit, control)
         except BaseException as e:
             if entry["status"] == "running":  # what went wrong is in the run's own metrics
                 entry["status"] = "failed" if isinstance(e, Exception) else "interrupted"
@@ -102,30 +98,15 @@ def _each_point(sweep_dir: Path, sweep: Sweep, emit: Emit, control: Control) -> 
     return results
 
 
-def _train_point(sweep_dir: Path, point: SweepPoint, entry: dict, save: Callable[[], None], emit: Emit,
+def _train_point(sweep_dir: Path, point: SweepPoint, entry: dict, manifest: dict, emit: Emit,
                  control: Control) -> StageResult:
     """One point: resumed from its run folder's latest checkpoint when it has one, else started."""
-    def started(run_dir: Path) -> None:
-        atomic_write_json(run_dir / POINT_FILE, {"sweep": str(sweep_dir), "point": point.name,
-                                                 "values": point.point.as_dict()})
-        entry["run_dir"], entry["status"] = run_dir.name, "running"
-        save()
-        link_next_stage(sweep_dir, run_dir)  # `tuner control SWEEP_DIR ...` reaches the run training now
-
-    noting = _at_start(emit, started)
-    if entry.get("run_dir") and (sweep_dir / entry["run_dir"]).is_dir():
-        run_dir = sweep_dir / entry["run_dir"]
-        status = read_view(run_dir).status
-        if status in DONE:  # finished, then killed before the manifest said so
-            return StageResult(status, run_dir, None, read_view(run_dir).step)
-        try:
-            check_resumable(run_dir)
-        except RunBusy:
-            raise
-        except UserError:  # stopped before its first checkpoint: nothing to resume, start it again
-            pass
-        else:
-            return resume_run(run_dir, noting, control)
+    noting = _at_start(emit, lambda run_dir: tie_to_point(sweep_dir, point, entry, manifest, run_dir))
+    need, run_dir, view = point_run(sweep_dir, entry)
+    if need == "done":
+        return StageResult(view.status, run_dir, None, view.step)
+    if need == "resume":
+        return resume_run(run_dir, noting, control)
     config = point.stage.config.model_copy(update={"runs_dir": str(sweep_dir), "name": point.name})
     return Trainer(replace(point.stage, config=config), noting, control).run()
 
