@@ -184,6 +184,7 @@ class ExportDialog(ModalScreen[Path | None]):
             self._note(message.error)  # stays open: another format or path may work
             self.notify(message.error, severity="error", timeout=10)
         else:
+            self.notify(f"exported: {message.path}", timeout=10)
             self.dismiss(message.path)
 
     def _note(self, text: str) -> None:

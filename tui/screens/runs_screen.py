@@ -71,25 +71,25 @@ class RunsScreen(Screen):
     HELP = """\
 ## Runs
 
-Every run folder under the runs folder, newest first; the list rescans itself every few seconds.
+Every run folder under the runs folder, newest first; the list rescans itself every few seconds
+(**r**: now).
 
-- **enter** charts the selected run's training loss and validation completion and prompt
-  losses against step. A run that is still training, here or in a headless `tuner train`,
-  is followed live.
-- **r** rescans the runs folder now.
+- **enter** charts the selected run's training loss and validation completion and prompt losses,
+  and follows a run that still trains (here or in a headless `tuner train`).
 - the checkpoint table lists the opened run's checkpoints with the validation completion loss and
   accuracy at their step, and marks the one the final adapter holds; **P** makes the selected one
   the run's final adapter (`adapters.safetensors`, what `mlx_lm.generate --adapter-path` loads).
 - **R** resumes a stopped run exactly from its latest checkpoint. On a finished run it asks how
   much further to train (`200` steps, or `2 epochs`) and trains that as a new run, linked from
   the old one and starting from its final adapter; the finished run's files stay as they are.
+- **W** trains the selected run's config again with another PLW (it asks for it), as a new run
+  linked to the one it came from.
 - **space** marks the selected run (● before its name) or unmarks it; **c** opens the marked
-  runs (2 to 8) together on the Compare screen. With none marked, **c** opens the sweep the
-  selected run belongs to, or asks for a sweep folder (one with a `sweep.json`).
-- **g** opens the selected run in the Playground (5), at the checkpoint selected in the
-  checkpoint table when the run is open, else with its final adapter.
-- **e** exports that checkpoint: it asks the format (mlx, gguf, ollama, lmstudio), its precision
-  and a path that does not exist yet, shows the progress and says where it wrote.
+  runs (2 to 8) together on the Compare screen; with none marked, the selected run's sweep, or
+  it asks for a sweep folder (one with a `sweep.json`).
+- **g** opens the selected run in the Playground (5), at the checkpoint selected in the table
+  when the run is open, else with its final adapter; **e** exports that checkpoint (format,
+  precision and a new path asked; the progress shown).
 - **a** attaches to a run that another process is training (`tuner train --detach`, a headless
   run, another app): the Train screen follows it live, and pause, stop, save and eval act on it.
 
@@ -304,11 +304,7 @@ A run is *interrupted* when it never finished and its metrics file has not chang
 
     def action_export(self) -> None:
         if (chosen := self._selected_checkpoint()) is not None:
-            self.app.push_screen(ExportDialog(*chosen), self._exported)
-
-    def _exported(self, path: Path | None) -> None:
-        if path is not None:
-            self.notify(f"exported: {path}", timeout=10)
+            self.app.push_screen(ExportDialog(*chosen))  # it says where it wrote, or why it could not
 
     def check_action(self, action: str, parameters) -> bool | None:
         """Attach only for a run that trains, Resume only for one that does not (the footer shows
