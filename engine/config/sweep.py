@@ -107,8 +107,11 @@ def grid(axes: list[Axis]) -> list[Point]:
         raise ConfigError(f"the sweep has {total} runs ({sizes}); at most {MAX_POINTS} fit one sweep: "
                           "list fewer values", file, line, axes[-1].key)
     order = sorted(axes, key=lambda a: a.path != ("seed",))  # the seed outermost; stable for the rest
-    combos = itertools.product(*(zip(a.values, a.places) for a in order))
-    return [Point(tuple((axis.path, *dict(zip(order, combo))[axis]) for axis in axes)) for combo in combos]
+    points = []
+    for combo in itertools.product(*(zip(a.values, a.places) for a in order)):
+        picked = dict(zip(order, combo))  # axis -> (value, where)
+        points.append(Point(tuple((axis.path, *picked[axis]) for axis in axes)))
+    return points
 
 
 def apply_point(values: dict, lines: dict[KeyPath, Where], point: Point) -> tuple[dict, dict[KeyPath, Where]]:
